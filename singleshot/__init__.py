@@ -1,0 +1,28 @@
+"""singleshot: SSD object detectors (MLPerf SSD300-ResNet-34, NVIDIA SSD300 v1.1, SSD320 v1.2) in PyTorch."""
+
+from singleshot.box import (
+    BoxCoder,
+    FocalLoss,
+    MultiBoxLoss,
+    PostProcessor,
+    TargetEncoder,
+    default_boxes,
+)
+from singleshot.box.factory import build_loss, build_postprocessor
+from singleshot.models import DetectorSpec, build_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BoxCoder",
+    "DetectorSpec",
+    "FocalLoss",
+    "MultiBoxLoss",
+    "PostProcessor",
+    "TargetEncoder",
+    "build_loss",
+    "build_model",
+    "build_postprocessor",
+    "default_boxes",
+    "list_models",
+]

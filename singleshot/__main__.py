@@ -1,0 +1,5 @@
+import sys
+
+from singleshot.cli import main
+
+sys.exit(main())

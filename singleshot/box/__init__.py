@@ -1,0 +1,28 @@
+"""Box mathematics: default boxes, matching and coding, losses, decoding and NMS (all batched, device-side)."""
+
+from singleshot.box.anchors import (
+    SSD300_ANCHORS,
+    AnchorSpec,
+    MultiscaleAnchorSpec,
+    SSDAnchorSpec,
+    default_boxes,
+)
+from singleshot.box.coder import BoxCoder, TargetEncoder, default_boxes_xyxy, match_anchors
+from singleshot.box.loss import FocalLoss, MultiBoxLoss
+from singleshot.box.postprocess import PostprocessConfig, PostProcessor
+
+__all__ = [
+    "SSD300_ANCHORS",
+    "AnchorSpec",
+    "BoxCoder",
+    "FocalLoss",
+    "MultiBoxLoss",
+    "MultiscaleAnchorSpec",
+    "PostProcessor",
+    "PostprocessConfig",
+    "SSDAnchorSpec",
+    "TargetEncoder",
+    "default_boxes",
+    "default_boxes_xyxy",
+    "match_anchors",
+]

@@ -1,0 +1,79 @@
+"""Detection losses over per-anchor targets, batched (no per-image Python loops).
+
+Both losses take the model's raw outputs and the :class:`~singleshot.box.coder.TargetEncoder` targets:
+``bbox_regression [B, A, 4]`` offsets, ``cls_logits [B, A, C]``, ``target_offsets [B, A, 4]``,
+``target_labels [B, A]`` int64 with 0 = background, and return a dict with ``loss`` (the scalar to backpropagate)
+and detached ``box`` / ``cls`` parts for logging.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision.ops import sigmoid_focal_loss
+
+
+class MultiBoxLoss(nn.Module):
+    """SSD loss with hard-negative mining, as in the MLPerf reference (seed 000, step 2-3).
+
+    Per image: smooth-L1 (beta 1) over the offsets of the P positive anchors, plus softmax cross-entropy over the
+    positives and the ``neg_pos_ratio * P`` negatives with the highest loss; the sum is divided by P. Images with
+    no positives contribute 0; the result is the mean over the batch.
+
+    One descending sort + scatter picks exactly the same negatives as the reference's sort-of-a-sort ranking, at
+    half the sorting cost (why this is hand-written rather than torchvision's per-image loop).
+    """
+
+    def __init__(self, neg_pos_ratio: float = 3.0) -> None:
+        super().__init__()
+        self.neg_pos_ratio = neg_pos_ratio
+
+    def forward(
+        self, bbox_regression: Tensor, cls_logits: Tensor, target_offsets: Tensor, target_labels: Tensor
+    ) -> dict[str, Tensor]:
+        positive = target_labels > 0  # (B, A)
+        num_pos = positive.sum(dim=1)  # (B,)
+        box = F.smooth_l1_loss(bbox_regression.float(), target_offsets.float(), reduction="none").sum(-1)
+        box = (box * positive).sum(dim=1)  # (B,)
+
+        b, a, c = cls_logits.shape
+        ce = F.cross_entropy(cls_logits.float().reshape(b * a, c), target_labels.reshape(-1), reduction="none")
+        ce = ce.view(b, a)  # (B*A,) -> (B, A)
+        with torch.no_grad():
+            mining = ce.masked_fill(positive, 0.0)  # positives never count as negatives
+            order = mining.argsort(dim=1, descending=True)
+            num_neg = (self.neg_pos_ratio * num_pos).clamp(max=a).long()  # (B,)
+            rank_ok = torch.arange(a, device=ce.device)[None, :] < num_neg[:, None]  # (B, A) in sorted order
+            negative = torch.zeros_like(positive).scatter_(1, order, rank_ok)
+        cls = (ce * (positive | negative)).sum(dim=1)  # (B,)
+
+        has_pos = (num_pos > 0).to(box.dtype)
+        denom = num_pos.to(box.dtype).clamp(min=1e-6)
+        box_part = (box * has_pos / denom).mean()
+        cls_part = (cls * has_pos / denom).mean()
+        return {"loss": box_part + cls_part, "box": box_part.detach(), "cls": cls_part.detach()}
+
+
+class FocalLoss(nn.Module):
+    """Sigmoid focal loss (alpha 0.25, gamma 2) over all anchors + smooth-L1 on positives, as SSD320 v1.2 trains.
+
+    ``cls_logits`` has one channel per foreground class (label ``l`` is channel ``l - 1``). Both terms are summed
+    over the batch and divided by the number of positive anchors in the batch (at least 1), the TF API's
+    normalisation. Uses :func:`torchvision.ops.sigmoid_focal_loss`.
+    """
+
+    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, smooth_l1_beta: float = 1.0) -> None:
+        super().__init__()
+        self.alpha, self.gamma, self.beta = alpha, gamma, smooth_l1_beta
+
+    def forward(
+        self, bbox_regression: Tensor, cls_logits: Tensor, target_offsets: Tensor, target_labels: Tensor
+    ) -> dict[str, Tensor]:
+        positive = target_labels > 0
+        denom = positive.sum().clamp(min=1).to(torch.float32)
+        one_hot = F.one_hot(target_labels, cls_logits.shape[-1] + 1)[..., 1:].to(torch.float32)  # (B, A, C)
+        cls = sigmoid_focal_loss(cls_logits.float(), one_hot, self.alpha, self.gamma, reduction="sum") / denom
+        box = F.smooth_l1_loss(bbox_regression.float(), target_offsets.float(), reduction="none", beta=self.beta)
+        box = (box.sum(-1) * positive).sum() / denom
+        return {"loss": box + cls, "box": box.detach(), "cls": cls.detach()}

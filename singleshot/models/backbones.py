@@ -1,0 +1,88 @@
+"""Backbones built from torchvision's ResNet definitions, truncated and re-strided as the SSD recipes require.
+
+Keeping torchvision's module names (``conv1``, ``bn1``, ``layer1`` ...) means a torchvision ImageNet checkpoint
+file loads into the backbone key-for-key (:func:`load_backbone_weights`). Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import resnet
+
+_RESNETS = {
+    "resnet18": resnet.resnet18,
+    "resnet34": resnet.resnet34,
+    "resnet50": resnet.resnet50,
+}
+
+
+def resnet_trunk(arch: str, last_layer: int, stride1_last: bool) -> nn.Sequential:
+    """``conv1 .. layer{last_layer}`` of a torchvision ResNet as an ``nn.Sequential`` with torchvision's names.
+
+    Args:
+        arch: "resnet18", "resnet34" or "resnet50".
+        last_layer: keep ``layer1 .. layer{last_layer}`` (2, 3 or 4).
+        stride1_last: make the first block of the last kept layer stride 1 (its conv and downsample), the SSD300
+            modification that keeps conv4_x at 38x38 for a 300 px input.
+    """
+    if arch not in _RESNETS:
+        raise ValueError(f"unknown backbone {arch!r}; choose from {sorted(_RESNETS)}")
+    net = _RESNETS[arch](weights=None)
+    names = ["conv1", "bn1", "relu", "maxpool"] + [f"layer{i}" for i in range(1, last_layer + 1)]
+    trunk = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
+    if stride1_last:
+        block = getattr(trunk, f"layer{last_layer}")[0]
+        for conv in (block.conv1, getattr(block, "conv2", None), block.downsample[0]):
+            if conv is not None and conv.stride != (1, 1):
+                conv.stride = (1, 1)
+    return trunk
+
+
+def resnet_out_channels(arch: str, layer: int) -> int:
+    """Output channels of ``layer{layer}`` of a torchvision ResNet."""
+    expansion = 4 if arch == "resnet50" else 1
+    return 64 * 2 ** (layer - 1) * expansion
+
+
+def load_backbone_weights(module: nn.Module, path: str | Path) -> list[str]:
+    """Load a torchvision ImageNet checkpoint (e.g. ``resnet34-333f7ec4.pth``) into a :func:`resnet_trunk`.
+
+    Keys of the file that the trunk does not have (``fc``, ``layer4`` of a truncated net) are ignored and returned.
+    Every tensor of the trunk must be present in the file with the same shape; otherwise a ``ValueError`` names
+    the file and the missing or mismatching keys. Missing/unreadable files raise ``FileNotFoundError`` /
+    ``ValueError`` naming the file.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"pretrained backbone file not found: {path}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many kinds for a corrupt or non-checkpoint file
+        raise ValueError(f"cannot read pretrained backbone file {path}: {exc}") from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"pretrained backbone file {path} does not hold a state dict of tensors")
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    own = module.state_dict()
+    missing = sorted(k for k in own if k not in state)
+    mismatched = sorted(
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and state[k].shape != v.shape
+    )
+    if missing or mismatched:
+        lines = [f"pretrained backbone file {path} does not match the {type(module).__name__} backbone:"]
+        if missing:
+            lines.append(
+                f"  missing keys ({len(missing)}): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}"
+            )
+        if mismatched:
+            lines.append(f"  shape mismatches ({len(mismatched)}): {'; '.join(mismatched[:20])}")
+        raise ValueError("\n".join(lines))
+    module.load_state_dict({k: state[k] for k in own}, strict=True)
+    return sorted(k for k in state if k not in own)

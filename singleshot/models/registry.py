@@ -1,0 +1,113 @@
+"""The preset registry: ``build_model(name, ...)`` over named builder functions (timm's pattern)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+from singleshot.box.anchors import SSD300_ANCHORS, MultiscaleAnchorSpec, SSDAnchorSpec
+from singleshot.box.postprocess import PostprocessConfig
+from singleshot.models.backbones import load_backbone_weights
+from singleshot.models.spec import DetectorSpec
+from singleshot.models.ssd import SSD, ExtraBlock
+from singleshot.models.ssd_fpn import SSDFPN
+
+_BUILDERS: dict[str, Callable[[int], nn.Module]] = {}
+SPECS: dict[str, DetectorSpec] = {}
+
+
+def register(spec: DetectorSpec) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
+    def deco(fn: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
+        _BUILDERS[spec.name] = fn
+        SPECS[spec.name] = spec
+        return fn
+
+    return deco
+
+
+# Extra blocks shared by both SSD300 models: 38 -> 19 -> 10 -> 5 -> 3 -> 1.
+_SSD300_EXTRAS = [
+    ExtraBlock(256, 512, 2, 1),
+    ExtraBlock(256, 512, 2, 1),
+    ExtraBlock(128, 256, 2, 1),
+    ExtraBlock(128, 256, 1, 0),
+    ExtraBlock(128, 256, 1, 0),
+]
+
+
+@register(DetectorSpec("ssd300_resnet34", 300, SSD300_ANCHORS))
+def ssd300_resnet34(num_classes: int) -> nn.Module:
+    """MLPerf Training reference SSD300: ResNet-34 to conv4_x (stride 1), extra blocks with bias, no BN."""
+    return SSD(SPECS["ssd300_resnet34"], num_classes, "resnet34", 3, _SSD300_EXTRAS, extra_batch_norm=False)
+
+
+@register(DetectorSpec("ssd300_resnet50", 300, SSD300_ANCHORS))
+def ssd300_resnet50(num_classes: int) -> nn.Module:
+    """NVIDIA SSD300 v1.1: ResNet-50 to conv4_x (stride 1), extra blocks with BN and no bias."""
+    return SSD(SPECS["ssd300_resnet50"], num_classes, "resnet50", 3, _SSD300_EXTRAS, extra_batch_norm=True)
+
+
+@register(
+    DetectorSpec(
+        "ssd320_resnet50_fpn",
+        320,
+        MultiscaleAnchorSpec(image_size=320),
+        classifier="sigmoid",
+        loss="focal",
+        postprocess=PostprocessConfig(score_threshold=1e-8, nms_iou=0.6, candidates_per_class=100, max_detections=100),
+    )
+)
+def ssd320_resnet50_fpn(num_classes: int) -> nn.Module:
+    """NVIDIA SSD320 v1.2: ResNet-50 + FPN P3-P7, shared 4-conv towers, sigmoid focal-loss classifier."""
+    return SSDFPN(SPECS["ssd320_resnet50_fpn"], num_classes)
+
+
+# The CPU preset: the SSD300 code path at 160 px on ResNet-18's first two stages (stride 8 -> 20x20),
+# with slim extra blocks. Scales span 0.1-0.9 of the image like SSD300's 21/300 .. 261/300.
+TINY_ANCHORS = SSDAnchorSpec(
+    image_size=160,
+    feature_sizes=(20, 10, 5, 3, 1),
+    steps=(8, 16, 32, 160 / 3, 160),
+    scales=(16, 32, 60, 88, 116, 144),
+    aspect_ratios=((2,), (2, 3), (2, 3), (2,), (2,)),
+)
+
+
+@register(DetectorSpec("ssd_tiny", 160, TINY_ANCHORS))
+def ssd_tiny(num_classes: int) -> nn.Module:
+    """Small SSD for CPUs, the demo and the tests (~1M parameters): ResNet-18 through layer2 + 4 extra blocks."""
+    extras = [
+        ExtraBlock(64, 128, 2, 1),
+        ExtraBlock(64, 128, 2, 1),
+        ExtraBlock(64, 128, 2, 1),
+        ExtraBlock(64, 128, 1, 0),
+    ]
+    return SSD(SPECS["ssd_tiny"], num_classes, "resnet18", 2, extras, extra_batch_norm=True, stride1_last=False)
+
+
+def list_models() -> list[str]:
+    """Names accepted by :func:`build_model`."""
+    return sorted(_BUILDERS)
+
+
+def build_model(name: str, num_classes: int = 81, pretrained_backbone: str | Path | None = None) -> nn.Module:
+    """Build a registered detector.
+
+    Args:
+        name: one of :func:`list_models`.
+        num_classes: labels including background (81 for COCO).
+        pretrained_backbone: path to a torchvision ImageNet checkpoint of the backbone architecture
+            (e.g. ``resnet34-333f7ec4.pth``); loaded key-for-key into ``model.backbone``. Never downloaded.
+    Returns:
+        The model; ``model.spec`` is its :class:`DetectorSpec`.
+    """
+    if name not in _BUILDERS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+    model = _BUILDERS[name](num_classes)
+    if pretrained_backbone is not None:
+        load_backbone_weights(model.backbone, pretrained_backbone)
+    return model
