@@ -146,6 +146,50 @@ def default_boxes(spec: AnchorSpec, device: torch.device | str = "cpu", dtype: t
     return _cached(spec, torch.device(device), dtype)
 
 
+@dataclass(frozen=True)
+class GridLevel:
+    """The separable extents of one level's default boxes (xyxy, normalized).
+
+    Anchor ``start + t * f * f + row * f + col`` spans ``x1[t, col]..x2[t, col]`` by ``y1[t, row]..y2[t, row]``.
+    """
+
+    start: int
+    num_types: int
+    size: int
+    x1: Tensor  # (T, f)
+    x2: Tensor  # (T, f)
+    y1: Tensor  # (T, f)
+    y2: Tensor  # (T, f)
+
+
+@functools.lru_cache(maxsize=64)
+def _grid_levels(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> tuple[GridLevel, ...]:
+    boxes = default_boxes(spec, device, dtype)
+    xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+    levels, start = [], 0
+    for f, t in zip(spec.feature_sizes, spec.num_anchors_per_location):
+        blk = xyxy[start : start + t * f * f].view(t, f, f, 4)  # (T, row, col, 4)
+        levels.append(
+            GridLevel(
+                start,
+                t,
+                f,
+                blk[:, 0, :, 0].contiguous(),
+                blk[:, 0, :, 2].contiguous(),
+                blk[:, :, 0, 1].contiguous(),
+                blk[:, :, 0, 3].contiguous(),
+            )
+        )
+        start += t * f * f
+    return tuple(levels)
+
+
+def grid_levels(spec: AnchorSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
+    """Per-level separable x/y extents of ``default_boxes(spec)`` (both specs place boxes on a grid whose x extent
+    depends only on (type, col) and y extent only on (type, row)); cached per device and dtype."""
+    return _grid_levels(spec, torch.device(device), dtype)
+
+
 SSD300_ANCHORS = SSDAnchorSpec(
     image_size=300,
     feature_sizes=(38, 19, 10, 5, 3, 1),

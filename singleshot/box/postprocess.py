@@ -8,6 +8,7 @@ MLPerf evaluation semantics (seed 000 / RECIPES.md): softmax over classes; per i
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -53,11 +54,27 @@ class PostProcessor(nn.Module):
         self.config = config or PostprocessConfig()
         self.coder = coder or BoxCoder()
 
-    def scores(self, cls_logits: Tensor) -> Tensor:
-        """``[B, A, C]`` logits -> ``[B, A, K]`` foreground class probabilities (K = num_classes - 1)."""
+    def candidates(self, cls_logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Entries whose class probability exceeds the score threshold.
+
+        ``cls_logits [B, A, C]`` -> ``(image, anchor, class, score)``, each ``[N]``; class is 0-based over the
+        foreground classes. Thresholds in logit space so the full probability tensor is never written.
+        """
+        thr = self.config.score_threshold
+        logits = cls_logits.float()
         if self.classifier == "softmax":
-            return cls_logits.float().softmax(dim=-1)[..., 1:]
-        return cls_logits.float().sigmoid()
+            # p_c = exp(l_c - lse) <= exp(l_c - max): only entries with l_c > max + log(thr) can pass, so the exact
+            # log-sum-exp is computed for those few anchors only, never for the whole [B, A, C] tensor.
+            fg = logits[..., 1:]
+            top = logits.amax(dim=-1, keepdim=True)  # (B, A, 1)
+            img, anchor, cls = (fg > top + math.log(thr)).nonzero(as_tuple=True)
+            lse = logits[img, anchor].logsumexp(dim=-1)  # (N,)
+            score = torch.exp(fg[img, anchor, cls] - lse)
+        else:
+            img, anchor, cls = (logits > math.log(thr / (1 - thr))).nonzero(as_tuple=True)
+            score = logits[img, anchor, cls].sigmoid()
+        keep = score > thr  # the exact test
+        return img[keep], anchor[keep], cls[keep], score[keep]
 
     def decode_boxes(self, bbox_regression: Tensor) -> Tensor:
         """``[B, A, 4]`` offsets -> ``[B, A, 4]`` xyxy normalized boxes."""
@@ -67,31 +84,63 @@ class PostProcessor(nn.Module):
     @torch.no_grad()
     def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
         cfg = self.config
-        b, a, _ = bbox_regression.shape
-        boxes = self.decode_boxes(bbox_regression)  # (B, A, 4) xyxy normalized
-        scores = self.scores(cls_logits).transpose(1, 2)  # (B, A, K) -> (B, K, A)
-        k = scores.shape[1]
-        top = min(cfg.candidates_per_class, a)
-        cand_scores, cand_idx = scores.topk(top, dim=2)  # (B, K, top), sorted
-        keep = cand_scores > cfg.score_threshold
-        img_idx, cls_idx, slot = keep.nonzero(as_tuple=True)  # (N,) each, image-major order
-        anchor_idx = cand_idx[img_idx, cls_idx, slot]
-        flat_scores = cand_scores[img_idx, cls_idx, slot]
-        flat_boxes = boxes[img_idx, anchor_idx]  # (N, 4) normalized xyxy
+        b, _, c = cls_logits.shape
+        k = c - 1 if self.classifier == "softmax" else c
+        img, anchor, cls, score = self.candidates(cls_logits)  # (N,) each
+        group = img * k + cls  # one NMS group per (image, class)
 
-        scale = image_sizes.to(boxes.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4) as (W, H, W, H)
-        flat_boxes = flat_boxes.clamp(0, 1) * scale[img_idx]  # pixels
-        kept = batched_nms(flat_boxes, flat_scores, img_idx * k + cls_idx, cfg.nms_iou)  # sorted by score
-        # Regroup by image (stable sort keeps descending score inside each image), then cap per image.
-        kept = kept[torch.sort(img_idx[kept], stable=True).indices]
-        kept_img = img_idx[kept]
-        counts = torch.bincount(kept_img, minlength=b)
-        starts = torch.cumsum(counts, 0) - counts
-        rank = torch.arange(kept.numel(), device=kept.device) - starts[kept_img]
-        kept = kept[rank < cfg.max_detections]
-        counts = counts.clamp(max=cfg.max_detections)
-        splits = counts.tolist()
-        out_boxes = flat_boxes[kept].split(splits)
-        out_scores = flat_scores[kept].split(splits)
-        out_labels = (cls_idx[kept] + 1).split(splits)
-        return [{"boxes": bx, "scores": sc, "labels": lb} for bx, sc, lb in zip(out_boxes, out_scores, out_labels)]
+        # Order by (group, descending score), then keep the best candidates_per_class of each group.
+        order = score.argsort(descending=True, stable=True)
+        order = order[group[order].argsort(stable=True)]
+        group, img, anchor, cls, score = group[order], img[order], anchor[order], cls[order], score[order]
+        counts = torch.bincount(group, minlength=b * k)
+        rank = torch.arange(group.numel(), device=group.device) - (counts.cumsum(0) - counts)[group]
+        top = rank < cfg.candidates_per_class
+        group, img, anchor, cls, score = group[top], img[top], anchor[top], cls[top], score[top]
+
+        scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
+        boxes = self.coder.decode(bbox_regression[img, anchor].float(), default_boxes(self.anchors, img.device)[anchor])
+        boxes = box_convert(boxes, "cxcywh", "xyxy").clamp(0, 1) * scale[img]  # (N, 4) xyxy pixels
+
+        keep = self._nms(boxes, score, group)  # indices into the candidates, any order
+        # Per image, the max_detections best: sort kept by (image, descending score) and rank within the image.
+        keep = keep[score[keep].argsort(descending=True, stable=True)]
+        keep = keep[img[keep].argsort(stable=True)]
+        per_image = torch.bincount(img[keep], minlength=b)
+        rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image)[img[keep]]
+        keep = keep[rank < cfg.max_detections]
+        splits = per_image.clamp(max=cfg.max_detections).tolist()
+        return [
+            {"boxes": bx, "scores": sc, "labels": lb}
+            for bx, sc, lb in zip(boxes[keep].split(splits), score[keep].split(splits), (cls[keep] + 1).split(splits))
+        ]
+
+    def _nms(self, boxes: Tensor, scores: Tensor, group: Tensor) -> Tensor:
+        """Greedy NMS within each group; ``boxes [N, 4]`` xyxy pixels sorted by group. Returns kept indices.
+
+        ``torchvision.ops.batched_nms`` falls back to a Python loop over groups for large inputs (thousands of
+        (image, class) groups here), and a single offset-trick call is quadratic in N; so the candidates go through
+        it in blocks of about ``_NMS_BLOCK`` boxes cut at group boundaries (each block takes its fast path).
+        """
+        n = boxes.shape[0]
+        if n <= _NMS_BLOCK + 200:
+            return batched_nms(boxes, scores, group, self.config.nms_iou)
+        # Block id of a candidate = where its group starts, in units of _NMS_BLOCK (groups never straddle).
+        is_start = torch.ones_like(group, dtype=torch.bool)
+        is_start[1:] = group[1:] != group[:-1]
+        positions = torch.arange(n, device=group.device)
+        group_start = torch.cummax(torch.where(is_start, positions, torch.zeros_like(positions)), 0).values
+        block = group_start // _NMS_BLOCK
+        sizes = torch.bincount(block).tolist()
+        kept, offset = [], 0
+        for size in sizes:
+            if size:
+                sl = slice(offset, offset + size)
+                kept.append(batched_nms(boxes[sl], scores[sl], group[sl], self.config.nms_iou) + offset)
+            offset += size
+        return torch.cat(kept)
+
+
+# torchvision's batched_nms switches to its per-group loop above 4000 coordinates (1000 boxes) on CPU; a block
+# holds at most _NMS_BLOCK + candidates_per_class boxes.
+_NMS_BLOCK = 800

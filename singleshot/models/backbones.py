@@ -48,7 +48,7 @@ def resnet_out_channels(arch: str, layer: int) -> int:
     return 64 * 2 ** (layer - 1) * expansion
 
 
-def load_backbone_weights(module: nn.Module, path: str | Path) -> list[str]:
+def load_backbone_weights(module: nn.Module, path: str | Path, arch: str = "ResNet") -> list[str]:
     """Load a torchvision ImageNet checkpoint (e.g. ``resnet34-333f7ec4.pth``) into a :func:`resnet_trunk`.
 
     Keys of the file that the trunk does not have (``fc``, ``layer4`` of a truncated net) are ignored and returned.
@@ -76,7 +76,7 @@ def load_backbone_weights(module: nn.Module, path: str | Path) -> list[str]:
         if k in state and state[k].shape != v.shape
     )
     if missing or mismatched:
-        lines = [f"pretrained backbone file {path} does not match the {type(module).__name__} backbone:"]
+        lines = [f"pretrained backbone file {path} does not match the {arch} backbone:"]
         if missing:
             lines.append(
                 f"  missing keys ({len(missing)}): {', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}"

@@ -109,5 +109,5 @@ def build_model(name: str, num_classes: int = 81, pretrained_backbone: str | Pat
         raise ValueError(f"num_classes counts the background and must be >= 2, got {num_classes}")
     model = _BUILDERS[name](num_classes)
     if pretrained_backbone is not None:
-        load_backbone_weights(model.backbone, pretrained_backbone)
+        load_backbone_weights(model.backbone, pretrained_backbone, arch=model.backbone_arch)
     return model

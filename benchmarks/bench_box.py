@@ -1,0 +1,126 @@
+"""Box-math benchmark: singleshot vs the MLPerf reference algorithms, side by side on one CPU thread.
+
+Run: ``python benchmarks/bench_box.py [--repeats 5] [--skip-reference-decode]``
+
+1. encoding a batch of 32 images with 1-12 boxes each;
+2. loss forward + backward at batch 32 for the SSD300 head (8732 anchors, 81 classes);
+3. decode + NMS of a batch of 32 where ~300 default boxes per image score above 0.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torchvision.ops import box_convert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import mlperf_reference_ops as ref  # noqa: E402
+
+from singleshot.box import SSD300_ANCHORS, MultiBoxLoss, PostProcessor, TargetEncoder, default_boxes  # noqa: E402
+
+
+def timed(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` in milliseconds (after one warm-up call)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1e3)
+    return statistics.median(times)
+
+
+def make_gt(batch: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    boxes, labels = [], []
+    for _ in range(batch):
+        n = int(torch.randint(1, 13, (1,), generator=g))
+        xy = torch.rand(n, 2, generator=g) * 0.7
+        wh = torch.rand(n, 2, generator=g) * 0.3 + 0.02
+        boxes.append(torch.cat([xy, xy + wh], 1))
+        labels.append(torch.randint(1, 81, (n,), generator=g))
+    m = max(len(b) for b in boxes)
+    padded = torch.zeros(batch, m, 4)
+    padded_labels = torch.full((batch, m), -1, dtype=torch.long)
+    for i, (b, lab) in enumerate(zip(boxes, labels)):
+        padded[i, : len(b)], padded_labels[i, : len(b)] = b, lab
+    return boxes, labels, padded, padded_labels
+
+
+def make_outputs(batch: int, per_image: int = 300, seed: int = 0):
+    """Logits where ~``per_image`` anchors per image have one foreground class above 0.05, the rest background."""
+    g = torch.Generator().manual_seed(seed)
+    a = 8732
+    logits = torch.randn(batch, a, 81, generator=g)
+    logits[..., 0] += 12.0
+    for i in range(batch):
+        idx = torch.randperm(a, generator=g)[:per_image]
+        cls = torch.randint(1, 81, (per_image,), generator=g)
+        logits[i, idx, cls] += 14.0
+    reg = torch.randn(batch, a, 4, generator=g) * 0.3
+    return reg, logits
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--skip-reference-decode", action="store_true", help="the reference decode takes ~20 s")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    b = 32
+    anchors = default_boxes(SSD300_ANCHORS)
+    dboxes_ltrb = box_convert(anchors, "cxcywh", "xyxy")
+    rows = []
+
+    # 1. encoding
+    boxes, labels, padded, padded_labels = make_gt(b)
+    encoder = TargetEncoder(SSD300_ANCHORS)
+    t_ref = timed(lambda: [ref.encode_image(bx, lb, dboxes_ltrb) for bx, lb in zip(boxes, labels)], args.repeats)
+    t_ours = timed(lambda: encoder(padded, padded_labels), args.repeats)
+    rows.append(("encode 32 images, 1-12 boxes", t_ref, t_ours, 5.0))
+
+    # 2. loss forward + backward
+    offsets, tl = encoder(padded, padded_labels)
+    gloc_xywh = torch.stack([torch.stack(ref.encode_image(bx, lb, dboxes_ltrb)[0:1])[0] for bx, lb in zip(boxes, labels)])
+    reg, logits = make_outputs(b)
+    loss_fn = MultiBoxLoss()
+
+    def ref_loss():
+        ploc = reg.permute(0, 2, 1).contiguous().requires_grad_()
+        plabel = logits.permute(0, 2, 1).contiguous().requires_grad_()
+        ref.loss(ploc, plabel, gloc_xywh.permute(0, 2, 1), tl, anchors.t()[None]).backward()
+
+    def our_loss():
+        r, c = reg.clone().requires_grad_(), logits.clone().requires_grad_()
+        loss_fn(r, c, offsets, tl)["loss"].backward()
+
+    rows.append(("loss fwd+bwd, batch 32, SSD300 head", timed(ref_loss, args.repeats), timed(our_loss, args.repeats), 1.5))
+
+    # 3. decode + NMS
+    post = PostProcessor(SSD300_ANCHORS)
+    sizes = torch.tensor([[480, 640]] * b)
+    scores = logits.softmax(-1)[..., 1:]
+    print(f"candidates above 0.05 per image: {(scores > 0.05).sum((1, 2)).float().mean():.0f}")
+    t_ours = timed(lambda: post(reg, logits, sizes), args.repeats)
+    if args.skip_reference_decode:
+        t_ref = float("nan")
+    else:
+        ploc, plabel = reg.permute(0, 2, 1), logits.permute(0, 2, 1)
+        t0 = time.perf_counter()
+        ref.decode_batch(ploc, plabel, anchors)
+        t_ref = (time.perf_counter() - t0) * 1e3
+    rows.append(("decode + NMS, batch 32", t_ref, t_ours, 100.0))
+
+    print(f"torch {torch.__version__}, 1 CPU thread, median of {args.repeats} (reference decode: one run)")
+    print(f"{'operation':40s} {'reference ms':>13s} {'singleshot ms':>14s} {'speed-up':>9s} {'target':>7s}")
+    for name, r, o, target in rows:
+        print(f"{name:40s} {r:13.2f} {o:14.2f} {r / o:8.1f}x {target:6.1f}x")
+
+
+if __name__ == "__main__":
+    main()
