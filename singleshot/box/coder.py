@@ -80,7 +80,7 @@ def match_anchors(gt_boxes: Tensor, gt_valid: Tensor, spec: AnchorSpec, iou_thre
     Returns:
         ``Tensor[B, A]`` int64 with values in ``[-1, M)``.
     """
-    b, m = gt_valid.shape
+    b = gt_valid.shape[0]
     iou = anchor_iou(gt_boxes * gt_valid[..., None], spec)  # (B, M, A); padding rows are all-zero boxes: IoU 0
     a = iou.shape[2]
     # Value-only reductions are several times faster than arg-reductions on CPU, so the best gt *index* per anchor
@@ -89,14 +89,17 @@ def match_anchors(gt_boxes: Tensor, gt_valid: Tensor, spec: AnchorSpec, iou_thre
     img, anchor = over.nonzero(as_tuple=True)  # (P,) each
     matched = torch.full((b, a), -1, dtype=torch.long, device=iou.device)
     matched[img, anchor] = iou[img, :, anchor].argmax(dim=1)  # (P, M) -> (P,), first maximum like the reference
-    # Force every real gt onto its best anchor. Padding rows scatter into a spare column A that is dropped.
+    # Force every real gt onto its best anchor; where boxes share one, the highest gt index wins: order the B*M
+    # pairs by (anchor key, gt index) and keep the last of each key.
     best_anchor = iou.max(dim=2).indices  # (B, M)
-    best_anchor = torch.where(gt_valid, best_anchor, torch.full_like(best_anchor, a))
-    gt_idx = torch.arange(m, device=gt_boxes.device).expand(b, m)
-    forced = torch.full((b, a + 1), -1, dtype=torch.long, device=gt_boxes.device)
-    forced.scatter_reduce_(1, best_anchor, gt_idx, reduce="amax")
-    forced = forced[:, :a]
-    return torch.where(forced >= 0, forced, matched)
+    fb, fg = gt_valid.nonzero(as_tuple=True)  # image-major, gt ascending
+    key = fb * a + best_anchor[fb, fg]
+    order = key.argsort(stable=True)
+    key, fb, fg = key[order], fb[order], fg[order]
+    last = torch.ones_like(key, dtype=torch.bool)
+    last[:-1] = key[1:] != key[:-1]
+    matched[fb[last], best_anchor[fb[last], fg[last]]] = fg[last]
+    return matched
 
 
 class TargetEncoder(nn.Module):
@@ -121,14 +124,14 @@ class TargetEncoder(nn.Module):
             return anchors.new_zeros(b, a, 4), torch.zeros(b, a, dtype=torch.long, device=anchors.device)
         valid = gt_labels > 0
         matched = match_anchors(gt_boxes, valid, self.anchors, self.iou_threshold)  # (B, A)
-        positive = matched >= 0
-        labels = torch.gather(gt_labels, 1, matched.clamp(min=0)) * positive  # (B, A)
-        # Only positives need coding (a few per mille of the anchors); background offsets stay 0.
-        img, anchor = positive.nonzero(as_tuple=True)  # (P,) each
-        boxes = box_convert(gt_boxes[img, matched[img, anchor]], "xyxy", "cxcywh")  # (P, 4)
+        # Only positives (a few per mille of the anchors) need labels and coding; background stays 0.
+        img, anchor = (matched >= 0).nonzero(as_tuple=True)  # (P,) each
+        gt = matched[img, anchor]
+        labels = torch.zeros(matched.shape, dtype=torch.long, device=matched.device)
+        labels[img, anchor] = gt_labels[img, gt].long()
         offsets = anchors.new_zeros(*matched.shape, 4)
-        offsets[img, anchor] = self.coder.encode(boxes, anchors[anchor])
-        return offsets, labels.long()
+        offsets[img, anchor] = self.coder.encode(box_convert(gt_boxes[img, gt], "xyxy", "cxcywh"), anchors[anchor])
+        return offsets, labels
 
 
 _XYXY_CACHE: dict[tuple, Tensor] = {}

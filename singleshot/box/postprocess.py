@@ -100,7 +100,8 @@ class PostProcessor(nn.Module):
 
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
         boxes = self.coder.decode(bbox_regression[img, anchor].float(), default_boxes(self.anchors, img.device)[anchor])
-        boxes = box_convert(boxes, "cxcywh", "xyxy").clamp(0, 1) * scale[img]  # (N, 4) xyxy pixels
+        # NMS sees the unclipped boxes, as in both reference implementations; only the returned boxes are clipped.
+        boxes = box_convert(boxes, "cxcywh", "xyxy") * scale[img]  # (N, 4) xyxy pixels, may cross the border
 
         keep = self._nms(boxes, score, group)  # indices into the candidates, any order
         # Per image, the max_detections best: sort kept by (image, descending score) and rank within the image.
@@ -110,9 +111,10 @@ class PostProcessor(nn.Module):
         rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image)[img[keep]]
         keep = keep[rank < cfg.max_detections]
         splits = per_image.clamp(max=cfg.max_detections).tolist()
+        out_boxes = torch.minimum(boxes[keep].clamp(min=0), scale[img[keep]])  # clip to each image
         return [
             {"boxes": bx, "scores": sc, "labels": lb}
-            for bx, sc, lb in zip(boxes[keep].split(splits), score[keep].split(splits), (cls[keep] + 1).split(splits))
+            for bx, sc, lb in zip(out_boxes.split(splits), score[keep].split(splits), (cls[keep] + 1).split(splits))
         ]
 
     def _nms(self, boxes: Tensor, scores: Tensor, group: Tensor) -> Tensor:
