@@ -9,12 +9,14 @@ from singleshot.box import (
     default_boxes,
 )
 from singleshot.box.factory import build_loss, build_postprocessor
+from singleshot.inference import Detector
 from singleshot.models import DetectorSpec, build_model, list_models
 
 __version__ = "0.1.0"
 
 __all__ = [
     "BoxCoder",
+    "Detector",
     "DetectorSpec",
     "FocalLoss",
     "MultiBoxLoss",

@@ -17,13 +17,15 @@ Anchors are computed in float64 and cached per (spec, device, dtype): building t
 
 from __future__ import annotations
 
-import functools
 import itertools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
+from torch._guards import detect_fake_mode
 
 
 @dataclass(frozen=True)
@@ -133,9 +135,18 @@ class MultiscaleAnchorSpec:
 AnchorSpec = SSDAnchorSpec | MultiscaleAnchorSpec
 
 
-@functools.lru_cache(maxsize=64)
-def _cached(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return spec.build().to(device=device, dtype=dtype)
+_CACHE: dict[tuple, object] = {}
+
+
+def cached(key: tuple, build: Callable[[], Any]) -> Any:
+    """Memoize ``build()`` under ``key``; under export tracing (fake tensors) read the cache but never fill it, so a
+    fake tensor cannot leak into later eager calls while real cached tensors still become graph constants."""
+    if key in _CACHE:
+        return _CACHE[key]
+    value = build()
+    if detect_fake_mode() is None:
+        _CACHE[key] = value
+    return value
 
 
 def default_boxes(spec: AnchorSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> Tensor:
@@ -143,7 +154,8 @@ def default_boxes(spec: AnchorSpec, device: torch.device | str = "cpu", dtype: t
 
     The returned tensor is shared between callers: treat it as read-only.
     """
-    return _cached(spec, torch.device(device), dtype)
+    device = torch.device(device)
+    return cached(("cxcywh", spec, device, dtype), lambda: spec.build().to(device=device, dtype=dtype))
 
 
 @dataclass(frozen=True)
@@ -162,7 +174,6 @@ class GridLevel:
     y2: Tensor  # (T, f)
 
 
-@functools.lru_cache(maxsize=64)
 def _grid_levels(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> tuple[GridLevel, ...]:
     boxes = default_boxes(spec, device, dtype)
     xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
@@ -187,7 +198,8 @@ def _grid_levels(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> 
 def grid_levels(spec: AnchorSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32):
     """Per-level separable x/y extents of ``default_boxes(spec)`` (both specs place boxes on a grid whose x extent
     depends only on (type, col) and y extent only on (type, row)); cached per device and dtype."""
-    return _grid_levels(spec, torch.device(device), dtype)
+    device = torch.device(device)
+    return cached(("grid", spec, device, dtype), lambda: _grid_levels(spec, device, dtype))
 
 
 SSD300_ANCHORS = SSDAnchorSpec(

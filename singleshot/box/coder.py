@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from singleshot.box.anchors import AnchorSpec, default_boxes, grid_levels
+from singleshot.box.anchors import AnchorSpec, cached, default_boxes, grid_levels
 
 
 class BoxCoder:
@@ -134,12 +134,9 @@ class TargetEncoder(nn.Module):
         return offsets, labels
 
 
-_XYXY_CACHE: dict[tuple, Tensor] = {}
-
-
 def default_boxes_xyxy(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> Tensor:
     """The default boxes of ``spec`` as ``Tensor[A, 4]`` xyxy normalized (cached like :func:`default_boxes`)."""
-    key = (spec, torch.device(device), dtype)
-    if key not in _XYXY_CACHE:
-        _XYXY_CACHE[key] = box_convert(default_boxes(spec, device, dtype), "cxcywh", "xyxy")
-    return _XYXY_CACHE[key]
+    device = torch.device(device)
+    return cached(
+        ("xyxy", spec, device, dtype), lambda: box_convert(default_boxes(spec, device, dtype), "cxcywh", "xyxy")
+    )

@@ -1,0 +1,92 @@
+"""``singleshot eval``: COCO bbox mAP of a checkpoint (the 12 numbers, per-class AP, results JSON).
+
+    singleshot eval --checkpoint runs/exp/last.pt                        # built-in synthetic val split
+    singleshot eval --checkpoint ssd300.pt --data /data/coco             # COCO 2017 val
+    torchrun --nproc_per_node 8 -m singleshot eval --checkpoint ssd300.pt --data /data/coco   # sharded over 8 GPUs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("eval", help="COCO bbox evaluation of a checkpoint",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="singleshot, MLPerf or NVIDIA SSD300 checkpoint")
+    p.add_argument("--data", default="synth",
+                   help="dataset folder or COCO JSON (COCO/VOC/YOLO); default: the built-in synthetic set")
+    p.add_argument("--split", default="val", help="split to evaluate (default: val)")
+    p.add_argument("--batch-size", type=int, default=32, help="images per forward pass, per process")
+    p.add_argument("--workers", type=int, default=None, help="loader worker processes (default: cores - 1, max 8)")
+    p.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda, cuda:1, ...")
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
+                   help="autocast for the forward (auto: fp16 on CUDA, fp32 on CPU)")
+    p.add_argument("--score-threshold", type=float, default=None, help="override the preset's (0.05 for SSD300)")
+    p.add_argument("--results", default=None,
+                   help="COCO results JSON to write (default: eval_<split>_results.json next to the checkpoint)")
+    p.add_argument("--metrics-json", default=None, help="also write the returned metrics as JSON here")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from singleshot.box.factory import build_postprocessor
+    from singleshot.checkpoint import model_from_checkpoint
+    from singleshot.data.errors import DataError
+    from singleshot.data.loader import build_loader
+    from singleshot.data.transforms import SSDValTransform
+    from singleshot.engine.data import open_dataset
+    from singleshot.engine.distributed import cleanup_distributed, detect_environment, init_distributed
+    from singleshot.engine.runtime import select_device
+    from singleshot.evaluation import evaluate
+    from singleshot.inference.detector import read_any_checkpoint
+
+    info = detect_environment()
+    try:
+        device = select_device(args.device, info)
+        ckpt = read_any_checkpoint(args.checkpoint)
+        dataset = open_dataset(args.data, args.split)
+    except (OSError, ValueError, RuntimeError, DataError) as e:
+        print(f"singleshot eval: error: {e}", file=sys.stderr)
+        return 2
+    init_distributed(info, device)
+    try:
+        model = model_from_checkpoint(ckpt).to(device).eval()
+        spec = model.spec
+        if len(dataset.classes) != model.num_classes - 1:
+            print(f"singleshot eval: error: the checkpoint has {model.num_classes - 1} classes, the dataset "
+                  f"{dataset.root} has {len(dataset.classes)}", file=sys.stderr)
+            return 2
+        if device.type == "cuda":
+            model = model.to(memory_format=torch.channels_last)
+        loader = build_loader(dataset, SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std),
+                              batch_size=args.batch_size, shuffle=False, drop_last=False, num_workers=args.workers,
+                              num_replicas=info.world_size, rank=info.rank)
+        overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
+        post = build_postprocessor(spec, **overrides)
+        results = args.results or str(Path(args.checkpoint).with_name(f"eval_{args.split}_results.json"))
+        if info.is_main:
+            print(f"evaluating {Path(args.checkpoint).name} ({spec.name}) on {dataset.summary()} "
+                  f"[{device}, {info.world_size} process(es)]")
+        metrics = evaluate(model, loader, post, precision=None if args.precision == "auto" else args.precision,
+                           results_file=results, log=print if info.is_main else None)
+        if info.is_main:
+            print(f"{metrics['num_images']} images, {metrics['num_detections']} detections; inference "
+                  f"{metrics['inference_s']:.1f}s, metrics {metrics['metrics_s']:.1f}s; results: {results}")
+            if args.metrics_json:
+                os.makedirs(os.path.dirname(args.metrics_json) or ".", exist_ok=True)
+                with open(args.metrics_json, "w", encoding="utf-8") as f:
+                    json.dump(metrics, f, indent=2)
+    except DataError as e:
+        print(f"singleshot eval: error: {e}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup_distributed()
+    return 0

@@ -1,0 +1,108 @@
+"""``singleshot predict``: detections for images as JSON plus pictures with labelled boxes.
+
+    singleshot predict --checkpoint runs/exp/last.pt photos/ extra.png --out predictions/
+
+Writes ``OUT/predictions.json`` (one record per image: file, size, detections with ``box`` xyxy pixels, ``score``,
+``label``, ``name``) and ``OUT/<name>.jpg`` (``.png`` for PNG inputs) per image. Unreadable files are reported by
+name on stderr and skipped; the exit status is then 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("predict", help="detect objects in images (JSON + drawn pictures)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="singleshot, MLPerf or NVIDIA SSD300 checkpoint")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders (not recursive)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--score-threshold", type=float, default=0.3, help="minimum score to keep (default 0.3)")
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    p.add_argument("--no-pictures", action="store_true", help="write the JSON only")
+    p.set_defaults(func=run)
+
+
+def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
+    """Expand folders to their image files (sorted); returns (files, error messages for missing paths)."""
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        elif path.exists():
+            files.append(path)
+        else:
+            errors.append(f"{item}: no such file or folder")
+    return files, errors
+
+
+def _picture_name(path: Path, used: set[str]) -> str:
+    suffix = ".png" if path.suffix.lower() == ".png" else ".jpg"
+    name, n = path.stem + suffix, 1
+    while name in used:
+        name, n = f"{path.stem}_{n}{suffix}", n + 1
+    used.add(name)
+    return name
+
+
+def run(args: argparse.Namespace) -> int:
+    from singleshot.data.errors import BadImageError
+    from singleshot.inference.detector import Detector
+    from singleshot.inference.draw import draw_detections, save_image
+    from singleshot.inference.preprocess import to_uint8_rgb
+
+    files, errors = collect_inputs(args.inputs)
+    for message in errors:
+        print(f"singleshot predict: error: {message}", file=sys.stderr)
+    try:
+        detector = Detector.from_checkpoint(args.checkpoint, device=args.device)
+    except (OSError, ValueError, RuntimeError) as e:
+        print(f"singleshot predict: error: {e}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    records: list[dict[str, Any]] = []
+    used: set[str] = set()
+    failed = len(errors)
+    for start in range(0, len(files), args.batch_size):
+        paths, images = [], []
+        for path in files[start : start + args.batch_size]:
+            try:
+                images.append(to_uint8_rgb(path))
+                paths.append(path)
+            except BadImageError as e:
+                print(f"singleshot predict: skipped {path}: {e}", file=sys.stderr)
+                failed += 1
+        for path, image, result in zip(paths, images, detector.predict_tensors(images, args.score_threshold)):
+            record: dict[str, Any] = {
+                "file": os.fspath(path), "height": int(image.shape[-2]), "width": int(image.shape[-1]),
+                "detections": [
+                    {"box": [round(v, 2) for v in box], "score": round(score, 4), "label": label, "name": name}
+                    for box, score, label, name in zip(result["boxes"].tolist(), result["scores"].tolist(),
+                                                       result["labels"].tolist(), result["names"])
+                ],
+            }
+            if not args.no_pictures:
+                picture = _picture_name(path, used)
+                drawn = draw_detections(image, result["boxes"], result["labels"], result["scores"], detector.classes)
+                save_image(drawn, out / picture)
+                record["picture"] = picture
+            records.append(record)
+    with open(out / "predictions.json", "w", encoding="utf-8") as f:
+        json.dump({"checkpoint": os.fspath(args.checkpoint), "model": detector.spec.name,
+                   "score_threshold": args.score_threshold, "images": records}, f, indent=1)
+    total = sum(len(r["detections"]) for r in records)
+    print(f"{len(records)} images, {total} detections -> {out / 'predictions.json'}"
+          + (f"; {failed} input(s) failed (see above)" if failed else ""))
+    return 1 if failed else 0

@@ -1,0 +1,299 @@
+"""Batches for training and evaluation: per-sample seeding, a resumable distributed sampler, the padded collate.
+
+Reproducibility: the sampler draws, per epoch, a permutation and one 62-bit seed per dataset index from
+``(seed, epoch)``; each sample's augmentation uses a ``random.Random`` seeded with its own seed. A sample's
+augmentation is therefore a function of (seed, epoch, index) only, independent of worker count, rank count,
+persistent workers and resume point.
+
+Errors: a worker never raises for a bad image. It returns a :class:`BadSample` marker; the main process then
+either raises :class:`BadImageError` naming the file (``on_bad_image="raise"``) or drops the sample, counts it
+and warns (``"skip"``). Any other failure in a worker comes back as a :class:`DataLoadError` whose first line names
+the file.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import traceback
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from singleshot.data.base import DetectionDataset
+from singleshot.data.errors import BadImageError, DataLoadError
+
+Transform = Callable[[Tensor, dict[str, Any], random.Random], tuple[Tensor, dict[str, Any]]]
+
+
+@dataclass(frozen=True)
+class BadSample:
+    """Stands in for a sample a worker could not load."""
+
+    index: int
+    path: str
+    message: str
+    bad_image: bool  # True: an unreadable image (subject to on_bad_image); False: any other error
+
+
+class TransformedDataset(Dataset):
+    """A :class:`DetectionDataset` with a transform applied, indexed by ``(index, sample_seed)`` pairs.
+
+    ``ds[(i, seed)]`` returns the transformed ``(image, target)`` of record ``i`` augmented with
+    ``random.Random(seed)``, or a :class:`BadSample`. ``ds[i]`` uses ``seed = i``.
+    """
+
+    def __init__(self, dataset: DetectionDataset, transform: Transform) -> None:
+        self.dataset, self.transform = dataset, transform
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, dict[str, Any]] | BadSample:
+        index, seed = key if isinstance(key, tuple) else (key, key)
+        try:
+            image, target = self.dataset[index]
+            return self.transform(image, target, random.Random(seed))
+        except BadImageError as e:
+            return BadSample(index, self.dataset.image_path(index), str(e), True)
+        except Exception as e:  # surfaced in the main process with the file named, see DetectionLoader
+            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
+            msg = f"error loading sample {index} ({self.dataset.image_path(index)}): {type(e).__name__}: {e}"
+            return BadSample(index, self.dataset.image_path(index), f"{msg}\nworker traceback:\n{tb}", False)
+
+
+def collate_detection(samples: Sequence[tuple[Tensor, dict[str, Any]] | BadSample]) -> dict[str, Any]:
+    """Stack transformed samples into the batch dict of docs/ARCHITECTURE.md.
+
+    Returns:
+        ``images: Tensor[B, 3, S, S]`` (float32 normalized, or uint8 when photometric work is deferred),
+        ``boxes: Tensor[B, M, 4]`` xyxy normalized to [0, 1], zero-padded, ``labels: Tensor[B, M] int64`` padded
+        with -1 (a box is real iff label > 0), ``image_ids: Tensor[B] int64``, ``orig_sizes: Tensor[B, 2] int64``
+        (H, W) pixels; ``color: Tensor[B, 3, 4]`` when deferred; ``bad: list[BadSample]`` when any sample failed
+        (those are left out of B). M = max boxes per image, at least 1 so downstream shapes never have a zero dim.
+    """
+    good = [s for s in samples if not isinstance(s, BadSample)]
+    bad = [s for s in samples if isinstance(s, BadSample)]
+    m = max([1] + [len(t["labels"]) for _, t in good])
+    b = len(good)
+    boxes = torch.zeros(b, m, 4, dtype=torch.float32)
+    labels = torch.full((b, m), -1, dtype=torch.int64)
+    for i, (_, t) in enumerate(good):
+        n = len(t["labels"])
+        boxes[i, :n] = t["boxes"]
+        labels[i, :n] = t["labels"]
+    batch: dict[str, Any] = {
+        "images": torch.stack([img for img, _ in good]) if good else torch.zeros(0, 3, 1, 1),
+        "boxes": boxes,
+        "labels": labels,
+        "image_ids": torch.tensor([t["image_id"] for _, t in good], dtype=torch.int64),
+        "orig_sizes": torch.tensor([t["orig_size"] for _, t in good], dtype=torch.int64).reshape(b, 2),
+    }
+    if good and "color" in good[0][1]:
+        batch["color"] = torch.stack([t["color"] for _, t in good])
+    if bad:
+        batch["bad"] = bad
+    return batch
+
+
+class ResumableSampler(Sampler[tuple[int, int]]):
+    """Shuffling, DDP-aware sampler yielding ``(index, sample_seed)``, whose position can be saved and restored.
+
+    Each epoch: a permutation of the dataset (or ``range`` if not shuffling) and a seed per index, both drawn from
+    ``(seed, epoch)``; padded by wrapping around to a multiple of ``num_replicas`` (or truncated with ``drop_last``)
+    and strided by ``rank``, as ``DistributedSampler``. ``num_replicas``/``rank`` default to the initialized process
+    group, else 1/0.
+
+    Resume: ``state_dict()`` / ``load_state_dict()`` carry ``epoch`` and ``start``, the number of this rank's samples
+    already consumed in that epoch; the next iteration skips them and later ones start at 0.
+    """
+
+    def __init__(
+        self,
+        length: int,
+        *,
+        shuffle: bool = True,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+        drop_last: bool = False,
+    ) -> None:
+        if num_replicas is None:
+            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+        if rank is None:
+            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
+        self.length, self.shuffle, self.seed = length, shuffle, seed
+        self.num_replicas, self.rank, self.drop_last = num_replicas, rank, drop_last
+        self.epoch, self.start = 0, 0
+        if drop_last:
+            self.num_samples = length // num_replicas
+        else:
+            self.num_samples = -(-length // num_replicas)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch (reshuffles); a restored mid-epoch position is kept only if ``epoch`` is unchanged."""
+        if epoch != self.epoch:
+            self.start = 0
+        self.epoch = epoch
+
+    def epoch_order(self) -> tuple[list[int], list[int]]:
+        """This rank's ``(indices, sample_seeds)`` for the current epoch, from position 0."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
+        seeds = torch.randint(0, 2**62, (self.length,), generator=g)
+        total = self.num_samples * self.num_replicas
+        if total > self.length:  # wrap around so every rank gets the same count
+            order = order.repeat(-(-total // max(self.length, 1)))
+        order = order[:total][self.rank :: self.num_replicas]
+        return order.tolist(), seeds[order].tolist()
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        indices, seeds = self.epoch_order()
+        start, self.start = self.start, 0
+        return iter(list(zip(indices[start:], seeds[start:])))
+
+    def __len__(self) -> int:
+        return self.num_samples - self.start
+
+    def state_dict(self, consumed: int | None = None) -> dict[str, int]:
+        """``{"epoch", "start", "seed", "length", "num_replicas"}``; ``start`` = ``consumed`` samples of this rank."""
+        return {
+            "epoch": self.epoch,
+            "start": self.start if consumed is None else consumed,
+            "seed": self.seed,
+            "length": self.length,
+            "num_replicas": self.num_replicas,
+        }
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position saved by :meth:`state_dict`; the dataset length must match."""
+        if state["length"] != self.length:
+            raise ValueError(f"sampler state is for a dataset of {state['length']} images, this one has {self.length}")
+        self.seed, self.epoch, self.start = state["seed"], state["epoch"], state["start"]
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one thread per worker and Python/NumPy RNGs seeded from torch's per-worker seed."""
+    torch.set_num_threads(1)
+    worker_seed = torch.initial_seed() % 2**32
+    random.seed(worker_seed)
+    np.random.seed(worker_seed)
+
+
+class DetectionLoader:
+    """Iterable of collated batches with ``set_epoch``, ``state_dict``/``load_state_dict`` and bad-image handling.
+
+    Attributes:
+        loader: the underlying ``torch.utils.data.DataLoader``.
+        sampler: its :class:`ResumableSampler`.
+        num_skipped: bad images skipped so far (``on_bad_image="skip"``).
+    """
+
+    def __init__(self, loader: DataLoader, sampler: ResumableSampler, batch_size: int, on_bad_image: str) -> None:
+        self.loader, self.sampler = loader, sampler
+        self.batch_size, self.on_bad_image = batch_size, on_bad_image
+        self.num_skipped = 0
+        self._batches_done = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Call at the start of every epoch (before iterating) to reshuffle."""
+        self.sampler.set_epoch(epoch)
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        self._batches_done = self.sampler.start // self.batch_size
+        for batch in self.loader:
+            self._batches_done += 1
+            bad = batch.pop("bad", None)
+            if bad:
+                self._handle_bad(bad)
+                if len(batch["image_ids"]) == 0:
+                    continue
+            yield batch
+        self._batches_done = 0
+
+    def _handle_bad(self, bad: list[BadSample]) -> None:
+        for sample in bad:
+            if not sample.bad_image:
+                raise DataLoadError(sample.message)
+            if self.on_bad_image == "raise":
+                raise BadImageError(f"{sample.message} (pass on_bad_image='skip' to skip unreadable images)")
+            self.num_skipped += 1
+            warnings.warn(f"skipped unreadable image: {sample.message}", stacklevel=3)
+
+    def state_dict(self) -> dict[str, int]:
+        """The sampler position after the batches yielded so far in this epoch (for exact mid-epoch resume)."""
+        return self.sampler.state_dict(consumed=self._batches_done * self.batch_size)
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Restore a position; the next iteration continues the saved epoch where it stopped."""
+        self.sampler.load_state_dict(state)
+
+
+def build_loader(
+    dataset: DetectionDataset,
+    transform: Transform,
+    *,
+    batch_size: int,
+    shuffle: bool,
+    seed: int = 0,
+    drop_last: bool | None = None,
+    num_workers: int | None = None,
+    pin_memory: bool | None = None,
+    persistent_workers: bool = True,
+    prefetch_factor: int | None = None,
+    num_replicas: int | None = None,
+    rank: int | None = None,
+) -> DetectionLoader:
+    """Build the loader for training (``shuffle=True``) or evaluation (``shuffle=False``).
+
+    Args:
+        dataset: a raw :class:`DetectionDataset` (its ``on_bad_image`` policy applies).
+        transform: :class:`SSDTrainTransform` or :class:`SSDValTransform` (or any ``(image, target, rng)`` callable).
+        batch_size: per process.
+        shuffle: reshuffle every epoch (call ``set_epoch``).
+        seed: base seed of the shuffle and of every sample's augmentation.
+        drop_last: drop the last incomplete batch; defaults to ``shuffle``.
+        num_workers: worker processes; default ``min(8, cpus - 1)`` (0 on a single core).
+        pin_memory: default True when CUDA is available.
+        persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        num_replicas, rank: DDP world size and rank; default from the initialized process group.
+    """
+    drop_last = shuffle if drop_last is None else drop_last
+    if num_workers is None:
+        num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
+    if pin_memory is None:
+        pin_memory = torch.cuda.is_available()
+    sampler = ResumableSampler(
+        len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last
+    )
+    extra: dict[str, Any] = {}
+    if num_workers > 0:
+        extra = {
+            "persistent_workers": persistent_workers,
+            "worker_init_fn": seed_worker,
+            "prefetch_factor": prefetch_factor or 2,
+        }
+    loader = DataLoader(
+        TransformedDataset(dataset, transform),
+        batch_size=batch_size,
+        sampler=sampler,
+        num_workers=num_workers,
+        collate_fn=collate_detection,
+        pin_memory=pin_memory,
+        drop_last=drop_last,
+        generator=torch.Generator().manual_seed(seed),
+        **extra,
+    )
+    return DetectionLoader(loader, sampler, batch_size, dataset.on_bad_image)

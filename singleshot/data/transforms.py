@@ -1,0 +1,231 @@
+"""SSD augmentation: the MLPerf reference's IoU-constrained random crop, flip, resize, colour jitter, normalize.
+
+Samples go in as the dataset contract (``image: Tensor[3, H, W] uint8``, ``target["boxes"]: Tensor[N, 4] xyxy
+absolute pixels``) and come out as ``image: Tensor[3, S, S]`` float32 ImageNet-normalized (or uint8 plus a
+per-image colour affine when photometric work is deferred to the GPU, see :mod:`singleshot.data.photometric`)
+and ``target["boxes"]: Tensor[N, 4] xyxy normalized to [0, 1]``.
+
+Speed (see benchmarks/bench_data.py): the crop window is chosen from the boxes alone, the uint8 image is sliced
+and resized once (torchvision's uint8 antialiased kernel, which is nearly as cheap as plain bilinear at these
+ratios and matches the reference's PIL resize), and brightness, contrast, saturation, hue and normalization are
+folded into one 3x3 affine per image applied in a single matmul.
+
+All randomness comes from the ``random.Random`` passed in, which the loader seeds per (seed, epoch, index), so a
+sample's augmentation does not depend on worker count, rank count or order.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torchvision.transforms.v2 import functional as TF
+
+from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, apply_color_affine, color_affine
+
+# The seven choices of the reference: no crop, minimum IoU 0.1 ... 0.9, and crop without an IoU constraint.
+CROP_CHOICES: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -math.inf)
+
+
+def crop_iou(boxes: np.ndarray, window: tuple[float, float, float, float]) -> np.ndarray:
+    """IoU of each box with one crop window.
+
+    Args:
+        boxes: ``float[N, 4]`` xyxy, normalized (any units, as long as ``window`` uses the same).
+        window: ``(left, top, right, bottom)`` in the same units.
+
+    Returns:
+        ``float[N]``. Hand-written in NumPy: for one window and a handful of boxes it is ~5x faster than
+        ``torchvision.ops.box_iou`` (no tensor dispatch), and the crop search calls it several times per image.
+    """
+    left, top, right, bottom = window
+    iw = np.clip(np.minimum(boxes[:, 2], right) - np.maximum(boxes[:, 0], left), 0.0, None)
+    ih = np.clip(np.minimum(boxes[:, 3], bottom) - np.maximum(boxes[:, 1], top), 0.0, None)
+    inter = iw * ih
+    areas = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return inter / (areas + (right - left) * (bottom - top) - inter)
+
+
+def sample_ssd_crop(
+    boxes: np.ndarray, rng: random.Random, max_trials: int = 1
+) -> tuple[tuple[float, float, float, float], np.ndarray] | None:
+    """Choose an SSD crop window the way the MLPerf reference does.
+
+    Draw a choice uniformly from :data:`CROP_CHOICES`; "no crop" returns None. Otherwise make ``max_trials``
+    attempts: width and height uniform in [0.3, 1] of the image's, rejected unless w/h is in [0.5, 2]; position
+    uniform inside the image; accepted only if every box has IoU with the window above the minimum and at least one
+    box centre lies strictly inside it. If no attempt is accepted, draw a new choice. An image without boxes accepts
+    any window that passes the aspect test (there is nothing to constrain it).
+
+    Args:
+        boxes: ``float[N, 4]`` xyxy normalized to [0, 1] of the image.
+        rng: the sample's random generator.
+        max_trials: attempts per choice (1 in the reference; 50 is the other MLPerf-allowed value).
+
+    Returns:
+        None (no crop) or ``((left, top, right, bottom) normalized, keep bool[N])`` where ``keep`` marks the boxes
+        whose centres are inside the window.
+    """
+    centers_x = (boxes[:, 0] + boxes[:, 2]) * 0.5
+    centers_y = (boxes[:, 1] + boxes[:, 3]) * 0.5
+    while True:
+        min_iou = rng.choice(CROP_CHOICES)
+        if min_iou is None:
+            return None
+        for _ in range(max_trials):
+            w, h = rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)
+            if not 0.5 <= w / h <= 2.0:
+                continue
+            left, top = rng.uniform(0.0, 1.0 - w), rng.uniform(0.0, 1.0 - h)
+            window = (left, top, left + w, top + h)
+            if len(boxes) == 0:
+                return window, np.zeros(0, dtype=bool)
+            if not (crop_iou(boxes, window) > min_iou).all():
+                continue
+            keep = (centers_x > window[0]) & (centers_x < window[2]) & (centers_y > window[1]) & (centers_y < window[3])
+            if keep.any():
+                return window, keep
+
+
+def hflip_boxes(boxes: Tensor) -> Tensor:
+    """Mirror boxes horizontally: ``Tensor[N, 4]`` xyxy normalized to [0, 1] -> same format."""
+    return torch.stack([1.0 - boxes[:, 2], boxes[:, 1], 1.0 - boxes[:, 0], boxes[:, 3]], dim=1)
+
+
+@dataclass(frozen=True)
+class ColorJitterParams:
+    """Ranges of torchvision's ``ColorJitter(brightness, contrast, saturation, hue)``; the reference's defaults."""
+
+    brightness: float = 0.125
+    contrast: float = 0.5
+    saturation: float = 0.5
+    hue: float = 0.05
+
+    def sample(self, rng: random.Random) -> tuple[tuple[float, float, float, float], list[int]]:
+        """Factors ``(brightness, contrast, saturation, hue)`` and a random order of the four ops, as ColorJitter."""
+        factors = (
+            rng.uniform(1.0 - self.brightness, 1.0 + self.brightness),
+            rng.uniform(max(0.0, 1.0 - self.contrast), 1.0 + self.contrast),
+            rng.uniform(max(0.0, 1.0 - self.saturation), 1.0 + self.saturation),
+            rng.uniform(-self.hue, self.hue),
+        )
+        order = [0, 1, 2, 3]
+        rng.shuffle(order)
+        return factors, order
+
+
+class _Finish:
+    """Shared tail: resize, then either normalize now or attach the colour affine for the device."""
+
+    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], defer_photometric: bool) -> None:
+        self.size = size
+        self.mean, self.std = mean, std
+        self.defer_photometric = defer_photometric
+
+    def resize(self, image: Tensor) -> Tensor:
+        """``uint8[3, h, w]`` (any strides) -> ``uint8[3, S, S]`` contiguous, antialiased bilinear."""
+        # The uint8 kernel is vectorized only for channels-last memory, and a crop of the decoder's HWC buffer is
+        # not channels-last-contiguous: one cheap uint8 copy makes the resize ~1.6x faster.
+        hwc = image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
+        return TF.resize(hwc, [self.size, self.size], antialias=True).contiguous()
+
+    def finish(self, image: Tensor, target: dict[str, Any], jitter: Any) -> tuple[Tensor, dict[str, Any]]:
+        """Colour + normalization: ``uint8[3, S, S]`` -> ``float32[3, S, S]`` (or kept uint8 with ``color``)."""
+        pixels = image.reshape(3, -1).float()
+        channel_mean = pixels.mean(dim=1).tolist()
+        factors, order = jitter if jitter is not None else (None, None)
+        affine = color_affine(channel_mean, factors, order, self.mean, self.std)
+        if self.defer_photometric:
+            target["color"] = affine
+            return image, target
+        return apply_color_affine(pixels.unsqueeze(0), affine.unsqueeze(0), self.mean, self.std).view_as(image), target
+
+
+class SSDTrainTransform(_Finish):
+    """The SSD training augmentation (seed 000 / MLPerf reference), boxes moving with the pixels.
+
+    Order: IoU-constrained random crop -> horizontal flip (p=0.5) -> resize to ``size x size`` -> ColorJitter(0.125,
+    0.5, 0.5, 0.05) -> ImageNet normalization.
+
+    Colour jitter is "a color-jitter implementation of similar distribution" (allowed by the MLPerf rules): the same
+    factor ranges and random op order as torchvision's ColorJitter, but the ops are composed into one affine map
+    with a single clamp at the end, and hue is a rotation of the chroma plane in YIQ space instead of an HSV shift
+    (see :mod:`singleshot.data.photometric`).
+
+    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image float32[3, S, S] normalized,
+    target with boxes float32[N, 4] xyxy normalized to [0, 1])``; with ``defer_photometric`` the image stays
+    uint8 and ``target["color"]`` holds the ``float32[3, 4]`` affine for :class:`DevicePhotometric`.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        crop_max_trials: int = 1,
+        flip_prob: float = 0.5,
+        jitter: ColorJitterParams | None = ColorJitterParams(),
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        defer_photometric: bool = False,
+    ) -> None:
+        super().__init__(size, mean, std, defer_photometric)
+        self.crop_max_trials = crop_max_trials
+        self.flip_prob = flip_prob
+        self.jitter = jitter
+
+    def __call__(
+        self, image: Tensor, target: dict[str, Any], rng: random.Random
+    ) -> tuple[Tensor, dict[str, Any]]:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        boxes = target["boxes"].numpy() / np.array([w, h, w, h], dtype=np.float32)  # (N, 4) xyxy normalized
+        labels = target["labels"]
+        crop = sample_ssd_crop(boxes, rng, self.crop_max_trials)
+        if crop is not None:
+            window, keep = crop
+            # Pixel window truncated to integers as the reference does; boxes are re-expressed relative to this
+            # integer window (not the float one) so they stay exact to the pixels actually kept.
+            x0, y0 = int(window[0] * w), int(window[1] * h)
+            x1, y1 = max(int(window[2] * w), x0 + 1), max(int(window[3] * h), y0 + 1)
+            image = image[:, y0:y1, x0:x1]
+            scale = np.array([w / (x1 - x0), h / (y1 - y0)] * 2, dtype=np.float32)
+            offset = np.array([x0 / w, y0 / h] * 2, dtype=np.float32)
+            boxes = np.clip((boxes[keep] - offset) * scale, 0.0, 1.0)
+            valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
+            boxes, labels = boxes[valid], labels[torch.from_numpy(np.flatnonzero(keep)[valid])]
+        out_boxes = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32))
+        image = self.resize(image)
+        if rng.random() < self.flip_prob:
+            image = image.flip(-1)
+            out_boxes = hflip_boxes(out_boxes)
+        jitter = self.jitter.sample(rng) if self.jitter is not None else None
+        target = {**target, "boxes": out_boxes, "labels": labels}
+        return self.finish(image, target, jitter)
+
+
+class SSDValTransform(_Finish):
+    """Validation: resize to ``size x size`` and normalize; boxes become xyxy normalized to [0, 1].
+
+    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng ignored) -> (float32[3, S, S], target)``.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        defer_photometric: bool = False,
+    ) -> None:
+        super().__init__(size, mean, std, defer_photometric)
+
+    def __call__(
+        self, image: Tensor, target: dict[str, Any], rng: random.Random | None = None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        boxes = target["boxes"] / torch.tensor([w, h, w, h], dtype=torch.float32)
+        return self.finish(self.resize(image), {**target, "boxes": boxes}, None)

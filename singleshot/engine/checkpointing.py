@@ -1,0 +1,139 @@
+"""Full training state in a singleshot checkpoint, and the random-number-generator states that exact resume needs.
+
+Everything is stored as tensors, numbers, strings, lists and dicts so that ``torch.load(weights_only=True)`` reads
+it (no pickled Python objects). Files are written with :func:`singleshot.checkpoint.atomic_save`.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+from torch import nn
+
+from singleshot.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
+from singleshot.engine.config import config_diff
+
+
+class RunConfigMismatch(RuntimeError):
+    """The run folder holds a run made with a different configuration."""
+
+
+def get_rng_state() -> dict[str, Any]:
+    """Python, NumPy, torch CPU and CUDA generator states, as tensors and plain numbers."""
+    version, py_state, gauss = random.getstate()
+    np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state(legacy=True)
+    state: dict[str, Any] = {
+        "python": {"version": version, "state": torch.tensor(py_state, dtype=torch.int64), "gauss": gauss},
+        "numpy": {
+            "name": np_name,
+            "keys": torch.from_numpy(np_keys.astype(np.int64)),
+            "pos": int(np_pos),
+            "has_gauss": int(np_has_gauss),
+            "gauss": float(np_gauss),
+        },
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s for s in torch.cuda.get_rng_state_all()]
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`get_rng_state` captured (CUDA states only when the device count matches)."""
+    py = state["python"]
+    random.setstate((int(py["version"]), tuple(int(x) for x in py["state"].tolist()), py["gauss"]))
+    npy = state["numpy"]
+    np.random.set_state(
+        (npy["name"], npy["keys"].numpy().astype(np.uint32), npy["pos"], npy["has_gauss"], npy["gauss"])
+    )
+    torch.set_rng_state(state["torch"].cpu())
+    cuda = state.get("cuda")
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+def save_training_checkpoint(
+    path: str | Path,
+    *,
+    model: nn.Module,
+    classes: list[str],
+    label_to_category_id: dict[int, int] | None,
+    config: dict[str, Any],
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: torch.amp.GradScaler | None,
+    epoch: int,
+    step: int,
+    sampler: dict[str, int],
+    state: dict[str, Any],
+) -> Path:
+    """Write model + full training state atomically.
+
+    Args:
+        epoch: the epoch in progress (0-based), i.e. the one ``sampler`` points into.
+        step: optimizer steps taken so far.
+        sampler: the training loader's position (``DetectionLoader.state_dict()``).
+        state: loop bookkeeping (best mAP, bad-step counter, elapsed time, finished flag, ...).
+    """
+    ckpt = make_checkpoint(
+        unwrap(model),
+        classes,
+        label_to_category_id,
+        config=config,
+        optimizer=optimizer.state_dict(),
+        scheduler=scheduler.state_dict(),
+        scaler=scaler.state_dict() if scaler is not None and scaler.is_enabled() else {},
+        epoch=int(epoch),
+        step=int(step),
+        sampler=dict(sampler),
+        rng=get_rng_state(),
+        train_state=dict(state),
+    )
+    return atomic_save(ckpt, path)
+
+
+def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint written by :func:`save_training_checkpoint`; errors name the file and the missing field."""
+    ckpt = load_checkpoint(path)
+    for key in ("config", "optimizer", "scheduler", "epoch", "step", "sampler", "rng"):
+        if key not in ckpt:
+            raise ValueError(f"checkpoint {path} has no training state (missing {key!r}); it cannot be resumed")
+    return ckpt
+
+
+def find_resume_checkpoint(run_dir: Path, config: dict[str, Any], mutable: set[str]) -> dict[str, Any] | None:
+    """The last checkpoint of ``run_dir`` (None for a new run), after checking that it was made with ``config``.
+
+    Keys in ``mutable`` may differ (they change how a run is watched or how long it is, not what it computes).
+    A folder with a ``config.yaml`` but no checkpoint yet (killed early) is checked the same way and starts over.
+
+    Raises:
+        RunConfigMismatch: naming the folder and the differing keys with old and new values.
+    """
+    last = run_dir / "checkpoints" / "last.pt"
+    if last.is_file():
+        ckpt = load_training_checkpoint(last)
+        old = ckpt["config"]
+    elif (run_dir / "config.yaml").is_file():
+        ckpt, old = None, yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    else:
+        return None
+    changed = [k for k in config_diff(old, config) if k not in mutable]
+    if changed:
+        details = "; ".join(f"{k}: {_lookup(old, k)!r} -> {_lookup(config, k)!r}" for k in changed[:8])
+        raise RunConfigMismatch(
+            f"run folder {run_dir} holds a run with a different configuration ({details}). "
+            "Re-run with the same settings to resume it, or pick another folder with run.name=NAME or run.dir=PATH."
+        )
+    return ckpt
+
+
+def _lookup(d: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        d = d.get(part) if isinstance(d, dict) else None
+    return d

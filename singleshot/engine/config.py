@@ -1,0 +1,282 @@
+"""Typed training configuration: dataclasses, YAML presets, ``key=value`` overrides and a lossless round trip.
+
+A configuration is a :class:`TrainConfig` made of sections (``model``, ``data``, ``optim``, ``schedule``,
+``train``, ``eval``, ``run``). Dotted keys address fields: ``optim.lr=0.01``, ``data.batch_size=16``,
+``schedule.milestones=[40,50]``. Values are parsed as YAML scalars/lists and then checked against the field's
+type, so a typo or a wrong type is an error that names the key, never a silent default.
+
+Presets live in ``singleshot/configs/*.yaml`` and only list what differs from the defaults below; the defaults
+are the CPU preset (``cpu_tiny``) that ``singleshot train`` runs with no arguments.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the file or the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "ssd_tiny"  # a name from singleshot.list_models()
+    num_classes: int | None = None  # labels incl. background; None = taken from the training set
+    pretrained_backbone: str | None = None  # torchvision ImageNet .pth of the backbone (never downloaded)
+
+
+@dataclass
+class DataConfig:
+    # "synth" = the built-in synthetic COCO set (generated once into a cache folder), or a dataset path that
+    # singleshot.data can read (COCO folder/JSON, VOC, YOLO).
+    train: str = "synth"
+    val: str | None = "synth"  # None = no evaluation
+    batch_size: int = 32  # per process; the global batch is batch_size x world size
+    val_batch_size: int = 32
+    num_workers: int = 0  # loader processes per training process (0 = load in the training process)
+    max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
+    val_limit: int | None = None  # evaluate on the first N validation images only
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 0.1  # base learning rate at `reference_batch` images per step
+    reference_batch: int = 32  # lr is scaled by global_batch / reference_batch (the recipes' linear rule)
+    scale_lr: bool = True
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 5e-4
+    no_decay_bn_bias: bool = False  # NVIDIA recipe: no weight decay on 1-D parameters (BN) and biases
+    grad_clip: float | None = None  # max global gradient norm, None = no clipping
+
+
+@dataclass
+class ScheduleConfig:
+    name: str = "multistep"  # "multistep" | "cosine" | "constant"
+    warmup_steps: int = 0  # linear warmup length in steps ...
+    warmup_epochs: float = 0.0  # ... or in epochs (MLPerf states it in epochs); the larger of the two wins
+    warmup_start_factor: float = 0.0  # lr at step 0 as a fraction of the base lr
+    milestones: list[float] = field(default_factory=lambda: [40.0, 50.0])  # multistep, in epochs
+    gamma: float = 0.1  # multistep decay factor
+    min_factor: float = 0.0  # cosine: final lr as a fraction of the base lr
+
+
+@dataclass
+class TrainLoopConfig:
+    epochs: float = 65.0  # length of the run in epochs ...
+    max_steps: int | None = None  # ... or in optimizer steps (wins when set)
+    precision: str = "auto"  # "auto" (fp16+GradScaler on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
+    channels_last: bool | None = None  # None = on for CUDA
+    compile: bool = False  # torch.compile the model
+    sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA)
+    freeze_bn: bool = False  # BatchNorm uses and keeps its running statistics (its weights still train)
+    seed: int = 0
+    deterministic: bool = False  # torch.use_deterministic_algorithms; needed for bit-exact resume on GPU
+    threads: int | None = None  # torch intra-op threads on CPU (None = torch's default)
+    max_bad_steps: int = 5  # stop after this many non-finite losses in a row
+    log_every: int = 10  # steps between JSONL/TensorBoard scalars
+    checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = at epoch ends only)
+    progress: str = "auto"  # "auto" (bar on a terminal, log lines otherwise) | "bar" | "log" | "none"
+
+
+@dataclass
+class EvalConfig:
+    every: int = 5  # evaluate every N epochs (and at the end); 0 = only at the end
+    at: list[int] = field(default_factory=list)  # explicit epochs to evaluate at (NVIDIA recipe), added to `every`
+    target_map: float | None = None  # stop as soon as COCO mAP@[.5:.95] reaches this
+    score_threshold: float | None = None  # None = the preset's published post-processing
+    num_pictures: int = 8  # validation images drawn with predictions at the end
+
+
+@dataclass
+class RunConfig:
+    name: str = "cpu_tiny"  # run folder name under `root`
+    root: str = "runs"
+    dir: str | None = None  # explicit run folder (overrides root/name)
+    mlperf_log: bool = False  # also write MLPerf mllog events to <run>/mlperf.log
+    tensorboard: bool = True
+    report: bool = True  # plot PNG + prediction pictures at the end
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainLoopConfig = field(default_factory=TrainLoopConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+    def run_dir(self) -> Path:
+        return Path(self.run.dir) if self.run.dir else Path(self.run.root) / self.run.name
+
+
+# Keys that may differ when resuming a run: they change how it is watched, not what it computes.
+RESUME_MUTABLE = {
+    "data.num_workers",
+    "data.val_batch_size",
+    "train.log_every",
+    "train.progress",
+    "train.checkpoint_every_steps",
+    "train.threads",
+    "train.max_steps",
+    "train.epochs",
+    "run.root",
+    "run.dir",
+    "run.tensorboard",
+    "run.report",
+    "eval.num_pictures",
+}
+
+
+def _check_value(value: Any, tp: Any, key: str) -> Any:
+    """Coerce ``value`` to the annotated type ``tp`` (int -> float allowed), or raise naming ``key``."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _check_value(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(f"config key {key!r}: expected {tp}, got {value!r}")
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_check_value(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is bool and isinstance(value, bool):
+        return value
+    if tp in (int, str) and isinstance(value, tp) and not isinstance(value, bool):
+        return value
+    raise ConfigError(f"config key {key!r}: expected {getattr(tp, '__name__', tp)}, got {value!r}")
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"config section {prefix.rstrip('.') or '<root>'!r} must be a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {}
+    for name, value in data.items():
+        tp = hints[name]
+        if dataclasses.is_dataclass(tp):
+            kwargs[name] = _build(tp, value, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _check_value(value, tp, prefix + name)
+    return cls(**kwargs)
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """Build a :class:`TrainConfig`; missing keys take the defaults, unknown keys and bad types raise."""
+    return _build(TrainConfig, data or {}, "")
+
+
+def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in update.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
+    """Apply ``section.key=value`` strings (values parsed as YAML) and re-validate the whole config."""
+    data = config.to_dict()
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {item!r} is not of the form section.key=value")
+        parts = key.strip().split(".")
+        node = data
+        for i, part in enumerate(parts):
+            if not isinstance(node, dict) or part not in node:
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(f"unknown config key {where!r} in override {item!r}")
+            if i < len(parts) - 1:
+                node = node[part]
+        if isinstance(node[parts[-1]], dict):
+            raise ConfigError(f"override {item!r} names a section; set one of its keys, e.g. {key}.<field>=...")
+        try:
+            node[parts[-1]] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: cannot parse the value: {exc}") from None
+    return config_from_dict(data)
+
+
+def preset_names() -> list[str]:
+    """The recipe presets shipped in ``singleshot/configs``."""
+    folder = resources.files("singleshot") / "configs"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(path_or_preset: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Load a YAML config file or a preset name (``cpu_tiny``, ``mlperf_ssd300_resnet34``...), then overrides.
+
+    ``None`` gives the built-in default (``cpu_tiny``). A preset file may start with ``base: other_preset``
+    to inherit from another preset.
+    """
+    data = _read_yaml(path_or_preset or "cpu_tiny")
+    return apply_overrides(config_from_dict(data), overrides or [])
+
+
+def _read_yaml(path_or_preset: str | Path, depth: int = 0) -> dict[str, Any]:
+    path = Path(path_or_preset)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        text, where = path.read_text(), str(path)
+    else:
+        res = resources.files("singleshot") / "configs" / f"{path_or_preset}.yaml"
+        if not res.is_file():
+            raise ConfigError(f"no config file or preset named {str(path_or_preset)!r}; presets: {preset_names()}")
+        text, where = res.read_text(), f"preset {path_or_preset}"
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{where}: invalid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: the top level must be a mapping of sections")
+    base = data.pop("base", None)
+    if base is not None:
+        if depth > 8:
+            raise ConfigError(f"{where}: 'base' chain too deep (a cycle?)")
+        data = _merge(_read_yaml(base, depth + 1), data)
+    return data
+
+
+def config_diff(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two config dicts."""
+    keys = sorted(set(old) | set(new))
+    out = []
+    for k in keys:
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_diff(a, b, f"{prefix}{k}.")
+        elif a != b:
+            out.append(f"{prefix}{k}")
+    return out

@@ -1,0 +1,128 @@
+"""The engine's view of the data layer: datasets and loaders built from a :class:`DataConfig`.
+
+``"synth"`` names the built-in synthetic COCO set (generated once into the cache by :mod:`singleshot.data.synth`);
+anything else is a dataset path read by the data layer (COCO JSON/folder, VOC, YOLO).
+"""
+
+from __future__ import annotations
+
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from singleshot.data.base import DetectionDataset
+from singleshot.data.coco import CocoDetection
+from singleshot.data.loader import DetectionLoader, build_loader, seed_worker
+from singleshot.data.transforms import SSDTrainTransform, SSDValTransform
+from singleshot.engine.config import DataConfig
+
+
+@dataclass
+class DataBundle:
+    train: DetectionDataset
+    val: DetectionDataset | None
+    train_loader: DetectionLoader
+    val_loader: DetectionLoader | None
+
+
+def _synth_split(split: str) -> tuple[Path, Path]:
+    from singleshot.data.synth import default_dataset_path
+
+    root = default_dataset_path()
+    return root / split, root / "annotations" / f"instances_{split}.json"
+
+
+def open_dataset(source: str, split: str) -> DetectionDataset:
+    """``source`` = "synth" or a dataset path; ``split`` = "train" | "val" (used for folder layouts and synth)."""
+    if source == "synth":
+        image_dir, ann = _synth_split(split)
+        return CocoDetection(image_dir, ann)
+    try:  # the data layer's format detection (COCO / VOC / YOLO), when present
+        from singleshot.data.formats import load_dataset
+    except ImportError:
+        load_dataset = None
+    if load_dataset is not None:
+        return load_dataset(source, split=split)
+    path = Path(source)
+    if path.suffix == ".json":
+        return CocoDetection(path.parent.parent / split if (path.parent.name == "annotations") else path.parent, path)
+    for name in (split, f"{split}2017"):  # our layout, then COCO 2017's
+        ann = path / "annotations" / f"instances_{name}.json"
+        if ann.is_file():
+            return CocoDetection(path / name, ann)
+    raise FileNotFoundError(
+        f"cannot find a {split} dataset at {source!r} (expected {source}/annotations/instances_{split}.json or "
+        f"instances_{split}2017.json); set data.train=PATH and data.val=PATH"
+    )
+
+
+def _worker_init(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: workers ignore it so that the trainer alone handles the interrupt
+    # (saves a checkpoint and shuts the loader down) instead of dying mid-batch.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    seed_worker(worker_id)
+
+
+def build_data(
+    cfg: DataConfig,
+    *,
+    image_size: int,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    seed: int,
+    rank: int,
+    world_size: int,
+    defer_photometric: bool,
+    pin_memory: bool,
+) -> DataBundle:
+    """Train and validation datasets and loaders (train: shuffled, sharded, drop_last; val: in order, sharded)."""
+    train = open_dataset(cfg.train, "train")
+    val = open_dataset(cfg.val, "val") if cfg.val else None
+    if val is not None and cfg.val_limit is not None:
+        val = _limit(val, cfg.val_limit)
+    if len(train) < cfg.batch_size * world_size:
+        raise ValueError(
+            f"training set {train.root} has {len(train)} images, fewer than one global batch "
+            f"({cfg.batch_size} x {world_size} processes); lower data.batch_size"
+        )
+    common: dict[str, Any] = {
+        "num_workers": cfg.num_workers,
+        "pin_memory": pin_memory,
+        "rank": rank,
+        "num_replicas": world_size,
+        "seed": seed,
+    }
+    train_tf = SSDTrainTransform(
+        image_size, crop_max_trials=cfg.max_samples, mean=mean, std=std, defer_photometric=defer_photometric
+    )
+    train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
+    val_loader = None
+    if val is not None:
+        val_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
+        val_loader = build_loader(val, val_tf, batch_size=cfg.val_batch_size, shuffle=False, drop_last=False, **common)
+    for loader in (train_loader, val_loader):
+        if loader is not None and loader.loader.num_workers > 0:
+            loader.loader.worker_init_fn = _worker_init
+    return DataBundle(train, val, train_loader, val_loader)
+
+
+def _limit(dataset: DetectionDataset, n: int) -> DetectionDataset:
+    """The first ``n`` records of ``dataset`` (a view that shares the parsed index)."""
+    if n >= len(dataset):
+        return dataset
+    boxes, labels = zip(*(dataset.annotation(i) for i in range(n))) if n else ((), ())
+    limited = DetectionDataset(
+        root=dataset.root,
+        paths=[dataset.image_path(i) for i in range(n)],
+        image_ids=[dataset.image_id(i) for i in range(n)],
+        sizes=dataset._sizes[:n],
+        boxes=list(boxes),
+        labels=list(labels),
+        classes=dataset.classes,
+        label_to_category_id=dataset.label_to_category_id,
+        normalized_boxes=dataset.normalized_boxes,
+        on_bad_image=dataset.on_bad_image,
+    )
+    limited.format = dataset.format
+    return limited

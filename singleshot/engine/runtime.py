@@ -1,0 +1,127 @@
+"""Device, precision, determinism and signal handling for a training process."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from types import FrameType
+from typing import Any
+
+import numpy as np
+import torch
+
+from singleshot.engine.distributed import DistInfo
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def select_device(name: str, info: DistInfo) -> torch.device:
+    """ "auto": this rank's GPU (``cuda:local_rank``) when CUDA is available, else the CPU."""
+    if name == "auto":
+        return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
+    device = torch.device(name)
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"train.device={name} but CUDA is not available; use train.device=cpu or auto")
+        if device.index is None:
+            device = torch.device("cuda", info.local_rank)
+    return device
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """ "auto" is fp16 (autocast + GradScaler) on CUDA, fp32 on CPU (bf16 on CPU is slower without AMX)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"train.precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a CUDA device (gradient scaling); use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
+    """A zero-argument callable returning the autocast context for ``precision`` (a null context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
+    """Seed Python, NumPy and torch; in deterministic mode, force deterministic kernels (and no cuDNN autotuning)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+    elif device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+
+
+class StopRequest:
+    """Turns SIGTERM/SIGINT into a flag the loop polls after each step (save a checkpoint, then exit).
+
+    A second Ctrl-C raises ``KeyboardInterrupt`` at once, for a user who does not want to wait.
+    Handlers are only installed from the main thread (Python's rule); elsewhere the flag just stays 0.
+    """
+
+    def __init__(self) -> None:
+        self.signum = 0
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+        self._previous.clear()
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        if self.signum and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signum = signum
+
+
+class SectionTimer:
+    """Wall time per named section of the training step (for the overhead benchmark); a no-op unless enabled.
+
+    When enabled on CUDA it synchronizes at each boundary so that time lands in the section that spent it.
+    """
+
+    def __init__(self, enabled: bool = False, device: torch.device | None = None, skip_steps: int = 0) -> None:
+        self.enabled = enabled
+        self.skip_steps = skip_steps  # warm-up steps not recorded
+        self.sync = enabled and device is not None and device.type == "cuda"
+        self.totals: dict[str, float] = defaultdict(float)
+        self.steps = 0
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        if not self.enabled or self.steps < self.skip_steps:
+            yield
+            return
+        if self.sync:
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yield
+        if self.sync:
+            torch.cuda.synchronize()
+        self.totals[name] += time.perf_counter() - t0
+
+    @property
+    def recorded_steps(self) -> int:
+        return max(0, self.steps - self.skip_steps)

@@ -1,0 +1,122 @@
+"""Learning-rate schedules of the published recipes: linear warmup, then multistep or cosine decay.
+
+The schedule is a pure function of the optimizer step, so its only state is the step counter (which makes resume
+exact). Epoch quantities (milestones, warmup epochs) are converted to steps with the run's steps per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+from torch.optim import Optimizer
+
+
+def scaled_lr(base_lr: float, global_batch: int, reference_batch: int, scale: bool = True) -> float:
+    """The linear scaling rule: ``base_lr * global_batch / reference_batch`` (MLPerf and NVIDIA recipes)."""
+    return base_lr * global_batch / reference_batch if scale else base_lr
+
+
+@dataclass
+class WarmupSchedule:
+    """lr(step) = peak_lr * warmup(step) * decay(step).
+
+    Attributes:
+        peak_lr: the (already scaled) base learning rate.
+        total_steps: length of the run (cosine decays to ``min_factor`` at this step).
+        warmup_steps: linear ramp from ``warmup_start_factor * peak_lr`` at step 0 to ``peak_lr`` at this step.
+        kind: "multistep" | "cosine" | "constant".
+        milestones: multistep boundaries in steps; the lr is multiplied by ``gamma`` after each.
+    """
+
+    peak_lr: float
+    total_steps: int
+    warmup_steps: int = 0
+    warmup_start_factor: float = 0.0
+    kind: str = "multistep"
+    milestones: tuple[int, ...] = ()
+    gamma: float = 0.1
+    min_factor: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("multistep", "cosine", "constant"):
+            raise ValueError(f"schedule.name must be multistep, cosine or constant, got {self.kind!r}")
+
+    def factor(self, step: int) -> float:
+        """Multiplier of ``peak_lr`` for the optimizer step ``step`` (0-based)."""
+        warm = 1.0
+        if self.warmup_steps > 0 and step < self.warmup_steps:
+            warm = self.warmup_start_factor + (1.0 - self.warmup_start_factor) * step / self.warmup_steps
+        if self.kind == "multistep":
+            decay = self.gamma ** sum(step >= m for m in self.milestones)
+        elif self.kind == "cosine":
+            # Cosine over the steps after warmup, as the SSD320 TF recipe does.
+            span = max(1, self.total_steps - self.warmup_steps)
+            t = min(1.0, max(0.0, (step - self.warmup_steps) / span))
+            decay = self.min_factor + (1 - self.min_factor) * 0.5 * (1 + math.cos(math.pi * t))
+        else:
+            decay = 1.0
+        return warm * decay
+
+    def lr(self, step: int) -> float:
+        return self.peak_lr * self.factor(step)
+
+
+class LRScheduler:
+    """Sets ``optimizer``'s learning rate from a :class:`WarmupSchedule` before each step.
+
+    ``state_dict`` holds the step counter only; the schedule itself is rebuilt from the config on resume.
+    """
+
+    def __init__(self, optimizer: Optimizer, schedule: WarmupSchedule) -> None:
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.step_count = 0
+        self._apply()
+
+    def _apply(self) -> None:
+        lr = self.schedule.lr(self.step_count)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+    def get_lr(self) -> float:
+        return self.schedule.lr(self.step_count)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
+
+
+def build_schedule(
+    *,
+    kind: str,
+    peak_lr: float,
+    steps_per_epoch: int,
+    total_steps: int,
+    warmup_steps: int = 0,
+    warmup_epochs: float = 0.0,
+    warmup_start_factor: float = 0.0,
+    milestones_epochs: list[float] | tuple[float, ...] = (),
+    gamma: float = 0.1,
+    min_factor: float = 0.0,
+) -> WarmupSchedule:
+    """A :class:`WarmupSchedule` from epoch-based recipe numbers (warmup: the longer of steps and epochs)."""
+    warm = max(int(warmup_steps), math.ceil(warmup_epochs * steps_per_epoch))
+    return WarmupSchedule(
+        peak_lr=peak_lr,
+        total_steps=total_steps,
+        warmup_steps=warm,
+        warmup_start_factor=warmup_start_factor,
+        kind=kind,
+        milestones=tuple(round(m * steps_per_epoch) for m in milestones_epochs),
+        gamma=gamma,
+        min_factor=min_factor,
+    )

@@ -1,0 +1,420 @@
+"""The training loop: one class that turns a :class:`TrainConfig` into a run folder.
+
+Single process::
+
+    singleshot train                                   # the CPU preset on the synthetic set
+    singleshot train --config mlperf_ssd300_resnet34 data.train=/data/coco data.val=/data/coco
+
+One node, 8 GPUs / several nodes (torchrun or SLURM srun set the environment; see distributed.py)::
+
+    torchrun --standalone --nproc_per_node=8 -m singleshot train --config nvidia_ssd300_resnet50 ...
+    srun --ntasks-per-node=8 --gpus-per-task=1 python -m singleshot train --config ...
+
+Per step: the batch is finished on the device (photometric work, channels-last), box targets are encoded there
+with :class:`~singleshot.box.TargetEncoder`, forward runs under autocast, the loss is checked for NaN/Inf (one small
+all-reduce carries that flag, the stop flag and the loss to every rank so all ranks skip or stop together), then
+backward and the SGD step through the gradient scaler. A run folder re-used by the same command resumes from
+``checkpoints/last.pt`` exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from singleshot.box import TargetEncoder
+from singleshot.box.factory import build_loss, build_postprocessor
+from singleshot.data.photometric import DevicePhotometric
+from singleshot.engine import distributed as D
+from singleshot.engine import mlperf as M
+from singleshot.engine.checkpointing import (
+    find_resume_checkpoint,
+    save_training_checkpoint,
+    set_rng_state,
+)
+from singleshot.engine.config import RESUME_MUTABLE, TrainConfig
+from singleshot.engine.data import build_data
+from singleshot.engine.monitor import Monitor
+from singleshot.engine.optim import build_optimizer
+from singleshot.engine.runtime import (
+    SectionTimer,
+    StopRequest,
+    autocast_factory,
+    resolve_precision,
+    seed_everything,
+    select_device,
+)
+from singleshot.engine.schedule import LRScheduler, build_schedule, scaled_lr
+from singleshot.engine.step import TrainStep
+from singleshot.evaluation import STAT_NAMES, evaluate
+from singleshot.models import SPECS, build_model, list_models
+
+
+class TrainingDiverged(RuntimeError):
+    """Too many non-finite losses in a row."""
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    status: str  # "finished" | "target_reached" | "interrupted" | "already_finished"
+    step: int
+    epoch: int
+    best_map: float | None
+    final_stats: list[float] | None
+    wall_time: float
+    signum: int = 0
+
+
+class Trainer:
+    """Builds everything from ``cfg`` and runs (or resumes) training. ``timer`` profiles the step sections."""
+
+    def __init__(self, cfg: TrainConfig, timer: SectionTimer | None = None) -> None:
+        self.cfg = cfg
+        self.info = D.detect_environment()
+        self.device = select_device(cfg.train.device, self.info)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.timer = timer or SectionTimer(False)
+        self.run_dir = cfg.run_dir()
+        self.ckpt_dir = self.run_dir / "checkpoints"
+        self.main = self.info.is_main
+
+    # ----------------------------------------------------------------------------------------------- set-up
+    def _setup(self) -> None:
+        cfg, info, device = self.cfg, self.info, self.device
+        if cfg.train.threads and device.type == "cpu":
+            torch.set_num_threads(cfg.train.threads)
+        D.init_distributed(info, device)
+        self.mllog = M.MLPerfLogger(self.run_dir / "mlperf.log", cfg.run.mlperf_log and self.main)
+        self.mllog.start(M.INIT_START)
+        seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, device)
+        self.resume = find_resume_checkpoint(self.run_dir, cfg.to_dict(), RESUME_MUTABLE)
+        if self.main:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+
+        if cfg.model.name not in SPECS:
+            raise ValueError(f"unknown model.name {cfg.model.name!r}; available: {', '.join(list_models())}")
+        spec = SPECS[cfg.model.name]
+        cuda = device.type == "cuda"
+        self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
+        self.data = build_data(
+            cfg.data, image_size=spec.image_size, mean=spec.mean, std=spec.std, seed=cfg.train.seed,
+            rank=info.rank, world_size=info.world_size, defer_photometric=cuda, pin_memory=cuda,
+        )  # fmt: skip
+        train_set = self.data.train
+        num_classes = cfg.model.num_classes or train_set.num_classes
+        if num_classes != train_set.num_classes:
+            raise ValueError(
+                f"model.num_classes={num_classes} but the training set {train_set.root} has "
+                f"{train_set.num_classes - 1} classes (+ background = {train_set.num_classes})"
+            )
+        self.classes, self.label_to_category_id = train_set.classes, train_set.label_to_category_id
+
+        torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
+        model = build_model(cfg.model.name, num_classes=num_classes, pretrained_backbone=cfg.model.pretrained_backbone)
+        model.to(device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        if cfg.train.sync_bn and info.enabled:
+            model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        self.model = model
+        self.encoder = TargetEncoder(spec.anchors)
+        self.loss_fn = build_loss(spec)
+        post_overrides = {} if cfg.eval.score_threshold is None else {"score_threshold": cfg.eval.score_threshold}
+        self.postprocess = build_postprocessor(spec, **post_overrides)
+        self.finish = DevicePhotometric(device, mean=spec.mean, std=spec.std, channels_last=self.channels_last)
+        self.autocast = autocast_factory(device, self.precision)
+
+        self.global_batch = cfg.data.batch_size * info.world_size
+        self.steps_per_epoch = len(train_set) // self.global_batch
+        if cfg.train.max_steps is not None:
+            self.total_steps = cfg.train.max_steps
+        else:
+            self.total_steps = math.ceil(cfg.train.epochs * self.steps_per_epoch)
+        self.base_lr = scaled_lr(cfg.optim.lr, self.global_batch, cfg.optim.reference_batch, cfg.optim.scale_lr)
+        self.optimizer = build_optimizer(
+            model, lr=self.base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
+            nesterov=cfg.optim.nesterov, no_decay_bn_bias=cfg.optim.no_decay_bn_bias,
+        )  # fmt: skip
+        sc = cfg.schedule
+        self.schedule = build_schedule(
+            kind=sc.name, peak_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
+            warmup_steps=sc.warmup_steps, warmup_epochs=sc.warmup_epochs, warmup_start_factor=sc.warmup_start_factor,
+            milestones_epochs=sc.milestones, gamma=sc.gamma, min_factor=sc.min_factor,
+        )  # fmt: skip
+        self.scheduler = LRScheduler(self.optimizer, self.schedule)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+
+        self.state: dict[str, Any] = {
+            "best_map": None,
+            "last_eval_step": -1,
+            "bad_steps_total": 0,
+            "elapsed": 0.0,
+            "finished": False,
+            "status": "running",
+            "final_stats": None,
+        }
+        self.epoch, self.step = 0, 0
+        if self.resume is not None:
+            ck = self.resume
+            model.load_state_dict(ck["state_dict"])
+            self.optimizer.load_state_dict(ck["optimizer"])
+            self.scheduler.load_state_dict(ck["scheduler"])
+            if ck.get("scaler") and self.scaler.is_enabled():
+                self.scaler.load_state_dict(ck["scaler"])
+            self.data.train_loader.load_state_dict(ck["sampler"])
+            self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
+            self.state.update(ck.get("train_state", {}))
+
+        if cfg.train.compile:
+            model = torch.compile(model)
+        self.train_model = D.wrap_model(model, device, info)
+        self.train_step = TrainStep(
+            model=self.train_model, params=list(self.model.parameters()), finish=self.finish, encoder=self.encoder,
+            loss_fn=self.loss_fn, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
+            autocast=self.autocast, grad_clip=cfg.optim.grad_clip, timer=self.timer,
+        )  # fmt: skip
+        if self.resume is not None:
+            set_rng_state(self.resume["rng"])  # last: nothing after this may draw random numbers before the loop
+        self._log_hyperparameters()
+        self.mllog.end(M.INIT_STOP)
+
+    def _log_hyperparameters(self) -> None:
+        cfg = self.cfg
+        self.mllog.log_hyperparameters(
+            seed=cfg.train.seed, global_batch_size=self.global_batch, train_samples=len(self.data.train),
+            eval_samples=len(self.data.val) if self.data.val is not None else 0, base_lr=self.base_lr,
+            weight_decay=cfg.optim.weight_decay, warmup_steps=self.schedule.warmup_steps,
+            warmup_factor=cfg.schedule.warmup_start_factor, decay_boundary_epochs=list(cfg.schedule.milestones),
+            max_samples=cfg.data.max_samples, bn_span=cfg.data.batch_size,
+        )  # fmt: skip
+
+    # ----------------------------------------------------------------------------------------------- pieces
+    def save(self, name: str = "last.pt", sampler: dict[str, int] | None = None, epoch: int | None = None) -> None:
+        """Rank 0 writes ``checkpoints/<name>`` atomically (all ranks hold the same weights)."""
+        if not self.main:
+            return
+        save_training_checkpoint(
+            self.ckpt_dir / name, model=self.model, classes=self.classes,
+            label_to_category_id=self.label_to_category_id, config=self.cfg.to_dict(), optimizer=self.optimizer,
+            scheduler=self.scheduler, scaler=self.scaler, epoch=self.epoch if epoch is None else epoch,
+            step=self.step, sampler=sampler or self.data.train_loader.state_dict(), state=self._state_now(),
+        )  # fmt: skip
+
+    def _state_now(self) -> dict[str, Any]:
+        return {**self.state, "elapsed": self.state["elapsed"] + time.perf_counter() - self._t_start}
+
+    def run_eval(self) -> list[float] | None:
+        """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers)."""
+        if self.data.val_loader is None:
+            return None
+        D.average_bn_stats(self.model)
+        self.mllog.start(M.EVAL_START, epoch_num=self.epoch + 1)
+        if self.main:
+            self.monitor.print(f"evaluation after epoch {self.epoch + 1} (step {self.step}):")
+        t0 = time.perf_counter()
+        result = evaluate(
+            self.model, self.data.val_loader, self.postprocess, prepare=self.finish, precision=self.precision,
+            log=self.monitor.print if self.main else None,
+        )  # fmt: skip
+        stats = [float(result[name]) for name in STAT_NAMES]
+        self.mllog.end(M.EVAL_STOP, epoch_num=self.epoch + 1)
+        self.mllog.event(M.EVAL_ACCURACY, stats[0], epoch_num=self.epoch + 1)
+        self.state["last_eval_step"] = self.step
+        self.state["final_stats"] = stats
+        if self.state["best_map"] is None or stats[0] > self.state["best_map"]:
+            self.state["best_map"] = stats[0]
+        record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **dict(zip(STAT_NAMES, stats))}
+        self.monitor.write({**record, "eval_seconds": round(time.perf_counter() - t0, 2)})
+        return stats
+
+    def _eval_due(self, epoch_num: int) -> bool:
+        ev = self.cfg.eval
+        return (ev.every > 0 and epoch_num % ev.every == 0) or epoch_num in ev.at
+
+    def _target_reached(self) -> bool:
+        target = self.cfg.eval.target_map
+        return target is not None and self.state["final_stats"] is not None and self.state["final_stats"][0] >= target
+
+    # ----------------------------------------------------------------------------------------------- the loop
+    def run(self) -> TrainResult:
+        self._t_start = time.perf_counter()
+        try:
+            self._setup()
+            if (
+                self.resume is not None
+                and self.state["finished"]
+                and (self.step >= self.total_steps or self.state["status"] == "target_reached")
+            ):
+                if self.main:
+                    print(
+                        f"run {self.run_dir} already finished ({self.state['status']}, step {self.step}, best mAP "
+                        f"{self.state['best_map']}); pick another folder with run.name=NAME to train again"
+                    )
+                return self._result("already_finished", 0)
+            self.state["finished"] = False
+            if self.resume is not None and self.main:
+                print(f"resuming {self.run_dir} from checkpoints/last.pt: epoch {self.epoch + 1}, step {self.step}")
+            self.monitor = Monitor(
+                self.run_dir if self.main else None, self.total_steps, self.step, self.cfg.train.progress,
+                self.cfg.run.tensorboard, self.cfg.train.log_every,
+            )  # fmt: skip
+            try:
+                with StopRequest() as stop:
+                    status = self._loop(stop)
+                if status in ("finished", "target_reached") and self.main and self.cfg.run.report:
+                    self._report()
+            finally:
+                self.monitor.close()
+            return self._result(status, stop.signum)
+        finally:
+            D.cleanup_distributed()
+
+    def _result(self, status: str, signum: int) -> TrainResult:
+        return TrainResult(
+            self.run_dir,
+            status,
+            self.step,
+            self.epoch,
+            self.state["best_map"],
+            self.state["final_stats"],
+            time.perf_counter() - self._t_start,
+            signum,
+        )
+
+    def _loop(self, stop: StopRequest) -> str:
+        cfg, loader = self.cfg, self.data.train_loader
+        if self.main:
+            where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
+            print(
+                f"training {cfg.model.name} on {len(self.data.train)} images ({self.steps_per_epoch} steps/epoch, "
+                f"{self.total_steps} steps, global batch {self.global_batch}, lr {self.base_lr:.4g}, {where}, "
+                f"{self.precision}); run folder: {self.run_dir}",
+                flush=True,
+            )
+        self.mllog.start(M.RUN_START)
+        self._train_mode()
+        window = {"loss": 0.0, "box": 0.0, "cls": 0.0, "n": 0, "t": time.perf_counter(), "images": 0}
+        bad_in_row = 0
+        status = "finished"
+        sampler_state = loader.state_dict()
+        while self.step < self.total_steps:
+            epoch_num = self.epoch + 1
+            loader.set_epoch(self.epoch)
+            self.mllog.start(M.BLOCK_START, first_epoch_num=epoch_num, epoch_count=1)
+            self.mllog.start(M.EPOCH_START, epoch_num=epoch_num)
+            in_epoch = loader.sampler.start // cfg.data.batch_size
+            it = iter(loader)
+            while True:
+                with self.timer("data"):
+                    batch = next(it, None)
+                if batch is None:
+                    break
+                out = self.train_step(batch, stop.signum > 0)
+                self.step += 1
+                in_epoch += 1
+                self.timer.steps += 1
+                with self.timer("logging"):
+                    if out.skipped:
+                        bad_in_row += 1
+                        self.state["bad_steps_total"] += 1
+                        self.monitor.print(
+                            f"step {self.step}: non-finite loss, step skipped "
+                            f"({bad_in_row} in a row, {self.state['bad_steps_total']} in total)"
+                        )
+                        if bad_in_row >= cfg.train.max_bad_steps:
+                            raise TrainingDiverged(
+                                f"{bad_in_row} non-finite losses in a row at step {self.step}: training diverged. "
+                                f"The last checkpoint ({self.ckpt_dir / 'last.pt'}) holds the weights before it; "
+                                "lower optim.lr, lengthen schedule.warmup_steps or use train.precision=fp32."
+                            )
+                    else:
+                        bad_in_row = 0
+                        for k, v in (("loss", out.loss), ("box", out.box), ("cls", out.cls)):
+                            window[k] += v
+                        window["n"] += 1
+                    window["images"] += len(batch["image_ids"]) * self.info.world_size
+                    self._log_step(window)
+                if out.stop:
+                    self.save()
+                    self.monitor.print(
+                        f"signal {stop.signum}: saved {self.ckpt_dir / 'last.pt'} at step {self.step}; "
+                        "re-run the same command to resume"
+                    )
+                    self.mllog.end(M.RUN_STOP, status=M.ABORTED)
+                    return "interrupted"
+                if self.step >= self.total_steps:
+                    break
+                every = cfg.train.checkpoint_every_steps
+                if every and self.step % every == 0:
+                    self.save()
+            complete = in_epoch >= self.steps_per_epoch
+            sampler_state = self._next_epoch_sampler() if complete else loader.state_dict()
+            self.mllog.end(M.EPOCH_STOP, epoch_num=epoch_num)
+            self.mllog.end(M.BLOCK_STOP, first_epoch_num=epoch_num)
+            last = self.step >= self.total_steps
+            if (complete and self._eval_due(epoch_num)) or last:
+                self.run_eval()
+                self._train_mode()
+                best = self.state["best_map"]
+                if self.main and best is not None and self.state["final_stats"][0] >= best:
+                    self.save("best.pt", sampler=sampler_state, epoch=self.epoch + int(complete))
+            if complete:
+                self.epoch += 1
+            if self._target_reached():
+                status = "target_reached"
+                break
+            self.save(sampler=sampler_state)
+        self.state["finished"], self.state["status"] = True, status
+        self.save(sampler=sampler_state)
+        if self.main:
+            self.monitor.print(
+                f"done: {status} at step {self.step}; best mAP {self.state['best_map']}; run folder {self.run_dir}"
+            )
+        self.mllog.end(M.RUN_STOP, status=M.SUCCESS if status == "target_reached" else M.ABORTED)
+        return status
+
+    def _train_mode(self) -> None:
+        self.train_model.train()
+        if self.cfg.train.freeze_bn:
+            for module in self.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def _next_epoch_sampler(self) -> dict[str, int]:
+        """The loader position at the start of the next epoch (saved at epoch ends)."""
+        return {**self.data.train_loader.state_dict(), "epoch": self.epoch + 1, "start": 0}
+
+    def _log_step(self, window: dict[str, Any]) -> None:
+        now = time.perf_counter()
+        img_s = window["images"] / max(now - window["t"], 1e-9)
+        loss = window["loss"] / max(window["n"], 1)
+        self.monitor.step(self.step, self.epoch, loss, self.scheduler.get_lr(), img_s)
+        if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+            self.monitor.write({
+                "kind": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
+                "box": window["box"] / max(window["n"], 1), "cls": window["cls"] / max(window["n"], 1),
+                "lr": self.scheduler.get_lr(), "img_per_s": img_s, "skipped_total": self.state["bad_steps_total"],
+            })  # fmt: skip
+            window.update(loss=0.0, box=0.0, cls=0.0, n=0, t=now, images=0)
+
+    def _report(self) -> None:
+        from singleshot.engine.report import write_report
+
+        paths = write_report(
+            self.run_dir, model=self.model, dataset=self.data.val, postprocess=self.postprocess,
+            device=self.device, num_pictures=self.cfg.eval.num_pictures,
+        )  # fmt: skip
+        for p in paths:
+            print(f"wrote {p}")
+
+
+def train(cfg: TrainConfig) -> TrainResult:
+    """Train (or resume) the run ``cfg`` describes; see :class:`Trainer`."""
+    return Trainer(cfg).run()

@@ -1,0 +1,196 @@
+"""The evaluation loop shared by training (in the loop) and ``singleshot eval``.
+
+Each rank runs the model over its shard of the validation loader (batched forward, then decoding + NMS on the
+device), turns the detections into COCO rows on the device, and moves one small array per batch to the host.
+Rank 0 gathers the rows, scores them with faster-coco-eval and shares the numbers with every rank.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from singleshot.data.photometric import DevicePhotometric
+from singleshot.evaluation.groundtruth import coco_ground_truth, find_dataset
+from singleshot.evaluation.metrics import (
+    STAT_NAMES,
+    CocoMetrics,
+    coco_bbox_metrics,
+    format_per_class,
+    write_results_json,
+)
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def detections_to_rows(
+    detections: list[dict[str, Tensor]], image_ids: Tensor, label_to_category: Tensor
+) -> Tensor:
+    """Post-processor output -> COCO rows, batched on the device.
+
+    Args:
+        detections: per image ``boxes [K, 4]`` xyxy original pixels, ``scores [K]``, ``labels [K]`` in 1..K.
+        image_ids: ``Tensor[B] int64``.
+        label_to_category: ``Tensor[K + 1] int64`` lookup from label to COCO category id.
+    Returns:
+        ``Tensor[N, 7] float64`` rows ``(image_id, x, y, w, h, score, category_id)``, xywh in original pixels.
+    """
+    device = label_to_category.device
+    if not detections:
+        return torch.zeros(0, 7, dtype=torch.float64, device=device)
+    counts = torch.tensor([len(d["scores"]) for d in detections], device=device)
+    boxes = torch.cat([d["boxes"] for d in detections]).to(device, torch.float64)  # (N, 4) xyxy
+    scores = torch.cat([d["scores"] for d in detections]).to(device, torch.float64)
+    labels = torch.cat([d["labels"] for d in detections]).to(device)
+    ids = image_ids.to(device).repeat_interleave(counts).to(torch.float64)
+    xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1)  # (N, 4) xyxy -> xywh
+    cats = label_to_category[labels].to(torch.float64)
+    return torch.cat([ids[:, None], xywh, scores[:, None], cats[:, None]], dim=1)
+
+
+def label_lookup(label_to_category_id: dict[int, int], device: torch.device) -> Tensor:
+    """``{label: category_id}`` -> ``Tensor[max_label + 1] int64`` (index 0, background, maps to -1)."""
+    table = torch.full((max(label_to_category_id, default=0) + 1,), -1, dtype=torch.int64)
+    for label, cat in label_to_category_id.items():
+        table[int(label)] = int(cat)
+    return table.to(device)
+
+
+def _autocast(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager[Any]:
+    precision = precision or ("fp16" if device.type == "cuda" else "fp32")
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype)
+
+
+def _gather_rows(rows: np.ndarray, seen: list[int]) -> tuple[np.ndarray, list[int]] | None:
+    """All ranks' rows on rank 0 (None elsewhere); images repeated by the sampler's padding are counted once."""
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        return rows, seen
+    gathered: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else []
+    dist.gather_object((rows, seen), gathered if dist.get_rank() == 0 else None, dst=0)
+    if dist.get_rank() != 0:
+        return None
+    all_rows, all_seen, done = [], [], set()
+    for rank_rows, rank_seen in gathered:
+        new = set(rank_seen) - done
+        all_seen += [i for i in rank_seen if i in new]
+        all_rows.append(rank_rows[np.isin(rank_rows[:, 0].astype(np.int64), list(new))])
+        done |= new
+    return np.concatenate(all_rows), sorted(set(all_seen))
+
+
+def _broadcast(result: dict[str, Any] | None) -> dict[str, Any]:
+    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+        assert result is not None
+        return result
+    box = [result]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    loader: Iterable[dict[str, Any]],
+    postprocessor: Callable[[Tensor, Tensor, Tensor], list[dict[str, Tensor]]],
+    *,
+    ground_truth: dict[str, Any] | str | None = None,
+    label_to_category_id: dict[int, int] | None = None,
+    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    precision: str | None = None,
+    results_file: str | None = None,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """COCO bbox evaluation of ``model`` over ``loader``; safe to call from every DDP rank.
+
+    Args:
+        model: the detector (plain, DDP or compiled); its forward gives ``(bbox_regression [B, A, 4],
+            cls_logits [B, A, C])``. It is put in eval mode and restored afterwards.
+        loader: batches as the data layer collates them (``images``, ``image_ids``, ``orig_sizes`` (H, W)); under
+            DDP each rank iterates its own shard (``build_loader(..., shuffle=False)`` does this).
+        postprocessor: ``singleshot.build_postprocessor(spec)``: decoding + NMS to boxes xyxy in original pixels.
+        ground_truth: COCO instances dict or JSON path; default: from the loader's dataset (its JSON for COCO
+            datasets, built from the parsed annotations otherwise). Only the images the loader yielded are scored.
+        label_to_category_id: label (1..K) -> COCO category id; default: the loader's dataset's.
+        prepare: moves a batch to the device and finishes it (default: :class:`DevicePhotometric` with ImageNet
+            statistics, which also completes deferred photometric work).
+        precision: "fp32", "fp16" or "bf16" autocast for the forward; default fp16 on CUDA, fp32 elsewhere.
+        results_file: if given, rank 0 writes the COCO results JSON there (xywh original pixels, category ids).
+        log: where rank 0 prints the 12 lines and the per-class table (None: silent).
+
+    Returns (identical on every rank):
+        ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}``: floats in
+        [0, 1] (-1.0 where an area range has no ground truth, as pycocotools); ``"per_class_AP"``: ``{name: AP}``;
+        ``"num_images"``, ``"num_detections"``: ints; ``"inference_s"`` (forward + decode + NMS, rank 0's shard)
+        and ``"metrics_s"`` (faster-coco-eval): wall seconds.
+    """
+    dataset = find_dataset(loader)
+    if label_to_category_id is None:
+        if dataset is None:
+            raise ValueError("pass label_to_category_id: the loader has no singleshot dataset to take it from")
+        label_to_category_id = dataset.label_to_category_id
+    if ground_truth is None and (dataset is None or not dist.is_initialized() or dist.get_rank() == 0):
+        if dataset is None:
+            raise ValueError("pass ground_truth: the loader has no singleshot dataset to build it from")
+        ground_truth = coco_ground_truth(dataset)
+    param = next(model.parameters())
+    device = param.device
+    if prepare is None:
+        channels_last = param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
+        prepare = DevicePhotometric(device, channels_last=channels_last and device.type == "cuda")
+    lookup = label_lookup(label_to_category_id, device)
+
+    was_training = model.training
+    model.eval()
+    chunks: list[Tensor] = []
+    seen: list[int] = []
+    start = time.perf_counter()
+    try:
+        for batch in loader:
+            batch = prepare(batch)
+            with _autocast(device, precision):
+                bbox_regression, cls_logits = model(batch["images"])
+            dets = postprocessor(bbox_regression.float(), cls_logits.float(), batch["orig_sizes"])
+            chunks.append(detections_to_rows(dets, batch["image_ids"], lookup).cpu())
+            seen += batch["image_ids"].tolist()
+    finally:
+        model.train(was_training)
+    rows = torch.cat(chunks).numpy() if chunks else np.zeros((0, 7))
+    inference_s = time.perf_counter() - start
+
+    gathered = _gather_rows(rows, seen)
+    result: dict[str, Any] | None = None
+    if gathered is not None:
+        all_rows, all_seen = gathered
+        start = time.perf_counter()
+        metrics = coco_bbox_metrics(ground_truth, all_rows, image_ids=all_seen)  # type: ignore[arg-type]
+        result = metrics_dict(metrics, inference_s, time.perf_counter() - start)
+        if results_file:
+            write_results_json(all_rows, results_file)
+        if log is not None:
+            log(metrics.summary)
+            log(format_per_class(metrics.per_class))
+    return _broadcast(result)
+
+
+def metrics_dict(metrics: CocoMetrics, inference_s: float, metrics_s: float) -> dict[str, Any]:
+    """The flat dict :func:`evaluate` returns."""
+    return {
+        **{name: metrics.stats[name] for name in STAT_NAMES},
+        "per_class_AP": dict(metrics.per_class),
+        "num_images": metrics.num_images,
+        "num_detections": metrics.num_detections,
+        "inference_s": inference_s,
+        "metrics_s": metrics_s,
+    }

@@ -1,0 +1,95 @@
+"""Drawing labelled detections (torchvision's ``draw_bounding_boxes``) and saving pictures (JPEG/PNG)."""
+
+from __future__ import annotations
+
+import colorsys
+import functools
+import os
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.io import encode_jpeg, encode_png
+from torchvision.utils import draw_bounding_boxes
+
+_FONT_CANDIDATES = ("DejaVuSans.ttf", "Arial.ttf", "LiberationSans-Regular.ttf")
+
+
+@functools.lru_cache(maxsize=1)
+def _font() -> str | None:
+    """A scalable TrueType font Pillow can find on this system, or None (Pillow's default font, fixed size)."""
+    from PIL import ImageFont
+
+    for name in _FONT_CANDIDATES:
+        try:
+            ImageFont.truetype(name, 10)
+            return name
+        except OSError:
+            continue
+    return None
+
+
+def class_color(label: int) -> tuple[int, int, int]:
+    """A distinct, stable RGB colour per label (golden-ratio hue steps)."""
+    r, g, b = colorsys.hsv_to_rgb((label * 0.618033988749895) % 1.0, 0.85, 0.95)
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
+def draw_detections(
+    image_uint8_chw: Tensor,
+    boxes_xyxy_pixels: Tensor,
+    labels: Tensor | Sequence[int],
+    scores: Tensor | Sequence[float] | None,
+    class_names: Sequence[str],
+) -> Tensor:
+    """Draw boxes with ``"name 0.87"`` captions onto a copy of an image.
+
+    Args:
+        image_uint8_chw: ``uint8[3, H, W]`` RGB (``[1, H, W]`` grayscale is drawn as RGB).
+        boxes_xyxy_pixels: ``float[K, 4]`` xyxy in that image's pixels (K may be 0).
+        labels: ``K`` labels in 1..len(class_names) (0-based names: label ``k`` is ``class_names[k - 1]``).
+        scores: ``K`` scores, or None to print names only.
+        class_names: the dataset's K class names.
+    Returns:
+        ``uint8[3, H, W]`` with the drawing; line width and font size scale with the image.
+    """
+    image = image_uint8_chw.detach().cpu()
+    if image.dtype != torch.uint8 or image.dim() != 3 or image.shape[0] not in (1, 3):
+        raise ValueError(f"expected a uint8 [3, H, W] image, got {image.dtype} {tuple(image.shape)}")
+    if image.shape[0] == 1:
+        image = image.expand(3, -1, -1)
+    boxes = torch.as_tensor(boxes_xyxy_pixels, dtype=torch.float32).detach().cpu().reshape(-1, 4)
+    label_list = [int(v) for v in torch.as_tensor(labels).reshape(-1).tolist()]
+    if len(label_list) != len(boxes):
+        raise ValueError(f"{len(boxes)} boxes but {len(label_list)} labels")
+    if len(boxes) == 0:
+        return image.clone()
+    score_list = None if scores is None else [float(v) for v in torch.as_tensor(scores).reshape(-1).tolist()]
+    captions = []
+    for i, label in enumerate(label_list):
+        name = class_names[label - 1] if 1 <= label <= len(class_names) else f"class {label}"
+        captions.append(name if score_list is None else f"{name} {score_list[i]:.2f}")
+    h, w = image.shape[-2:]
+    side = min(h, w)
+    font = _font()
+    return draw_bounding_boxes(
+        image.contiguous(),
+        boxes,
+        labels=captions,
+        colors=[class_color(label) for label in label_list],
+        width=max(1, round(side / 250)),
+        font=font,
+        font_size=max(8, round(side / 40)) if font else None,
+        label_colors="white",
+        fill_labels=True,
+    )
+
+
+def save_image(image_uint8_chw: Tensor, path: str | os.PathLike[str], quality: int = 90) -> None:
+    """Write ``uint8[3, H, W]`` RGB as PNG (``.png``) or JPEG (anything else), creating parent folders."""
+    path = os.fspath(path)
+    image = image_uint8_chw.detach().cpu().contiguous()
+    data = encode_png(image) if path.lower().endswith(".png") else encode_jpeg(image, quality=quality)
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(data.numpy().tobytes())

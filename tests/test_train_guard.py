@@ -1,0 +1,68 @@
+"""The NaN/Inf guard: non-finite losses are skipped and counted; several in a row stop the run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from train_helpers import tiny_config
+
+from singleshot.checkpoint import load_checkpoint
+from singleshot.engine import trainer as trainer_module
+from singleshot.engine.step import StepResult, TrainStep
+from singleshot.engine.trainer import Trainer, TrainingDiverged
+
+
+class _PoisonedLoss(torch.nn.Module):
+    """Wraps the real loss; returns NaN (or Inf) on the listed calls (0-based)."""
+
+    def __init__(self, inner: torch.nn.Module, bad_calls: set[int]) -> None:
+        super().__init__()
+        self.inner, self.bad_calls, self.calls = inner, bad_calls, 0
+
+    def forward(self, *args: torch.Tensor) -> dict[str, torch.Tensor]:
+        out = self.inner(*args)
+        if self.calls in self.bad_calls:
+            poison = float("nan") if self.calls % 2 else float("inf")
+            out = {**out, "loss": out["loss"] * poison}
+        self.calls += 1
+        return out
+
+
+def _poison(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
+    real = trainer_module.build_loss
+    monkeypatch.setattr(trainer_module, "build_loss", lambda spec: _PoisonedLoss(real(spec), bad_calls))
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _poison(monkeypatch, {2, 3})
+    trainer = Trainer(tiny_config(tmp_path / "run", **{"train.max_steps": 5}))
+    snapshots = []
+    original = TrainStep.__call__
+
+    def spy(self: TrainStep, batch: dict, stop: bool) -> StepResult:
+        out = original(self, batch, stop)
+        snapshots.append({k: v.detach().clone() for k, v in trainer.model.named_parameters()})
+        return out
+
+    monkeypatch.setattr(TrainStep, "__call__", spy)
+    result = trainer.run()
+    assert result.status == "finished" and result.step == 5
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["train_state"]["bad_steps_total"] == 2
+    weights = list(snapshots[0])  # parameters only: BN running stats still update in a skipped forward
+    # calls 2 and 3 were skipped: weights unchanged across them, and they moved on the good steps around them
+    assert all(torch.equal(snapshots[1][k], snapshots[3][k]) for k in weights)
+    assert any(not torch.equal(snapshots[0][k], snapshots[1][k]) for k in weights)
+    assert any(not torch.equal(snapshots[3][k], snapshots[4][k]) for k in weights)
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
+
+
+def test_consecutive_non_finite_losses_stop_with_a_clear_message(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _poison(monkeypatch, set(range(1, 100)))
+    cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 20, "train.max_bad_steps": 3})
+    with pytest.raises(TrainingDiverged, match="3 non-finite losses in a row at step 4"):
+        Trainer(cfg).run()
