@@ -6,7 +6,7 @@ with a little localisation noise) and about ``100 - #gt`` random anchors per ima
 the outputs is not timed; timed are decoding + NMS (``build_postprocessor``, MLPerf settings), conversion to COCO
 rows, and faster-coco-eval's evaluate + accumulate + summarize.
 
-    python benchmarks/bench_eval.py [--images 5000] [--batch 50] [--pycocotools]
+    python benchmarks/bench_eval.py [--images 5000] [--batch 50] [--pycocotools] [--threads 1]
 """
 
 from __future__ import annotations
@@ -71,7 +71,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=50)
     parser.add_argument("--dets", type=int, default=100, help="target detections per image")
     parser.add_argument("--pycocotools", action="store_true", help="also time pycocotools on the same detections")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = CPU seconds, the target's unit)")
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     spec = singleshot.models.SPECS["ssd300_resnet34"]

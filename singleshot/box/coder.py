@@ -8,6 +8,8 @@ log(gw / dw) / scale_wh, log(gh / dh) / scale_wh)``, the coding of the MLPerf re
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
@@ -35,7 +37,24 @@ class BoxCoder:
         return torch.cat([xy, wh], dim=-1)
 
 
-def anchor_iou(gt_boxes: Tensor, spec: AnchorSpec) -> Tensor:
+class Workspace:
+    """Scratch tensors reused across calls. A fresh 10+ MB CPU tensor costs a page fault per 4 KB on first touch,
+    about as much as the arithmetic on it, so the matcher keeps its ``[B, M, A]`` buffers between batches."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, Tensor] = {}
+
+    def get(self, name: str, shape: tuple[int, ...], like: Tensor, dtype: torch.dtype | None = None) -> Tensor:
+        """A ``shape`` view of buffer ``name`` on ``like``'s device (dtype ``dtype`` or ``like``'s); contents stale."""
+        numel, dtype = math.prod(shape), dtype or like.dtype
+        buf = self._buffers.get(name)
+        if buf is None or buf.numel() < numel or buf.device != like.device or buf.dtype != dtype:
+            buf = torch.empty(numel, device=like.device, dtype=dtype)
+            self._buffers[name] = buf
+        return buf[:numel].view(shape)
+
+
+def anchor_iou(gt_boxes: Tensor, spec: AnchorSpec, workspace: Workspace | None = None) -> Tensor:
     """IoU of every ground-truth box with every default box of ``spec``.
 
     Hand-written rather than ``torchvision.ops.box_iou``: default boxes lie on per-level grids whose x extent depends
@@ -44,6 +63,7 @@ def anchor_iou(gt_boxes: Tensor, spec: AnchorSpec) -> Tensor:
 
     Args:
         gt_boxes: ``Tensor[B, M, 4]`` xyxy normalized.
+        workspace: scratch memory reused across calls; the result then lives in it until the next call.
     Returns:
         ``Tensor[B, M, A]``.
     """
@@ -51,7 +71,8 @@ def anchor_iou(gt_boxes: Tensor, spec: AnchorSpec) -> Tensor:
     levels = grid_levels(spec, gt_boxes.device, gt_boxes.dtype)
     a = levels[-1].start + levels[-1].num_types * levels[-1].size ** 2
     gx1, gy1, gx2, gy2 = (v[..., None, None] for v in gt_boxes.unbind(-1))  # each (B, M, 1, 1)
-    inter = gt_boxes.new_empty(b, m, a)
+    ws = workspace or Workspace()
+    inter = ws.get("inter", (b, m, a), gt_boxes)
     for lvl in levels:
         iw = torch.minimum(gx2, lvl.x2).sub_(torch.maximum(gx1, lvl.x1)).clamp_(min=0)  # (B, M, T, f) over columns
         ih = torch.minimum(gy2, lvl.y2).sub_(torch.maximum(gy1, lvl.y1)).clamp_(min=0)  # (B, M, T, f) over rows
@@ -62,11 +83,17 @@ def anchor_iou(gt_boxes: Tensor, spec: AnchorSpec) -> Tensor:
     anchors = default_boxes_xyxy(spec, gt_boxes.device, gt_boxes.dtype)
     anchor_area = (anchors[:, 2] - anchors[:, 0]) * (anchors[:, 3] - anchors[:, 1])  # (A,)
     gt_area = ((gt_boxes[..., 2] - gt_boxes[..., 0]) * (gt_boxes[..., 3] - gt_boxes[..., 1]))[..., None]  # (B, M, 1)
-    union = (gt_area + anchor_area).sub_(inter)
+    union = torch.add(gt_area, anchor_area, out=ws.get("union", (b, m, a), gt_boxes)).sub_(inter)
     return inter.div_(union)
 
 
-def match_anchors(gt_boxes: Tensor, gt_valid: Tensor, spec: AnchorSpec, iou_threshold: float = 0.5) -> Tensor:
+def match_anchors(
+    gt_boxes: Tensor,
+    gt_valid: Tensor,
+    spec: AnchorSpec,
+    iou_threshold: float = 0.5,
+    workspace: Workspace | None = None,
+) -> Tensor:
     """Assign each default box the index of its ground-truth box, or -1 for background.
 
     The rule of the MLPerf reference (seed 000, step 1): every anchor takes its highest-IoU ground truth if that
@@ -77,28 +104,40 @@ def match_anchors(gt_boxes: Tensor, gt_valid: Tensor, spec: AnchorSpec, iou_thre
         gt_boxes: ``Tensor[B, M, 4]`` xyxy normalized (padding rows are ignored).
         gt_valid: ``Tensor[B, M]`` bool, True for real boxes.
         spec: the default boxes.
+        workspace: scratch memory for the ``[B, M, A]`` IoU, reused across calls.
     Returns:
-        ``Tensor[B, A]`` int64 with values in ``[-1, M)``.
+        ``Tensor[B, A]`` int64 with values in ``[-1, M)`` (held in ``workspace`` until its next use, if given).
     """
-    b = gt_valid.shape[0]
-    iou = anchor_iou(gt_boxes * gt_valid[..., None], spec)  # (B, M, A); padding rows are all-zero boxes: IoU 0
-    a = iou.shape[2]
-    # Value-only reductions are several times faster than arg-reductions on CPU, so the best gt *index* per anchor
-    # is looked up only where it matters: anchors whose best IoU passes the threshold (a few per mille).
-    over = iou.amax(dim=1) > iou_threshold  # (B, A)
-    img, anchor = over.nonzero(as_tuple=True)  # (P,) each
-    matched = torch.full((b, a), -1, dtype=torch.long, device=iou.device)
-    matched[img, anchor] = iou[img, :, anchor].argmax(dim=1)  # (P, M) -> (P,), first maximum like the reference
-    # Force every real gt onto its best anchor; where boxes share one, the highest gt index wins: order the B*M
-    # pairs by (anchor key, gt index) and keep the last of each key.
-    best_anchor = iou.max(dim=2).indices  # (B, M)
-    fb, fg = gt_valid.nonzero(as_tuple=True)  # image-major, gt ascending
-    key = fb * a + best_anchor[fb, fg]
+    b, m = gt_valid.shape
+    a = default_boxes(spec, gt_boxes.device, gt_boxes.dtype).shape[0]
+    ws = workspace or Workspace()
+    matched = ws.get("matched", (b, a), gt_boxes, torch.long).fill_(-1)
+    # Only real boxes enter the IoU: compact rows (G = number of real boxes), image-major, gt index ascending.
+    img, gt = gt_valid.nonzero(as_tuple=True)  # (G,) each
+    g = img.numel()
+    if g == 0:
+        return matched
+    iou = anchor_iou(gt_boxes[img, gt][None], spec, ws)[0]  # (1, G, 4) -> (G, A)
+
+    # Threshold matches: best IoU per (image, anchor) by a segmented max over the image's rows; the best gt *index*
+    # is looked up only where that IoU passes the threshold (a few per mille of the anchors).
+    best = ws.get("best", (b, a), iou).zero_().scatter_reduce_(0, img[:, None].expand(g, a), iou, "amax")  # (B, A)
+    pi, pa = (best > iou_threshold).nonzero(as_tuple=True)  # (P,) each
+    row_of = torch.full((b, m), -1, dtype=torch.long, device=iou.device)
+    row_of[img, gt] = torch.arange(g, device=iou.device)  # (B, M): row of each real box, -1 for padding
+    rows = row_of[pi]  # (P, M)
+    cand = iou[rows.clamp(min=0), pa[:, None]].masked_fill_(rows < 0, -1.0)  # (P, M) IoU of the image's boxes
+    matched[pi, pa] = cand.argmax(dim=1)  # first maximum, like the reference
+
+    # Force every real gt onto its best anchor; where boxes share one, the highest gt index wins (the reference's
+    # in-order assignment): order the pairs by (image, anchor) key, stably, and keep the last of each key.
+    best_anchor = iou.max(dim=1).indices  # (G,)
+    key = img * a + best_anchor
     order = key.argsort(stable=True)
-    key, fb, fg = key[order], fb[order], fg[order]
+    key, img, gt, best_anchor = key[order], img[order], gt[order], best_anchor[order]
     last = torch.ones_like(key, dtype=torch.bool)
     last[:-1] = key[1:] != key[:-1]
-    matched[fb[last], best_anchor[fb[last], fg[last]]] = fg[last]
+    matched[img[last], best_anchor[last]] = gt[last]
     return matched
 
 
@@ -115,6 +154,7 @@ class TargetEncoder(nn.Module):
         self.anchors = anchors
         self.iou_threshold = iou_threshold
         self.coder = coder or BoxCoder()
+        self.workspace = Workspace()
 
     @torch.no_grad()
     def forward(self, gt_boxes: Tensor, gt_labels: Tensor) -> tuple[Tensor, Tensor]:
@@ -123,7 +163,7 @@ class TargetEncoder(nn.Module):
             b, a = gt_boxes.shape[0], anchors.shape[0]
             return anchors.new_zeros(b, a, 4), torch.zeros(b, a, dtype=torch.long, device=anchors.device)
         valid = gt_labels > 0
-        matched = match_anchors(gt_boxes, valid, self.anchors, self.iou_threshold)  # (B, A)
+        matched = match_anchors(gt_boxes, valid, self.anchors, self.iou_threshold, self.workspace)  # (B, A)
         # Only positives (a few per mille of the anchors) need labels and coding; background stays 0.
         img, anchor = (matched >= 0).nonzero(as_tuple=True)  # (P,) each
         gt = matched[img, anchor]

@@ -58,23 +58,23 @@ class PostProcessor(nn.Module):
         """Entries whose class probability exceeds the score threshold.
 
         ``cls_logits [B, A, C]`` -> ``(image, anchor, class, score)``, each ``[N]``; class is 0-based over the
-        foreground classes. Thresholds in logit space so the full probability tensor is never written.
+        foreground classes. The full probability tensor is never written.
         """
         thr = self.config.score_threshold
         logits = cls_logits.float()
+        # One pass over [B, A, C] finds the anchors whose best foreground class can pass; exact probabilities are
+        # then computed for those rows only (a softmax never exceeds exp(l_c - max_l), so none is missed).
         if self.classifier == "softmax":
-            # p_c = exp(l_c - lse) <= exp(l_c - max): only entries with l_c > max + log(thr) can pass, so the exact
-            # log-sum-exp is computed for those few anchors only, never for the whole [B, A, C] tensor.
-            fg = logits[..., 1:]
-            top = logits.amax(dim=-1, keepdim=True)  # (B, A, 1)
-            img, anchor, cls = (fg > top + math.log(thr)).nonzero(as_tuple=True)
-            lse = logits[img, anchor].logsumexp(dim=-1)  # (N,)
-            score = torch.exp(fg[img, anchor, cls] - lse)
+            fg_max = logits[..., 1:].amax(dim=-1)  # (B, A)
+            bound = torch.maximum(fg_max, logits[..., 0]) + math.log(thr)
+            img, anchor = (fg_max > bound).nonzero(as_tuple=True)  # (N,) each
+            rows = logits[img, anchor]  # (N, C)
+            probs = (rows[:, 1:] - rows.logsumexp(dim=-1, keepdim=True)).exp_()  # (N, K)
         else:
-            img, anchor, cls = (logits > math.log(thr / (1 - thr))).nonzero(as_tuple=True)
-            score = logits[img, anchor, cls].sigmoid()
-        keep = score > thr  # the exact test
-        return img[keep], anchor[keep], cls[keep], score[keep]
+            img, anchor = (logits.amax(dim=-1) > math.log(thr / (1 - thr))).nonzero(as_tuple=True)
+            probs = logits[img, anchor].sigmoid()  # (N, K)
+        row, cls = (probs > thr).nonzero(as_tuple=True)
+        return img[row], anchor[row], cls, probs[row, cls]
 
     def decode_boxes(self, bbox_regression: Tensor) -> Tensor:
         """``[B, A, 4]`` offsets -> ``[B, A, 4]`` xyxy normalized boxes."""
@@ -90,8 +90,7 @@ class PostProcessor(nn.Module):
         group = img * k + cls  # one NMS group per (image, class)
 
         # Order by (group, descending score), then keep the best candidates_per_class of each group.
-        order = score.argsort(descending=True, stable=True)
-        order = order[group[order].argsort(stable=True)]
+        order = _sort_by_group_then_score(group, score)
         group, img, anchor, cls, score = group[order], img[order], anchor[order], cls[order], score[order]
         counts = torch.bincount(group, minlength=b * k)
         rank = torch.arange(group.numel(), device=group.device) - (counts.cumsum(0) - counts)[group]
@@ -105,8 +104,7 @@ class PostProcessor(nn.Module):
 
         keep = self._nms(boxes, score, group)  # indices into the candidates, any order
         # Per image, the max_detections best: sort kept by (image, descending score) and rank within the image.
-        keep = keep[score[keep].argsort(descending=True, stable=True)]
-        keep = keep[img[keep].argsort(stable=True)]
+        keep = keep[_sort_by_group_then_score(img[keep], score[keep])]
         per_image = torch.bincount(img[keep], minlength=b)
         rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image)[img[keep]]
         keep = keep[rank < cfg.max_detections]
@@ -143,6 +141,13 @@ class PostProcessor(nn.Module):
         return torch.cat(kept)
 
 
+def _sort_by_group_then_score(group: Tensor, score: Tensor) -> Tensor:
+    """Permutation ordering ``[N]`` entries by ascending group, then descending score (ties keep their order).
+
+    One float64 key instead of two stable sorts: integer groups are exact in float64 and scores lie in [0, 1]."""
+    return (group.double() * 2.0 - score.double()).argsort(stable=True)
+
+
 # torchvision's batched_nms switches to its per-group loop above 4000 coordinates (1000 boxes) on CPU; a block
 # holds at most _NMS_BLOCK + candidates_per_class boxes.
-_NMS_BLOCK = 800
+_NMS_BLOCK = 256
