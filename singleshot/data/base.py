@@ -175,6 +175,11 @@ class DetectionDataset(Dataset):
         """The integer image id of record ``index``."""
         return int(self._image_ids[index])
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """``(H, W)`` in pixels as the annotations state it, ``(-1, -1)`` where unknown (e.g. YOLO)."""
+        h, w = self._sizes[index]
+        return int(h), int(w)
+
     def annotation(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes float32[n, 4], labels int64[n])`` of record ``index`` as parsed, without reading the image.
 
@@ -208,6 +213,7 @@ class DetectionDataset(Dataset):
     def summary(self) -> str:
         """One line: format, images, boxes, classes and repairs."""
         s = self.stats
-        text = f"{self.format} dataset {self.root}: {s['images']} images, {s['boxes']} boxes, {len(self.classes)} classes"
+        text = f"{self.format} dataset {self.root}: {s['images']} images, {s['boxes']} boxes"
+        text += f", {len(self.classes)} classes"
         extras = [f"{k}={v}" for k, v in sorted(s.items()) if k not in ("images", "boxes") and v]
         return text + (f" ({', '.join(extras)})" if extras else "")

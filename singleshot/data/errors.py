@@ -16,6 +16,10 @@ class DatasetFormatError(DataError, ValueError):
     """
 
 
+class SplitNotFoundError(DatasetFormatError):
+    """The dataset has no such split (e.g. no ``val`` annotations)."""
+
+
 class BadImageError(DataError):
     """An image file is missing, unreadable, truncated or in an unsupported format."""
 

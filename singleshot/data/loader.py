@@ -13,6 +13,8 @@ the file.
 
 from __future__ import annotations
 
+import functools
+import math
 import os
 import random
 import traceback
@@ -25,10 +27,11 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from torch import Tensor
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
 from singleshot.data.base import DetectionDataset
 from singleshot.data.errors import BadImageError, DataLoadError
+from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, DevicePhotometric, clamp_normalized, color_affine
 
 Transform = Callable[[Tensor, dict[str, Any], random.Random], tuple[Tensor, dict[str, Any]]]
 
@@ -69,15 +72,35 @@ class TransformedDataset(Dataset):
             return BadSample(index, self.dataset.image_path(index), f"{msg}\nworker traceback:\n{tb}", False)
 
 
-def collate_detection(samples: Sequence[tuple[Tensor, dict[str, Any]] | BadSample]) -> dict[str, Any]:
+def _new_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """An uninitialized tensor; inside a loader worker it is allocated straight in shared memory (as torch's
+    default_collate does) so that sending the batch to the main process does not copy it again."""
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=dtype)
+    elem = torch.empty(0, dtype=dtype)
+    storage = elem._typed_storage()._new_shared(math.prod(shape), device=elem.device)
+    return elem.new(storage).resize_(shape)
+
+
+def collate_detection(
+    samples: Sequence[tuple[Tensor, dict[str, Any]] | BadSample],
+    *,
+    finish_photometric: bool = True,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> dict[str, Any]:
     """Stack transformed samples into the batch dict of docs/ARCHITECTURE.md.
 
+    Samples with deferred photometric work (uint8 images + ``target["photometric"]``) are finished here, straight
+    into the batch tensor (colour affine + normalization per image, cache-hot), unless ``finish_photometric`` is
+    False, in which case the batch keeps uint8 images and carries ``photometric`` for :class:`DevicePhotometric`.
+
     Returns:
-        ``images: Tensor[B, 3, S, S]`` (float32 normalized, or uint8 when photometric work is deferred),
-        ``boxes: Tensor[B, M, 4]`` xyxy normalized to [0, 1], zero-padded, ``labels: Tensor[B, M] int64`` padded
-        with -1 (a box is real iff label > 0), ``image_ids: Tensor[B] int64``, ``orig_sizes: Tensor[B, 2] int64``
-        (H, W) pixels; ``color: Tensor[B, 3, 4]`` when deferred; ``bad: list[BadSample]`` when any sample failed
-        (those are left out of B). M = max boxes per image, at least 1 so downstream shapes never have a zero dim.
+        ``images: Tensor[B, 3, S, S]`` (float32 normalized, or uint8 when deferred), ``boxes: Tensor[B, M, 4]``
+        xyxy normalized to [0, 1], zero-padded, ``labels: Tensor[B, M] int64`` padded with -1 (a box is real iff
+        label > 0), ``image_ids: Tensor[B] int64``, ``orig_sizes: Tensor[B, 2] int64`` (H, W) pixels;
+        ``photometric: Tensor[B, 11]`` when deferred; ``bad: list[BadSample]`` when any sample failed (those are
+        left out of B). M = max boxes per image, at least 1 so downstream shapes never have a zero dim.
     """
     good = [s for s in samples if not isinstance(s, BadSample)]
     bad = [s for s in samples if isinstance(s, BadSample)]
@@ -90,17 +113,40 @@ def collate_detection(samples: Sequence[tuple[Tensor, dict[str, Any]] | BadSampl
         boxes[i, :n] = t["boxes"]
         labels[i, :n] = t["labels"]
     batch: dict[str, Any] = {
-        "images": torch.stack([img for img, _ in good]) if good else torch.zeros(0, 3, 1, 1),
+        "images": _stack_images([img for img, _ in good], [t.get("photometric") for _, t in good],
+                                finish_photometric, mean, std),
         "boxes": boxes,
         "labels": labels,
         "image_ids": torch.tensor([t["image_id"] for _, t in good], dtype=torch.int64),
         "orig_sizes": torch.tensor([t["orig_size"] for _, t in good], dtype=torch.int64).reshape(b, 2),
     }
-    if good and "color" in good[0][1]:
-        batch["color"] = torch.stack([t["color"] for _, t in good])
+    if good and good[0][1].get("photometric") is not None and not finish_photometric:
+        batch["photometric"] = torch.stack([t["photometric"] for _, t in good])
     if bad:
         batch["bad"] = bad
     return batch
+
+
+def _stack_images(
+    images: list[Tensor], params: list[Tensor | None], finish: bool, mean: Sequence[float], std: Sequence[float]
+) -> Tensor:
+    """``B x [3, S, S]`` -> ``[B, 3, S, S]``, applying deferred photometric work per image when ``finish``."""
+    if not images:
+        return torch.zeros(0, 3, 1, 1)
+    deferred = params[0] is not None
+    dtype = torch.float32 if (finish or not deferred) else images[0].dtype
+    out = _new_tensor((len(images), *images[0].shape), dtype)
+    if not (deferred and finish):
+        for i, img in enumerate(images):
+            out[i].copy_(img)
+        return out
+    affine = color_affine(torch.stack(params), mean, std)  # (B, 3, 4)
+    tmp = torch.empty(images[0].shape, dtype=torch.float32)
+    for i, img in enumerate(images):
+        tmp.copy_(img)  # uint8 channels-last -> float NCHW in one pass
+        torch.addmm(affine[i, :, 3:], affine[i, :, :3], tmp.view(3, -1), out=out[i].view(3, -1))
+        clamp_normalized(out[i], mean, std)
+    return out
 
 
 class ResumableSampler(Sampler[tuple[int, int]]):
@@ -182,7 +228,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one thread per worker and Python/NumPy RNGs seeded from torch's per-worker seed."""
+    """``worker_init_fn``: one thread per worker; Python/NumPy RNGs seeded from torch's per-worker seed."""
     torch.set_num_threads(1)
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
@@ -196,11 +242,20 @@ class DetectionLoader:
         loader: the underlying ``torch.utils.data.DataLoader``.
         sampler: its :class:`ResumableSampler`.
         num_skipped: bad images skipped so far (``on_bad_image="skip"``).
+        finisher: the :class:`DevicePhotometric` moving batches to the device (None: batches stay on the CPU).
     """
 
-    def __init__(self, loader: DataLoader, sampler: ResumableSampler, batch_size: int, on_bad_image: str) -> None:
+    def __init__(
+        self,
+        loader: DataLoader,
+        sampler: ResumableSampler,
+        batch_size: int,
+        on_bad_image: str,
+        finisher: DevicePhotometric | None = None,
+    ) -> None:
         self.loader, self.sampler = loader, sampler
         self.batch_size, self.on_bad_image = batch_size, on_bad_image
+        self.finisher = finisher
         self.num_skipped = 0
         self._batches_done = 0
 
@@ -220,7 +275,7 @@ class DetectionLoader:
                 self._handle_bad(bad)
                 if len(batch["image_ids"]) == 0:
                     continue
-            yield batch
+            yield self.finisher(batch) if self.finisher is not None else batch
         self._batches_done = 0
 
     def _handle_bad(self, bad: list[BadSample]) -> None:
@@ -250,6 +305,8 @@ def build_loader(
     seed: int = 0,
     drop_last: bool | None = None,
     num_workers: int | None = None,
+    device: torch.device | str | None = None,
+    photometric_on_device: bool | None = None,
     pin_memory: bool | None = None,
     persistent_workers: bool = True,
     prefetch_factor: int | None = None,
@@ -266,15 +323,32 @@ def build_loader(
         seed: base seed of the shuffle and of every sample's augmentation.
         drop_last: drop the last incomplete batch; defaults to ``shuffle``.
         num_workers: worker processes; default ``min(8, cpus - 1)`` (0 on a single core).
-        pin_memory: default True when CUDA is available.
+        device: if given, batches are yielded on this device, normalized (via :class:`DevicePhotometric`).
+        photometric_on_device: leave colour jitter + normalization for :class:`DevicePhotometric` (batched on the
+            device: uint8 batches plus ``photometric``) instead of finishing them in the workers' collate; default
+            True for CUDA devices or when ``transform.defer_photometric`` is set.
+        pin_memory: default True when ``device`` is CUDA (or, with no device, when CUDA is available).
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         num_replicas, rank: DDP world size and rank; default from the initialized process group.
+
+    Returns:
+        A :class:`DetectionLoader` yielding the batch dict of :func:`collate_detection`.
     """
+    dev = torch.device(device) if device is not None else None
     drop_last = shuffle if drop_last is None else drop_last
     if num_workers is None:
         num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
+    if photometric_on_device is None:  # a transform built with defer_photometric=True asks for it explicitly
+        photometric_on_device = bool(getattr(transform, "defer_photometric", False)) or (
+            dev is not None and dev.type == "cuda"
+        )
     if pin_memory is None:
-        pin_memory = torch.cuda.is_available()
+        pin_memory = dev.type == "cuda" if dev is not None else torch.cuda.is_available()
+    mean = getattr(transform, "mean", IMAGENET_MEAN)
+    std = getattr(transform, "std", IMAGENET_STD)
+    if hasattr(transform, "deferred"):  # photometric work is finished in the collate (CPU) or on the device
+        transform = transform.deferred()
+    collate = functools.partial(collate_detection, finish_photometric=not photometric_on_device, mean=mean, std=std)
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last
     )
@@ -290,10 +364,11 @@ def build_loader(
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=collate_detection,
+        collate_fn=collate,
         pin_memory=pin_memory,
         drop_last=drop_last,
         generator=torch.Generator().manual_seed(seed),
         **extra,
     )
-    return DetectionLoader(loader, sampler, batch_size, dataset.on_bad_image)
+    finisher = DevicePhotometric(dev, mean=mean, std=std) if dev is not None else None
+    return DetectionLoader(loader, sampler, batch_size, dataset.on_bad_image, finisher)

@@ -46,7 +46,7 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     m = v - c
     sector = int(h // 60) % 6
     r, g, b = [(c, x, 0), (x, c, 0), (0, c, x), (0, x, c), (x, 0, c), (c, 0, x)][sector]
-    return int(round((r + m) * 255)), int(round((g + m) * 255)), int(round((b + m) * 255))
+    return round((r + m) * 255), round((g + m) * 255), round((b + m) * 255)
 
 
 def _shape_polygon(cls: int, cx: float, cy: float, w: float, h: float, angle: float) -> list[tuple[float, float]]:
@@ -65,7 +65,8 @@ def _shape_polygon(cls: int, cx: float, cy: float, w: float, h: float, angle: fl
         ]
     else:  # cross (plus sign), arm half-width 0.33
         a = 0.33
-        unit = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a), (-a, -a)]
+        unit = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a),
+                (-a, -a)]
     ca, sa = math.cos(angle), math.sin(angle)
     return [(cx + ca * x * w / 2 - sa * y * h / 2, cy + sa * x * w / 2 + ca * y * h / 2) for x, y in unit]
 
@@ -73,7 +74,7 @@ def _shape_polygon(cls: int, cx: float, cy: float, w: float, h: float, angle: fl
 def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
     """Smooth low-saturation colour field plus pixel noise and distractor lines and blobs."""
     gw, gh = int(rng.integers(3, 9)), int(rng.integers(3, 7))
-    base = rng.uniform(40, 215, size=3)
+    base = rng.uniform(50, 200) + rng.normal(0, 20, size=3)  # greyish, so shape colours stand out
     grid = np.clip(base + rng.normal(0, 35, size=(gh, gw, 1)) + rng.normal(0, 12, size=(gh, gw, 3)), 0, 255)
     field = Image.fromarray(grid.astype(np.uint8)).resize((width, height), Image.BICUBIC)
     arr = np.asarray(field).astype(np.int16) + rng.normal(0, 7, size=(height, width, 1)).astype(np.int16)
@@ -230,7 +231,7 @@ def default_dataset_path() -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.parent / f".{SYNTH_VERSION}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        generate(tmp)
+        generate(tmp, **DEFAULTS)
         (tmp / ".complete").write_text(json.dumps(DEFAULTS, default=list) + "\n")
         try:
             os.rename(tmp, final)  # atomic; fails if another process got there first

@@ -16,6 +16,7 @@ sample's augmentation does not depend on worker count, rank count or order.
 
 from __future__ import annotations
 
+import copy
 import math
 import random
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
-from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, apply_color_affine, color_affine
+from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, apply_photometric, photometric_params
 
 # The seven choices of the reference: no crop, minimum IoU 0.1 ... 0.9, and crop without an IoU constraint.
 CROP_CHOICES: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -math.inf)
@@ -128,22 +129,27 @@ class _Finish:
         self.defer_photometric = defer_photometric
 
     def resize(self, image: Tensor) -> Tensor:
-        """``uint8[3, h, w]`` (any strides) -> ``uint8[3, S, S]`` contiguous, antialiased bilinear."""
+        """``uint8[3, h, w]`` (any strides) -> ``uint8[3, S, S]`` (channels-last memory), antialiased bilinear."""
         # The uint8 kernel is vectorized only for channels-last memory, and a crop of the decoder's HWC buffer is
         # not channels-last-contiguous: one cheap uint8 copy makes the resize ~1.6x faster.
         hwc = image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
-        return TF.resize(hwc, [self.size, self.size], antialias=True).contiguous()
+        return TF.resize(hwc, [self.size, self.size], antialias=True)
 
     def finish(self, image: Tensor, target: dict[str, Any], jitter: Any) -> tuple[Tensor, dict[str, Any]]:
-        """Colour + normalization: ``uint8[3, S, S]`` -> ``float32[3, S, S]`` (or kept uint8 with ``color``)."""
-        pixels = image.reshape(3, -1).float()
-        channel_mean = pixels.mean(dim=1).tolist()
+        """Colour + normalization: ``uint8[3, S, S]`` -> ``float32[3, S, S]``, or, deferred, the uint8 image with
+        ``target["photometric"]: float32[11]`` for the collate or the device (see :mod:`.photometric`)."""
+        channel_mean = image.float().mean(dim=(1, 2)).tolist()
         factors, order = jitter if jitter is not None else (None, None)
-        affine = color_affine(channel_mean, factors, order, self.mean, self.std)
+        params = photometric_params(channel_mean, factors, order)
         if self.defer_photometric:
-            target["color"] = affine
-            return image, target
-        return apply_color_affine(pixels.unsqueeze(0), affine.unsqueeze(0), self.mean, self.std).view_as(image), target
+            return image, {**target, "photometric": params}
+        return apply_photometric(image[None], params[None], self.mean, self.std)[0], target
+
+    def deferred(self) -> _Finish:
+        """A copy whose output is deferred (uint8 + ``photometric``); what the loader uses."""
+        clone = copy.copy(self)
+        clone.defer_photometric = True
+        return clone
 
 
 class SSDTrainTransform(_Finish):
@@ -159,7 +165,7 @@ class SSDTrainTransform(_Finish):
 
     Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image float32[3, S, S] normalized,
     target with boxes float32[N, 4] xyxy normalized to [0, 1])``; with ``defer_photometric`` the image stays
-    uint8 and ``target["color"]`` holds the ``float32[3, 4]`` affine for :class:`DevicePhotometric`.
+    uint8 and ``target["photometric"]`` holds the ``float32[11]`` draw (see :mod:`singleshot.data.photometric`).
     """
 
     def __init__(
@@ -203,8 +209,7 @@ class SSDTrainTransform(_Finish):
             image = image.flip(-1)
             out_boxes = hflip_boxes(out_boxes)
         jitter = self.jitter.sample(rng) if self.jitter is not None else None
-        target = {**target, "boxes": out_boxes, "labels": labels}
-        return self.finish(image, target, jitter)
+        return self.finish(image, {**target, "boxes": out_boxes, "labels": labels}, jitter)
 
 
 class SSDValTransform(_Finish):

@@ -1,0 +1,181 @@
+"""YOLO txt reader: one ``labels/*.txt`` per image with lines ``class cx cy w h`` normalized to [0, 1].
+
+Layouts found (``split`` is "train", "val", ...): a ``data.yaml`` with ``names`` and per-split image folders;
+``images/{split}/`` + ``labels/{split}/``; or ``{split}/images/`` + ``{split}/labels/``. A label file sits where
+the image is with the last ``images`` path component replaced by ``labels`` and the extension by ``.txt``.
+Polygon lines (``class x1 y1 x2 y2 ...``) become their bounding box. Class ``k`` becomes label ``k + 1``; names
+come from ``data.yaml``, ``classes.txt`` or ``*.names``, else ``class0``, ``class1``, ... Images without a label
+file are negatives (kept only with ``keep_empty``). Boxes stay normalized until the image is decoded.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from singleshot.data.base import DetectionDataset, sanitize_boxes
+from singleshot.data.errors import DatasetFormatError, Problem, SplitNotFoundError
+
+IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+_SPLIT_ALIASES = {"val": ("val", "valid", "validation"), "train": ("train",), "test": ("test",)}
+
+
+def _yaml(root: Path) -> dict[str, Any] | None:
+    for name in ("data.yaml", "data.yml", "dataset.yaml"):
+        if (root / name).is_file():
+            import yaml
+
+            try:
+                data = yaml.safe_load((root / name).read_text())
+            except yaml.YAMLError as e:
+                raise DatasetFormatError(f"{root / name}: invalid YAML: {e}") from None
+            if not isinstance(data, dict):
+                raise DatasetFormatError(f"{root / name}: top level must be a mapping")
+            data["_file"] = str(root / name)
+            return data
+    return None
+
+
+def yolo_image_dir(root: str | os.PathLike[str], split: str) -> Path | None:
+    """The image folder of ``split`` in a YOLO dataset, or None if this is not one."""
+    r = Path(root)
+    data = _yaml(r) if r.is_dir() else None
+    aliases = _SPLIT_ALIASES.get(split, (split,))
+    if data is not None:
+        declared = Path(str(data.get("path") or "."))
+        base = declared if declared.is_absolute() else r / declared
+        for key in aliases:
+            if isinstance(data.get(key), str):
+                cand = Path(data[key]) if Path(data[key]).is_absolute() else base / data[key]
+                for c in (cand, r / data[key]):
+                    if c.is_dir():
+                        return c
+    for key in aliases:
+        for cand in (r / "images" / key, r / key / "images"):
+            if cand.is_dir():
+                return cand
+    return None
+
+
+def label_path(image: Path) -> Path:
+    """``.../images/x/a.jpg`` -> ``.../labels/x/a.txt`` (the last ``images`` component is replaced)."""
+    parts = list(image.parts)
+    for i in range(len(parts) - 1, -1, -1):
+        if parts[i] == "images":
+            parts[i] = "labels"
+            break
+    return Path(*parts).with_suffix(".txt")
+
+
+def _class_names(root: Path, data: dict[str, Any] | None) -> list[str] | None:
+    if data is not None and "names" in data:
+        names = data["names"]
+        if isinstance(names, dict):
+            return [str(names[k]) for k in sorted(names)]
+        if isinstance(names, list):
+            return [str(n) for n in names]
+        raise DatasetFormatError(f"{data['_file']}: field 'names' must be a list or a mapping")
+    for cand in [root / "classes.txt", *sorted(root.glob("*.names"))]:
+        if cand.is_file():
+            return [s.strip() for s in cand.read_text().splitlines() if s.strip()]
+    return None
+
+
+def _parse_label_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes int64[n], boxes float32[n, 4] xyxy normalized)``; malformed lines raise naming file and line."""
+    classes, boxes = [], []
+    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+        vals = line.split()
+        if not vals:
+            continue
+        try:
+            cls, nums = int(vals[0]), [float(v) for v in vals[1:]]
+        except ValueError:
+            msg = f"{path}: line {lineno}: expected 'class cx cy w h' numbers, got {line!r}"
+            raise DatasetFormatError(msg) from None
+        if len(nums) == 4:
+            cx, cy, w, h = nums
+            box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
+        elif len(nums) >= 6 and len(nums) % 2 == 0:  # polygon
+            xs, ys = nums[0::2], nums[1::2]
+            box = [min(xs), min(ys), max(xs), max(ys)]
+        else:
+            raise DatasetFormatError(f"{path}: line {lineno}: expected 5 values (class cx cy w h), got {len(vals)}")
+        classes.append(cls)
+        boxes.append(box)
+    return np.asarray(classes, np.int64), np.asarray(boxes, np.float32).reshape(-1, 4)
+
+
+class YOLODetection(DetectionDataset):
+    """A YOLO txt dataset as a :class:`DetectionDataset` (image ids are positions in the sorted image list)."""
+
+    format = "yolo"
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str],
+        split: str = "train",
+        *,
+        classes: Sequence[str] | None = None,
+        keep_empty: bool = False,
+        on_bad_image: str = "raise",
+        strict: bool = True,
+    ) -> None:
+        root = Path(root)
+        image_dir = yolo_image_dir(root, split)
+        if image_dir is None:
+            raise SplitNotFoundError(f"{root}: no YOLO image folder for split '{split}'")
+        names = list(classes) if classes is not None else _class_names(root, _yaml(root))
+        problems: list[Problem] = []
+        stats: Counter[str] = Counter()
+        images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
+        parsed: list[tuple[Path, np.ndarray, np.ndarray]] = []
+        for img in images:
+            lbl = label_path(img)
+            if not lbl.is_file():
+                parsed.append((img, np.zeros(0, np.int64), np.zeros((0, 4), np.float32)))
+                continue
+            try:
+                cls, boxes = _parse_label_file(lbl)
+            except DatasetFormatError as e:
+                if strict:
+                    raise
+                problems.append(Problem("error", str(lbl), str(e).split(": ", 1)[-1]))
+                continue
+            parsed.append((img, cls, boxes))
+        if names is None:
+            top = max((int(c.max()) for _, c, _ in parsed if len(c)), default=-1)
+            names = [f"class{k}" for k in range(top + 1)]
+        paths, ids, all_boxes, all_labels = [], [], [], []
+        for idx, (img, cls, boxes) in enumerate(parsed):
+            lbl = str(label_path(img))
+            known = (cls >= 0) & (cls < len(names))
+            for k in np.flatnonzero(~known):
+                problems.append(Problem("warning", lbl, f"unknown class {cls[k]}; dropped", f"line {k + 1}", "class"))
+            stats["boxes_unknown_category"] += int((~known).sum())
+            clipped, keep, changed = sanitize_boxes(boxes, 1.0, 1.0)
+            for k in np.flatnonzero(known & ~keep):
+                problems.append(Problem("warning", lbl, "degenerate box; dropped", f"line {k + 1}", "box"))
+            for k in np.flatnonzero(known & changed):
+                problems.append(Problem("warning", lbl, "box outside the image; clipped", f"line {k + 1}", "box"))
+            stats["boxes_dropped"] += int((known & ~keep).sum())
+            stats["boxes_clipped"] += int((known & changed).sum())
+            sel = known & keep
+            if not sel.any() and not keep_empty:
+                stats["images_skipped_empty"] += 1
+                continue
+            paths.append(str(img))
+            ids.append(idx)
+            all_boxes.append(clipped[sel])
+            all_labels.append(cls[sel] + 1)
+        super().__init__(
+            root=str(root), paths=paths, image_ids=ids, sizes=np.full((len(paths), 2), -1, np.int64),
+            boxes=all_boxes, labels=all_labels, classes=names,
+            label_to_category_id={i + 1: i for i in range(len(names))},
+            normalized_boxes=True, on_bad_image=on_bad_image, problems=problems, stats=stats,
+        )

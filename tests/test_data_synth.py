@@ -1,0 +1,96 @@
+"""The synthetic dataset: COCO-loadable, exact boxes, deterministic, cached safely; the ``data`` CLI."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from singleshot.data import load_dataset, synth
+from singleshot.data.check import check_dataset
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synth.generate(tmp_path_factory.mktemp("synth"), num_train=12, num_val=4, seed=0)
+
+
+def test_pycocotools_loads_it_unchanged(small_set: Path) -> None:
+    from pycocotools.coco import COCO
+
+    coco = COCO(str(small_set / "annotations" / "instances_val.json"))
+    assert len(coco.getImgIds()) == 4
+    assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == list(synth.CLASSES)
+    res = coco.loadRes([{"image_id": 1, "category_id": 1, "bbox": [1, 1, 5, 5], "score": 0.5}])
+    assert len(res.getAnnIds()) == 1
+
+
+def test_boxes_are_exact_and_inside(small_set: Path) -> None:
+    data = json.loads((small_set / "annotations" / "instances_train.json").read_text())
+    per_image: dict[int, int] = {}
+    for ann in data["annotations"]:
+        x, y, w, h = ann["bbox"]
+        assert w >= 1 and h >= 1 and x >= 0 and y >= 0 and x + w <= 320 and y + h <= 240
+        assert 0 < ann["area"] <= w * h
+        per_image[ann["image_id"]] = per_image.get(ann["image_id"], 0) + 1
+    assert all(1 <= n <= 6 for n in per_image.values()) and len(per_image) == 12
+    # the box edges touch the object: the shapes are saturated, the background is not
+    img = np.asarray(Image.open(small_set / "train" / "000000.jpg").convert("HSV"))
+    ann = next(a for a in data["annotations"] if a["image_id"] == 1)
+    x, y, w, h = (int(v) for v in ann["bbox"])
+    inside = img[y : y + h, x : x + w, 1]
+    assert inside.max() > 120
+
+
+def test_deterministic_by_seed(tmp_path: Path, small_set: Path) -> None:
+    again = synth.generate(tmp_path / "again", num_train=3, num_val=0, seed=0)
+    a = json.loads((small_set / "annotations" / "instances_train.json").read_text())
+    b = json.loads((again / "annotations" / "instances_train.json").read_text())
+    assert [x for x in a["annotations"] if x["image_id"] <= 3] == b["annotations"]
+    assert (small_set / "train" / "000002.jpg").read_bytes() == (again / "train" / "000002.jpg").read_bytes()
+    other = synth.generate(tmp_path / "other", num_train=3, num_val=0, seed=1)
+    assert (other / "train" / "000000.jpg").read_bytes() != (again / "train" / "000000.jpg").read_bytes()
+
+
+def test_loads_through_our_reader_and_check(small_set: Path) -> None:
+    ds = load_dataset(small_set, "val")
+    assert ds.classes == list(synth.CLASSES) and len(ds) == 4
+    report = check_dataset(small_set)
+    assert report.ok and [s.split for s in report.splits] == ["train", "val"]
+
+
+def _race(_: int) -> str:
+    return str(synth.default_dataset_path())
+
+
+def test_default_path_cached_and_race_safe(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SINGLESHOT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(synth.DEFAULTS, "num_train", 3)
+    monkeypatch.setitem(synth.DEFAULTS, "num_val", 2)
+    with multiprocessing.get_context("fork").Pool(2) as pool:
+        paths = pool.map(_race, [0, 1])
+    assert paths[0] == paths[1] == str(tmp_path / "cache" / "synth-v1")
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == ["synth-v1"]  # no temp folder left
+    first = (tmp_path / "cache" / "synth-v1" / "train" / "000000.jpg").stat().st_mtime_ns
+    assert synth.default_dataset_path() == tmp_path / "cache" / "synth-v1"
+    assert (tmp_path / "cache" / "synth-v1" / "train" / "000000.jpg").stat().st_mtime_ns == first
+    assert len(load_dataset(None, "train")) == 3
+
+
+def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from singleshot.cli import main
+
+    assert main(["data", "synth", "--out", str(tmp_path / "s"), "--num-train", "4", "--num-val", "2",
+                 "--image-size", "160x120", "--seed", "2"]) == 0
+    assert main(["data", "synth", "--out", str(tmp_path / "s")]) == 1  # not empty
+    assert main(["data", "check", str(tmp_path / "s")]) == 0
+    out = capsys.readouterr().out
+    assert "[train] 4 images" in out and "0 errors" in out
+    (tmp_path / "s" / "val" / "000001.jpg").write_bytes(b"\xff\xd8\xff")
+    assert main(["data", "check", str(tmp_path / "s")]) == 1
+    out = capsys.readouterr().out
+    assert "1 errors" in out and "000001.jpg" in out and "image_id=2" in out
