@@ -24,17 +24,25 @@ from singleshot.engine.runtime import SectionTimer
 from singleshot.engine.trainer import Trainer
 
 MODEL_PART = ("forward", "backward")
+# Each model runs its own recipe's data pipeline and optimizer settings, on the synthetic set.
+PRESETS = {
+    "ssd_tiny": "cpu_tiny",
+    "ssd300_resnet34": "mlperf_ssd300_resnet34",
+    "ssd300_resnet50": "nvidia_ssd300_resnet50",
+    "ssd320_resnet50_fpn": "nvidia_ssd320_resnet50_fpn",
+}
 ORDER = ("data", "to_device", "encode", "forward", "loss", "guard", "zero_grad", "backward", "optimizer", "logging")
 
 
-def measure(model: str, batch: int, steps: int, warmup: int, workers: int, device: str) -> dict[str, float]:
+def measure(model: str, batch: int, steps: int, warmup: int, workers: int | None, device: str) -> dict[str, float]:
     run = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
-        cfg = load_config(None, [
-            f"model.name={model}", f"data.batch_size={batch}", f"data.num_workers={workers}", "data.val=null",
-            f"train.max_steps={steps + warmup}", f"train.device={device}", "train.progress=none",
-            "train.log_every=10", f"run.dir={run}", "run.tensorboard=true", "run.report=false",
-        ])  # fmt: skip
+        cfg = load_config(PRESETS.get(model, "cpu_tiny"), [
+            f"model.name={model}", "model.num_classes=null", "data.train=synth", "data.val=null",
+            f"data.batch_size={batch}", f"train.max_steps={steps + warmup}",
+            f"train.device={device}", "train.progress=none", "train.log_every=10", "eval.target_map=null",
+            f"run.dir={run}", "run.tensorboard=true", "run.report=false", "run.mlperf_log=false",
+        ] + ([f"data.num_workers={workers}"] if workers is not None else []))  # fmt: skip
         timer = SectionTimer(True, torch.device("cuda") if device.startswith("cuda") else None, skip_steps=warmup)
         t0 = time.perf_counter()
         Trainer(cfg, timer=timer).run()
@@ -50,7 +58,10 @@ def measure(model: str, batch: int, steps: int, warmup: int, workers: int, devic
 def report(model: str, batch: int, per_step: dict[str, float]) -> float:
     total = sum(v for k, v in per_step.items() if not k.startswith("_"))
     model_time = sum(per_step.get(k, 0.0) for k in MODEL_PART)
-    print(f"\n{model}  batch {batch}  {total * 1000:.1f} ms/step  ({batch / total:.1f} img/s)")
+    print(
+        f"\n{model} ({PRESETS.get(model, 'cpu_tiny')} recipe)  batch {batch}  {total * 1000:.1f} ms/step  "
+        f"({batch / total:.1f} img/s)"
+    )
     for name in ORDER:
         v = per_step.get(name, 0.0)
         tag = "model" if name in MODEL_PART else "overhead"
@@ -67,7 +78,7 @@ def main() -> None:
     p.add_argument("--batch", type=int, nargs="+", default=None, help="per model (default: 32 tiny, 8 ssd300 on CPU)")
     p.add_argument("--steps", type=int, default=None, help="measured steps (default: 20 tiny, 4 ssd300 on CPU)")
     p.add_argument("--warmup", type=int, default=2)
-    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--workers", type=int, default=None, help="loader workers (default: the preset's)")
     p.add_argument("--device", default="auto")
     args = p.parse_args()
     cuda = torch.cuda.is_available() and args.device != "cpu"

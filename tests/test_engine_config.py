@@ -50,6 +50,9 @@ def test_overrides_parse_and_coerce_types() -> None:
         ("train.deterministic=3", "train.deterministic"),
         ("optim=1", "names a section"),
         ("optim.lr", "section.key=value"),
+        ("schedule.name=linear", "schedule.name"),
+        ("train.precision=fp8", "train.precision"),
+        ("data.augment=heavy", "data.augment"),
     ],
 )
 def test_bad_override_names_the_key(override: str, message: str) -> None:

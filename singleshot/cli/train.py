@@ -56,9 +56,10 @@ def run(args: argparse.Namespace) -> int:
     if result.status == "interrupted":
         # The shell's convention for "ended by signal N", so schedulers and scripts see that the run is not done.
         name = signal.Signals(result.signum).name if result.signum else "signal"
-        print(f"interrupted by {name}; checkpoint saved in {result.run_dir}/checkpoints", file=sys.stderr)
+        if result.main:
+            print(f"interrupted by {name}; checkpoint saved in {result.run_dir}/checkpoints", file=sys.stderr)
         return 128 + (result.signum or signal.SIGTERM)
-    if result.final_stats is not None:
+    if result.final_stats is not None and result.main:
         print(
             f"final COCO mAP@[.5:.95] {result.final_stats[0]:.4f} (best {result.best_map:.4f}); "
             f"wall time {result.wall_time:.0f} s; run folder {result.run_dir}"

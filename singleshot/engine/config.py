@@ -5,8 +5,9 @@ A configuration is a :class:`TrainConfig` made of sections (``model``, ``data``,
 ``schedule.milestones=[40,50]``. Values are parsed as YAML scalars/lists and then checked against the field's
 type, so a typo or a wrong type is an error that names the key, never a silent default.
 
-Presets live in ``singleshot/configs/*.yaml`` and only list what differs from the defaults below; the defaults
-are the CPU preset (``cpu_tiny``) that ``singleshot train`` runs with no arguments.
+Presets live in ``singleshot/configs/*.yaml``; keys a preset leaves out take the defaults below (which follow the
+published recipes where they agree, e.g. the SSD augmentation, SGD momentum 0.9). ``singleshot train`` with no
+arguments runs the ``cpu_tiny`` preset.
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file or the key."""
 
 
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}")
+
+
 @dataclass
 class ModelConfig:
     name: str = "ssd_tiny"  # a name from singleshot.list_models()
@@ -42,8 +48,12 @@ class DataConfig:
     batch_size: int = 32  # per process; the global batch is batch_size x world size
     val_batch_size: int = 32
     num_workers: int = 0  # loader processes per training process (0 = load in the training process)
+    augment: str = "ssd"  # "ssd" (IoU crop, flip, colour jitter: the recipes) | "none" (resize + normalize only)
     max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
+
+    def __post_init__(self) -> None:
+        _choice("data.augment", self.augment, ("ssd", "none"))
 
 
 @dataclass
@@ -68,6 +78,9 @@ class ScheduleConfig:
     gamma: float = 0.1  # multistep decay factor
     min_factor: float = 0.0  # cosine: final lr as a fraction of the base lr
 
+    def __post_init__(self) -> None:
+        _choice("schedule.name", self.name, ("multistep", "cosine", "constant"))
+
 
 @dataclass
 class TrainLoopConfig:
@@ -86,6 +99,10 @@ class TrainLoopConfig:
     log_every: int = 10  # steps between JSONL/TensorBoard scalars
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = at epoch ends only)
     progress: str = "auto"  # "auto" (bar on a terminal, log lines otherwise) | "bar" | "log" | "none"
+
+    def __post_init__(self) -> None:
+        _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
+        _choice("train.progress", self.progress, ("auto", "bar", "log", "none"))
 
 
 @dataclass

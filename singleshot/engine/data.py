@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from singleshot.data.base import DetectionDataset
-from singleshot.data.coco import CocoDetection
+from singleshot.data.formats import load_dataset
 from singleshot.data.loader import DetectionLoader, build_loader, seed_worker
 from singleshot.data.transforms import SSDTrainTransform, SSDValTransform
 from singleshot.engine.config import DataConfig
@@ -26,35 +25,9 @@ class DataBundle:
     val_loader: DetectionLoader | None
 
 
-def _synth_split(split: str) -> tuple[Path, Path]:
-    from singleshot.data.synth import default_dataset_path
-
-    root = default_dataset_path()
-    return root / split, root / "annotations" / f"instances_{split}.json"
-
-
 def open_dataset(source: str, split: str) -> DetectionDataset:
-    """``source`` = "synth" or a dataset path; ``split`` = "train" | "val" (used for folder layouts and synth)."""
-    if source == "synth":
-        image_dir, ann = _synth_split(split)
-        return CocoDetection(image_dir, ann)
-    try:  # the data layer's format detection (COCO / VOC / YOLO), when present
-        from singleshot.data.formats import load_dataset
-    except ImportError:
-        load_dataset = None
-    if load_dataset is not None:
-        return load_dataset(source, split=split)
-    path = Path(source)
-    if path.suffix == ".json":
-        return CocoDetection(path.parent.parent / split if (path.parent.name == "annotations") else path.parent, path)
-    for name in (split, f"{split}2017"):  # our layout, then COCO 2017's
-        ann = path / "annotations" / f"instances_{name}.json"
-        if ann.is_file():
-            return CocoDetection(path / name, ann)
-    raise FileNotFoundError(
-        f"cannot find a {split} dataset at {source!r} (expected {source}/annotations/instances_{split}.json or "
-        f"instances_{split}2017.json); set data.train=PATH and data.val=PATH"
-    )
+    """``source`` = "synth" (the built-in synthetic set) or a dataset path; ``split`` = "train" | "val"."""
+    return load_dataset(source, split=split)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -93,9 +66,14 @@ def build_data(
         "num_replicas": world_size,
         "seed": seed,
     }
-    train_tf = SSDTrainTransform(
-        image_size, crop_max_trials=cfg.max_samples, mean=mean, std=std, defer_photometric=defer_photometric
-    )
+    if cfg.augment == "ssd":
+        train_tf: Any = SSDTrainTransform(
+            image_size, crop_max_trials=cfg.max_samples, mean=mean, std=std, defer_photometric=defer_photometric
+        )
+    elif cfg.augment == "none":
+        train_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
+    else:
+        raise ValueError(f"data.augment must be 'ssd' or 'none', got {cfg.augment!r}")
     train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
     val_loader = None
     if val is not None:
