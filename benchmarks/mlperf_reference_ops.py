@@ -13,14 +13,20 @@ from torch import Tensor
 
 
 def iou_ltrb(a: Tensor, b: Tensor) -> Tensor:
-    """a [N, 4], b [M, 4] ltrb -> [N, M] IoU via broadcasting, as the reference computes it."""
+    """a [N, 4], b [M, 4] ltrb -> [N, M] IoU, with the reference's operation sequence: both inputs expanded to
+    [N, M, 4], corners by max/min, negative extents zeroed by a masked assignment, areas taken on the expanded views."""
     n, m = a.shape[0], b.shape[0]
-    lt = torch.max(a[:, None, :2].expand(n, m, 2), b[None, :, :2].expand(n, m, 2))
-    rb = torch.min(a[:, None, 2:].expand(n, m, 2), b[None, :, 2:].expand(n, m, 2))
-    wh = (rb - lt).clamp(min=0)
-    inter = wh[..., 0] * wh[..., 1]
-    area_a = ((a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1]))[:, None]
-    area_b = ((b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1]))[None, :]
+    ea = a.unsqueeze(1).expand(-1, m, -1)
+    eb = b.unsqueeze(0).expand(n, -1, -1)
+    lt = torch.max(ea[:, :, :2], eb[:, :, :2])
+    rb = torch.min(ea[:, :, 2:], eb[:, :, 2:])
+    delta = rb - lt
+    delta[delta < 0] = 0
+    inter = delta[:, :, 0] * delta[:, :, 1]
+    da = ea[:, :, 2:] - ea[:, :, :2]
+    area_a = da[:, :, 0] * da[:, :, 1]
+    db = eb[:, :, 2:] - eb[:, :, :2]
+    area_b = db[:, :, 0] * db[:, :, 1]
     return inter / (area_a + area_b - inter)
 
 
@@ -30,8 +36,8 @@ def encode_image(boxes: Tensor, labels: Tensor, dboxes_ltrb: Tensor, threshold: 
     best_dbox_ious, best_dbox_idx = ious.max(dim=0)
     _, best_bbox_idx = ious.max(dim=1)
     best_dbox_ious.index_fill_(0, best_bbox_idx, 2.0)
-    for g in range(best_bbox_idx.shape[0]):
-        best_dbox_idx[best_bbox_idx[g]] = g
+    idx = torch.arange(best_bbox_idx.shape[0])
+    best_dbox_idx[best_bbox_idx[idx]] = idx
     masks = best_dbox_ious > threshold
     labels_out = torch.zeros(dboxes_ltrb.shape[0], dtype=torch.long)
     labels_out[masks] = labels[best_dbox_idx[masks]]

@@ -51,7 +51,7 @@ def test_fpn_class_bias_prior():
 
 
 def test_unknown_model_is_a_clear_error():
-    with pytest.raises(ValueError, match="unknown model 'ssd512'.*ssd300_resnet34"):
+    with pytest.raises(ValueError, match=r"unknown model 'ssd512'.*ssd300_resnet34"):
         singleshot.build_model("ssd512")
 
 
@@ -92,9 +92,9 @@ def test_pretrained_backbone_rejects_wrong_file(tmp_path):
     with pytest.raises(ValueError, match=expected) as err:
         singleshot.build_model("ssd300_resnet34", pretrained_backbone=path)
     assert "missing keys (" in str(err.value)
-    with pytest.raises(FileNotFoundError, match="nope.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         singleshot.build_model("ssd_tiny", pretrained_backbone=tmp_path / "nope.pth")
     garbage = tmp_path / "garbage.pth"
     garbage.write_bytes(b"not a checkpoint")
-    with pytest.raises(ValueError, match="cannot read pretrained backbone file .*garbage.pth"):
+    with pytest.raises(ValueError, match=r"cannot read pretrained backbone file .*garbage\.pth"):
         singleshot.build_model("ssd_tiny", pretrained_backbone=garbage)

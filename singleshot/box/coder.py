@@ -94,7 +94,22 @@ def match_anchors(
     iou_threshold: float = 0.5,
     workspace: Workspace | None = None,
 ) -> Tensor:
-    """Assign each default box the index of its ground-truth box, or -1 for background.
+    """Assign each default box the index of its ground-truth box, or -1 for background; see :func:`match_positives`.
+
+    Returns:
+        ``Tensor[B, A]`` int64 with values in ``[-1, M)`` (held in ``workspace`` until its next use, if given).
+    """
+    return match_positives(gt_boxes, gt_valid, spec, iou_threshold, workspace)[0]
+
+
+def match_positives(
+    gt_boxes: Tensor,
+    gt_valid: Tensor,
+    spec: AnchorSpec,
+    iou_threshold: float = 0.5,
+    workspace: Workspace | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Match default boxes to ground truth and list the positives.
 
     The rule of the MLPerf reference (seed 000, step 1): every anchor takes its highest-IoU ground truth if that
     IoU is > ``iou_threshold``; then every ground-truth box is forced onto its single best anchor (when two boxes
@@ -106,7 +121,8 @@ def match_anchors(
         spec: the default boxes.
         workspace: scratch memory for the ``[B, M, A]`` IoU, reused across calls.
     Returns:
-        ``Tensor[B, A]`` int64 with values in ``[-1, M)`` (held in ``workspace`` until its next use, if given).
+        ``(matched, img, anchor)``: ``matched`` is ``Tensor[B, A]`` int64 in ``[-1, M)`` (held in ``workspace`` until
+        its next use, if given); ``img``, ``anchor`` are ``Tensor[P]`` listing the positive anchors, sorted.
     """
     b, m = gt_valid.shape
     a = default_boxes(spec, gt_boxes.device, gt_boxes.dtype).shape[0]
@@ -116,7 +132,8 @@ def match_anchors(
     img, gt = gt_valid.nonzero(as_tuple=True)  # (G,) each
     g = img.numel()
     if g == 0:
-        return matched
+        empty = torch.zeros(0, dtype=torch.long, device=gt_boxes.device)
+        return matched, empty, empty
     iou = anchor_iou(gt_boxes[img, gt][None], spec, ws)[0]  # (1, G, 4) -> (G, A)
 
     # Threshold matches: best IoU per (image, anchor) by a segmented max over the image's rows; the best gt *index*
@@ -138,7 +155,9 @@ def match_anchors(
     last = torch.ones_like(key, dtype=torch.bool)
     last[:-1] = key[1:] != key[:-1]
     matched[img[last], best_anchor[last]] = gt[last]
-    return matched
+    # The positives are the threshold matches plus the forced anchors (a few hundred): no scan of [B, A] needed.
+    flat = torch.unique(torch.cat([pi * a + pa, img[last] * a + best_anchor[last]]))  # sorted
+    return matched, flat // a, flat % a
 
 
 class TargetEncoder(nn.Module):
@@ -163,10 +182,9 @@ class TargetEncoder(nn.Module):
             b, a = gt_boxes.shape[0], anchors.shape[0]
             return anchors.new_zeros(b, a, 4), torch.zeros(b, a, dtype=torch.long, device=anchors.device)
         valid = gt_labels > 0
-        matched = match_anchors(gt_boxes, valid, self.anchors, self.iou_threshold, self.workspace)  # (B, A)
+        matched, img, anchor = match_positives(gt_boxes, valid, self.anchors, self.iou_threshold, self.workspace)
         # Only positives (a few per mille of the anchors) need labels and coding; background stays 0.
-        img, anchor = (matched >= 0).nonzero(as_tuple=True)  # (P,) each
-        gt = matched[img, anchor]
+        gt = matched[img, anchor]  # (P,)
         labels = torch.zeros(matched.shape, dtype=torch.long, device=matched.device)
         labels[img, anchor] = gt_labels[img, gt].long()
         offsets = anchors.new_zeros(*matched.shape, 4)

@@ -180,6 +180,26 @@ class DetectionDataset(Dataset):
         h, w = self._sizes[index]
         return int(h), int(w)
 
+    def head(self, n: int) -> DetectionDataset:
+        """The first ``n`` records as a dataset of the same kind (shares the parsed annotations)."""
+        if n >= len(self):
+            return self
+        records = [self.annotation(i) for i in range(n)]
+        part = DetectionDataset(
+            root=self.root,
+            paths=self._paths[:n],
+            image_ids=self._image_ids[:n],
+            sizes=self._sizes[:n],
+            boxes=[b for b, _ in records],
+            labels=[lb for _, lb in records],
+            classes=self.classes,
+            label_to_category_id=self.label_to_category_id,
+            normalized_boxes=self.normalized_boxes,
+            on_bad_image=self.on_bad_image,
+        )
+        part.format = self.format
+        return part
+
     def annotation(self, index: int) -> tuple[np.ndarray, np.ndarray]:
         """``(boxes float32[n, 4], labels int64[n])`` of record ``index`` as parsed, without reading the image.
 

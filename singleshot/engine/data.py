@@ -53,7 +53,7 @@ def build_data(
     train = open_dataset(cfg.train, "train")
     val = open_dataset(cfg.val, "val") if cfg.val else None
     if val is not None and cfg.val_limit is not None:
-        val = _limit(val, cfg.val_limit)
+        val = val.head(cfg.val_limit)
     if len(train) < cfg.batch_size * world_size:
         raise ValueError(
             f"training set {train.root} has {len(train)} images, fewer than one global batch "
@@ -83,24 +83,3 @@ def build_data(
         if loader is not None and loader.loader.num_workers > 0:
             loader.loader.worker_init_fn = _worker_init
     return DataBundle(train, val, train_loader, val_loader)
-
-
-def _limit(dataset: DetectionDataset, n: int) -> DetectionDataset:
-    """The first ``n`` records of ``dataset`` (a view that shares the parsed index)."""
-    if n >= len(dataset):
-        return dataset
-    boxes, labels = zip(*(dataset.annotation(i) for i in range(n))) if n else ((), ())
-    limited = DetectionDataset(
-        root=dataset.root,
-        paths=[dataset.image_path(i) for i in range(n)],
-        image_ids=[dataset.image_id(i) for i in range(n)],
-        sizes=dataset._sizes[:n],
-        boxes=list(boxes),
-        labels=list(labels),
-        classes=dataset.classes,
-        label_to_category_id=dataset.label_to_category_id,
-        normalized_boxes=dataset.normalized_boxes,
-        on_bad_image=dataset.on_bad_image,
-    )
-    limited.format = dataset.format
-    return limited

@@ -42,7 +42,7 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any] | str:
 
 def _image_size(dataset: DetectionDataset, index: int) -> tuple[int, int]:
     """(H, W) of record ``index``: as annotated, else from the image file's header (no decoding)."""
-    h, w = (int(v) for v in dataset._sizes[index])
+    h, w = dataset.image_size(index)
     if h > 0 and w > 0:
         return h, w
     path = dataset.image_path(index)

@@ -81,7 +81,8 @@ class DetectionGraph(nn.Module):
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         cfg = self.post.config
         bbox_regression, cls_logits = self.model(images)
-        boxes = self.post.decode_boxes(bbox_regression)  # (B, A, 4) xyxy normalized, unclipped for NMS like PostProcessor
+        # (B, A, 4) xyxy normalized; NMS sees unclipped boxes, as PostProcessor and the references do
+        boxes = self.post.decode_boxes(bbox_regression)
         probs = cls_logits.float().softmax(-1)[..., 1:] if self.post.classifier == "softmax" else cls_logits.sigmoid()
         scores = probs.transpose(1, 2)  # (B, A, K) -> (B, K, A); dense: the graph keeps fixed shapes up to NMS
         b, k, a = scores.shape
