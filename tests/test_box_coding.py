@@ -155,15 +155,15 @@ def test_focal_loss_matches_formula():
     torch.testing.assert_close(out["box"], box, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("classifier", ["softmax", "sigmoid"])
-def test_postprocess_equals_per_image_batched_nms(classifier):
+@pytest.mark.parametrize(("classifier", "per_class"), [("softmax", 200), ("sigmoid", 200), ("softmax", 5)])
+def test_postprocess_equals_per_image_batched_nms(classifier, per_class):
     torch.manual_seed(2)
     b, a = 4, 8732
     num_out = 81 if classifier == "softmax" else 80
     reg = torch.randn(b, a, 4) * 0.5
     logits = torch.randn(b, a, num_out) * 2
     sizes = torch.tensor([[480, 640], [300, 300], [100, 800], [640, 480]])
-    cfg = PostprocessConfig(score_threshold=0.05, nms_iou=0.5, candidates_per_class=200, max_detections=200)
+    cfg = PostprocessConfig(score_threshold=0.05, nms_iou=0.5, candidates_per_class=per_class, max_detections=200)
     post = PostProcessor(SSD300_ANCHORS, classifier=classifier, config=cfg)
     dets = post(reg, logits, sizes)
 
@@ -174,7 +174,7 @@ def test_postprocess_equals_per_image_batched_nms(classifier):
         scores = logits[i].softmax(-1)[:, 1:] if classifier == "softmax" else logits[i].sigmoid()
         cand_b, cand_s, cand_l = [], [], []
         for c in range(scores.shape[1]):
-            s, idx = scores[:, c].topk(200)
+            s, idx = scores[:, c].topk(per_class)
             keep = s > 0.05
             cand_b.append(boxes[idx[keep]])
             cand_s.append(s[keep])
