@@ -160,7 +160,7 @@ class SSDTrainTransform(_Finish):
 
     Colour jitter is "a color-jitter implementation of similar distribution" (allowed by the MLPerf rules): the same
     factor ranges and random op order as torchvision's ColorJitter, but the ops are composed into one affine map
-    with a single clamp at the end, and hue is a rotation of the chroma plane in YIQ space instead of an HSV shift
+    with a single clamp at the end, and hue is a rotation about the grey axis of RGB space instead of an HSV shift
     (see :mod:`singleshot.data.photometric`).
 
     Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image float32[3, S, S] normalized,
