@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.checkpoint import model_from_checkpoint
     from singleshot.inference import bench
     from singleshot.inference.bench_train import train_bench
-    from singleshot.inference.detector import read_any_checkpoint
+    from singleshot.interop import read_checkpoint
     from singleshot.models import build_model
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
 
     def fresh_model() -> torch.nn.Module:
         if args.checkpoint:
-            return model_from_checkpoint(read_any_checkpoint(args.checkpoint))
+            return model_from_checkpoint(read_checkpoint(args.checkpoint))
         return build_model(args.model or ("ssd300_resnet50" if cuda else "ssd_tiny"), num_classes=args.num_classes)
 
     name = fresh_model().spec.name

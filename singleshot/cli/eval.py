@@ -46,12 +46,12 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.engine.distributed import cleanup_distributed, detect_environment, init_distributed
     from singleshot.engine.runtime import select_device
     from singleshot.evaluation import evaluate
-    from singleshot.inference.detector import read_any_checkpoint
+    from singleshot.interop import read_checkpoint
 
     info = detect_environment()
     try:
         device = select_device(args.device, info)
-        ckpt = read_any_checkpoint(args.checkpoint)
+        ckpt = read_checkpoint(args.checkpoint)
         dataset = open_dataset(args.data, args.split)
     except (OSError, ValueError, RuntimeError, DataError) as e:
         print(f"singleshot eval: error: {e}", file=sys.stderr)

@@ -31,11 +31,11 @@ def register(subparsers: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from singleshot.checkpoint import model_from_checkpoint
-    from singleshot.inference.detector import read_any_checkpoint
     from singleshot.inference.export import export_onnx, verify_onnx
+    from singleshot.interop import read_checkpoint
 
     try:
-        model = model_from_checkpoint(read_any_checkpoint(args.checkpoint)).eval()
+        model = model_from_checkpoint(read_checkpoint(args.checkpoint)).eval()
     except (OSError, ValueError, RuntimeError) as e:
         print(f"singleshot export: error: {e}", file=sys.stderr)
         return 2

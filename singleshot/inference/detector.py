@@ -19,15 +19,7 @@ from torch import Tensor, nn
 from singleshot.box.factory import build_postprocessor
 from singleshot.checkpoint import model_from_checkpoint
 from singleshot.inference.preprocess import ImageInput, preprocess, to_uint8_rgb
-
-
-def read_any_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """A singleshot checkpoint dict from a singleshot, MLPerf or NVIDIA checkpoint file (via ``singleshot.interop``)."""
-    try:
-        from singleshot.interop import read_checkpoint
-    except ImportError:  # interop not installed in this build: singleshot checkpoints only
-        from singleshot.checkpoint import load_checkpoint as read_checkpoint
-    return read_checkpoint(path)
+from singleshot.interop import read_checkpoint
 
 
 def default_device() -> torch.device:
@@ -69,7 +61,7 @@ class Detector:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Detector:
         """Load a singleshot (or MLPerf / NVIDIA SSD300) checkpoint; ``device`` defaults to CUDA when available."""
-        ckpt = read_any_checkpoint(Path(path))
+        ckpt = read_checkpoint(Path(path))
         model = model_from_checkpoint(ckpt)
         l2c = {int(k): int(v) for k, v in (ckpt.get("label_to_category_id") or {}).items()}
         return cls(model, ckpt["classes"], label_to_category_id=l2c or None, device=device)
