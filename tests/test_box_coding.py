@@ -17,6 +17,7 @@ from singleshot.box import (
     TargetEncoder,
     default_boxes,
 )
+from singleshot.box import nms as nms_module
 from singleshot.box.coder import default_boxes_xyxy
 
 
@@ -155,8 +156,10 @@ def test_focal_loss_matches_formula():
     torch.testing.assert_close(out["box"], box, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("backend", ["auto", "torchvision"])
 @pytest.mark.parametrize(("classifier", "per_class"), [("softmax", 200), ("sigmoid", 200), ("softmax", 5)])
-def test_postprocess_equals_per_image_batched_nms(classifier, per_class):
+def test_postprocess_equals_per_image_batched_nms(monkeypatch, classifier, per_class, backend):
+    monkeypatch.setattr(nms_module, "_BACKEND", backend)
     torch.manual_seed(2)
     b, a = 4, 8732
     num_out = 81 if classifier == "softmax" else 80

@@ -3,7 +3,7 @@
 MLPerf evaluation semantics (seed 000 / RECIPES.md): softmax over classes; per image and class keep scores
 > ``score_threshold`` and at most ``candidates_per_class`` best; greedy NMS per class at ``nms_iou``; keep the
 ``max_detections`` best per image. The per-(image, class) groups of the whole batch are suppressed together (see
-:meth:`PostProcessor._nms`), so there is no Python loop over images or classes.
+:func:`singleshot.box.nms.grouped_nms`), so there is no Python loop over images or classes.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import box_convert, nms
+from torchvision.ops import box_convert
 
 from singleshot.box.anchors import AnchorSpec, default_boxes
 from singleshot.box.coder import BoxCoder
+from singleshot.box.nms import group_score_order, grouped_nms
 
 
 @dataclass(frozen=True)
@@ -68,11 +69,11 @@ class PostProcessor(nn.Module):
             # Some p_c > thr needs max_fg > max(max_fg, l_0) + log(thr), i.e. simply max_fg > l_0 + log(thr).
             fg_max = logits[..., 1:].amax(dim=-1)  # (B, A)
             img, anchor = (fg_max > logits[..., 0] + math.log(thr)).nonzero(as_tuple=True)  # (N,) each
-            rows = logits[img, anchor]  # (N, C)
+            rows = logits.reshape(-1, logits.shape[-1]).index_select(0, img * logits.shape[1] + anchor)  # (N, C)
             probs = (rows[:, 1:] - rows.logsumexp(dim=-1, keepdim=True)).exp_()  # (N, K)
         else:
             img, anchor = (logits.amax(dim=-1) > math.log(thr / (1 - thr))).nonzero(as_tuple=True)
-            probs = logits[img, anchor].sigmoid()  # (N, K)
+            probs = logits.reshape(-1, logits.shape[-1]).index_select(0, img * logits.shape[1] + anchor).sigmoid()
         row, cls = (probs > thr).nonzero(as_tuple=True)
         return img[row], anchor[row], cls, probs[row, cls]
 
@@ -84,77 +85,41 @@ class PostProcessor(nn.Module):
     @torch.no_grad()
     def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
         cfg = self.config
-        b, _, c = cls_logits.shape
+        b, num_anchors, c = cls_logits.shape
         k = c - 1 if self.classifier == "softmax" else c
         img, anchor, cls, score = self.candidates(cls_logits)  # (N,) each
         group = img * k + cls  # one NMS group per (image, class)
 
         # Order by (group, descending score), then keep the best candidates_per_class of each group.
-        order = _sort_by_group_then_score(group, score)
-        group, img, anchor, cls, score = group[order], img[order], anchor[order], cls[order], score[order]
+        order = group_score_order(group, score)
+        group, img, anchor, cls, score = (t.index_select(0, order) for t in (group, img, anchor, cls, score))
         counts = torch.bincount(group, minlength=b * k)
         if group.numel() and int(counts.max()) > cfg.candidates_per_class:
             rank = torch.arange(group.numel(), device=group.device) - (counts.cumsum(0) - counts)[group]
-            top = rank < cfg.candidates_per_class
-            group, img, anchor, cls, score = group[top], img[top], anchor[top], cls[top], score[top]
+            top = (rank < cfg.candidates_per_class).nonzero().flatten()
+            group, img, anchor, cls, score = (t.index_select(0, top) for t in (group, img, anchor, cls, score))
 
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
-        boxes = self.coder.decode(bbox_regression[img, anchor].float(), default_boxes(self.anchors, img.device)[anchor])
+        rows = img * num_anchors + anchor  # into the flattened (B * A) outputs
+        offsets = bbox_regression.reshape(-1, 4).index_select(0, rows).float()
+        boxes = self.coder.decode(offsets, default_boxes(self.anchors, img.device).index_select(0, anchor))
         # NMS sees the unclipped boxes, as in both reference implementations; only the returned boxes are clipped.
-        boxes = box_convert(boxes, "cxcywh", "xyxy") * scale[img]  # (N, 4) xyxy pixels, may cross the border
+        boxes = box_convert(boxes, "cxcywh", "xyxy") * scale.index_select(0, img)  # (N, 4) xyxy pixels
 
-        keep = self._nms(boxes, score, group)  # indices into the candidates, any order
-        # Per image, the max_detections best: sort kept by (image, descending score) and rank within the image.
-        keep = keep[_sort_by_group_then_score(img[keep], score[keep])]
-        per_image = torch.bincount(img[keep], minlength=b)
-        rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image)[img[keep]]
+        keep = grouped_nms(boxes, score, group, cfg.nms_iou)  # ascending: still ordered by group, then score
+        # Per image, the max_detections best: order kept by (image, descending score) and rank within the image.
+        keep = keep.index_select(0, group_score_order(img.index_select(0, keep), score.index_select(0, keep)))
+        kept_img = img.index_select(0, keep)
+        per_image = torch.bincount(kept_img, minlength=b)
+        rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image).index_select(
+            0, kept_img
+        )
         keep = keep[rank < cfg.max_detections]
         splits = per_image.clamp(max=cfg.max_detections).tolist()
-        out_boxes = torch.minimum(boxes[keep].clamp(min=0), scale[img[keep]])  # clip to each image
+        kept_img = img.index_select(0, keep)
+        out_boxes = torch.minimum(boxes.index_select(0, keep).clamp(min=0), scale.index_select(0, kept_img))
+        out_scores, out_labels = score.index_select(0, keep), cls.index_select(0, keep) + 1
         return [
             {"boxes": bx, "scores": sc, "labels": lb}
-            for bx, sc, lb in zip(out_boxes.split(splits), score[keep].split(splits), (cls[keep] + 1).split(splits))
+            for bx, sc, lb in zip(out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits))
         ]
-
-    def _nms(self, boxes: Tensor, scores: Tensor, group: Tensor) -> Tensor:
-        """Greedy NMS within each group; ``boxes [N, 4]`` xyxy pixels sorted by group. Returns kept indices.
-
-        Groups are kept apart by shifting each group's boxes by ``group * (max coordinate + 1)`` (torchvision's
-        coordinate trick), done once in float64 so that shifts of millions of pixels keep sub-micro-pixel precision
-        (in float32 a shift of 1.8M px rounds coordinates to 1/8 px). ``torchvision.ops.nms`` is quadratic in its
-        input, so the shifted boxes go through it in blocks of about ``_NMS_BLOCK`` cut at group boundaries.
-        """
-        n = boxes.shape[0]
-        if n == 0:
-            return torch.zeros(0, dtype=torch.long, device=boxes.device)
-        boxes64 = boxes.double()
-        span = boxes64.max() - boxes64.min() + 1
-        shifted = boxes64 - boxes64.min() + (group.double() * span)[:, None]
-        scores = scores.double()
-        thr = self.config.nms_iou
-        if n <= _NMS_BLOCK:
-            return nms(shifted, scores, thr)
-        # Block id of a candidate = where its group starts, in units of _NMS_BLOCK (groups never straddle).
-        is_start = torch.ones_like(group, dtype=torch.bool)
-        is_start[1:] = group[1:] != group[:-1]
-        positions = torch.arange(n, device=group.device)
-        group_start = torch.cummax(torch.where(is_start, positions, torch.zeros_like(positions)), 0).values
-        sizes = torch.bincount(group_start // _NMS_BLOCK).tolist()
-        kept, offset = [], 0
-        for size in sizes:
-            if size:
-                kept.append(nms(shifted[offset : offset + size], scores[offset : offset + size], thr) + offset)
-            offset += size
-        return torch.cat(kept)
-
-
-def _sort_by_group_then_score(group: Tensor, score: Tensor) -> Tensor:
-    """Permutation ordering ``[N]`` entries by ascending group, then descending score (ties keep their order).
-
-    One float64 key instead of two stable sorts: integer groups are exact in float64 and scores lie in [0, 1]."""
-    return (group.double() * 2.0 - score.double()).argsort(stable=True)
-
-
-# Candidates per torchvision.ops.nms call (a block also takes the rest of the group it ends in): measured best
-# between 192 and 384 on a CPU, balancing the kernel's quadratic cost against per-call overhead.
-_NMS_BLOCK = 256
