@@ -212,3 +212,27 @@ def test_default_boxes_xyxy_consistent():
     cxcywh = default_boxes(SSD300_ANCHORS)
     torch.testing.assert_close(box_convert(xyxy, "xyxy", "cxcywh"), cxcywh, rtol=0, atol=1e-6)
     assert math.isclose(float(xyxy[0, 2] - xyxy[0, 0]), 0.07, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize(("classifier", "threshold"), [("sigmoid", 1e-8), ("softmax", 1e-4)])
+def test_dense_candidate_path_equals_sparse_path(monkeypatch, classifier, threshold):
+    """SSD320's threshold 1e-8 lets nearly every (anchor, class) pass: the top-k-first path gives the same result."""
+    from singleshot.box import postprocess
+
+    torch.manual_seed(3)
+    num_out = 81 if classifier == "softmax" else 80
+    logits, reg = torch.randn(2, 8732, num_out) * 3 - 2, torch.randn(2, 8732, 4) * 0.3
+    cfg = PostprocessConfig(score_threshold=threshold, nms_iou=0.6, candidates_per_class=100, max_detections=100)
+    post = PostProcessor(SSD300_ANCHORS, classifier=classifier, config=cfg)
+    sizes = torch.tensor([[320, 320], [480, 640]])
+    calls = []
+    monkeypatch.setattr(post, "_topk_candidates", lambda x: calls.append(1) or PostProcessor._topk_candidates(post, x))
+    dense = post(reg, logits, sizes)
+    assert calls  # this input does take the dense path
+    monkeypatch.setattr(postprocess, "_DENSE_FRACTION", 2.0)  # never dense
+    sparse = post(reg, logits, sizes)
+    assert len(calls) == 1
+    for d, s in zip(dense, sparse):
+        assert d["boxes"].shape[0] == 100
+        for key in ("boxes", "scores", "labels"):
+            torch.testing.assert_close(d[key], s[key], rtol=0, atol=0)

@@ -9,6 +9,7 @@ from singleshot.box.anchors import (
 )
 from singleshot.box.coder import BoxCoder, TargetEncoder, default_boxes_xyxy, match_anchors
 from singleshot.box.loss import FocalLoss, MultiBoxLoss
+from singleshot.box.nms import group_score_order, grouped_nms
 from singleshot.box.postprocess import PostprocessConfig, PostProcessor
 
 __all__ = [
@@ -24,5 +25,7 @@ __all__ = [
     "TargetEncoder",
     "default_boxes",
     "default_boxes_xyxy",
+    "group_score_order",
+    "grouped_nms",
     "match_anchors",
 ]

@@ -56,26 +56,54 @@ class PostProcessor(nn.Module):
         self.coder = coder or BoxCoder()
 
     def candidates(self, cls_logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Entries whose class probability exceeds the score threshold.
+        """Entries whose class probability exceeds the score threshold, at most ``candidates_per_class`` best per
+        (image, class) when many pass (see below; the caller caps the groups in any case).
 
         ``cls_logits [B, A, C]`` -> ``(image, anchor, class, score)``, each ``[N]``; class is 0-based over the
-        foreground classes. The full probability tensor is never written.
+        foreground classes.
+
+        Sparse case (MLPerf's 0.05 on a trained SSD: a few hundred anchors per image can pass): one pass over
+        ``[B, A, C]`` bounds which anchors can pass, and exact probabilities are computed for those rows only; the
+        full probability tensor is never written. Dense case (more than ``_DENSE_FRACTION`` of the anchors can pass,
+        as with SSD320's threshold 1e-8, where nearly every (anchor, class) would be a candidate): the best
+        ``candidates_per_class`` anchors of every (image, class) are taken with one ``topk`` first, which keeps the
+        candidate list at ``B * C * candidates_per_class`` instead of ``B * A * C``.
         """
         thr = self.config.score_threshold
         logits = cls_logits.float()
-        # One pass over [B, A, C] finds the anchors whose best foreground class can pass; exact probabilities are
-        # then computed for those rows only (a softmax never exceeds exp(l_c - max_l), so none is missed).
+        b, a, _ = logits.shape
         if self.classifier == "softmax":
-            # Some p_c > thr needs max_fg > max(max_fg, l_0) + log(thr), i.e. simply max_fg > l_0 + log(thr).
+            # p_c = exp(l_c - logsumexp(l)) > thr needs l_c > l_0 + log(thr): a bound from one pass, missing nothing.
             fg_max = logits[..., 1:].amax(dim=-1)  # (B, A)
-            img, anchor = (fg_max > logits[..., 0] + math.log(thr)).nonzero(as_tuple=True)  # (N,) each
-            rows = logits.reshape(-1, logits.shape[-1]).index_select(0, img * logits.shape[1] + anchor)  # (N, C)
+            passing = fg_max > logits[..., 0] + math.log(thr)  # (B, A)
+        else:
+            passing = logits.amax(dim=-1) > math.log(thr / (1 - thr))  # sigmoid(l) > thr  <=>  l > logit(thr)
+        img, anchor = passing.nonzero(as_tuple=True)  # (N,) each
+        if img.numel() > _DENSE_FRACTION * b * a and a > self.config.candidates_per_class:
+            return self._topk_candidates(logits)
+        rows = logits.reshape(-1, logits.shape[-1]).index_select(0, img * a + anchor)  # (N, C)
+        if self.classifier == "softmax":
             probs = (rows[:, 1:] - rows.logsumexp(dim=-1, keepdim=True)).exp_()  # (N, K)
         else:
-            img, anchor = (logits.amax(dim=-1) > math.log(thr / (1 - thr))).nonzero(as_tuple=True)
-            probs = logits.reshape(-1, logits.shape[-1]).index_select(0, img * logits.shape[1] + anchor).sigmoid()
+            probs = rows.sigmoid()  # (N, K)
         row, cls = (probs > thr).nonzero(as_tuple=True)
         return img[row], anchor[row], cls, probs[row, cls]
+
+    def _topk_candidates(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The dense case of :meth:`candidates`: top ``candidates_per_class`` anchors per (image, class), then the
+        threshold. Equal scores at the cut may be taken in any order (``topk``'s), unlike the sparse case."""
+        k = self.config.candidates_per_class
+        if self.classifier == "softmax":
+            probs = (logits[..., 1:] - logits.logsumexp(dim=-1, keepdim=True)).exp_()  # as the sparse path computes
+            scores, anchor = probs.topk(k, dim=1)  # (B, k, K) each
+        else:
+            top_logits, anchor = logits.topk(k, dim=1)  # sigmoid is monotonic: rank the logits
+            scores = top_logits.sigmoid()
+        img, slot, cls = (scores > self.config.score_threshold).nonzero(as_tuple=True)
+        # Back to (image, anchor) order, as the sparse case lists them (the later score sort is stable).
+        anchor, score = anchor[img, slot, cls], scores[img, slot, cls]
+        order = (img * logits.shape[1] + anchor).argsort(stable=True)
+        return img[order], anchor[order], cls[order], score[order]
 
     def decode_boxes(self, bbox_regression: Tensor) -> Tensor:
         """``[B, A, 4]`` offsets -> ``[B, A, 4]`` xyxy normalized boxes."""
@@ -123,3 +151,7 @@ class PostProcessor(nn.Module):
             {"boxes": bx, "scores": sc, "labels": lb}
             for bx, sc, lb in zip(out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits))
         ]
+
+
+# PostProcessor.candidates takes its dense path when more than this share of the anchors can pass the threshold.
+_DENSE_FRACTION = 0.25
