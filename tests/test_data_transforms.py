@@ -11,7 +11,15 @@ from torchvision.transforms.v2 import functional as TF
 
 from singleshot.data.loader import collate_detection
 from singleshot.data.photometric import apply_photometric, color_affine, photometric_params
-from singleshot.data.transforms import CROP_CHOICES, SSDTrainTransform, SSDValTransform, hflip_boxes, sample_ssd_crop
+from singleshot.data.transforms import (
+    CROP_CHOICES,
+    AreaCropTrainTransform,
+    SSDTrainTransform,
+    SSDValTransform,
+    hflip_boxes,
+    sample_area_crop,
+    sample_ssd_crop,
+)
 
 
 def _sample(h: int = 120, w: int = 160, n: int = 4, seed: int = 0) -> tuple[torch.Tensor, dict]:
@@ -137,3 +145,41 @@ def test_same_seed_same_augmentation() -> None:
     a, ta = tf(image, target, random.Random(5))
     b, tb = tf(image, target, random.Random(5))
     assert torch.equal(a, b) and torch.equal(ta["boxes"], tb["boxes"])
+
+
+def test_area_crop_obeys_area_and_aspect() -> None:
+    rng = random.Random(0)
+    seen_aspects = []
+    for w, h in [(640, 480), (480, 640), (300, 300), (1000, 200)]:
+        for _ in range(300):
+            window = sample_area_crop(w, h, rng)
+            if window is None:
+                continue
+            x0, y0, x1, y1 = window
+            assert 0 <= x0 < x1 <= w and 0 <= y0 < y1 <= h
+            assert 0.75 * w * h <= (x1 - x0) * (y1 - y0) <= w * h
+            aspect = (x1 - x0) / (y1 - y0)
+            assert 0.75 - 1.0 / (y1 - y0) <= aspect <= 3.0 + 1.0 / (y1 - y0)  # width rounded to whole pixels
+            seen_aspects.append(aspect)
+    assert min(seen_aspects) < 0.8 and max(seen_aspects) > 1.7  # portrait and landscape crops both occur
+    # No window of >= 75% area can have aspect 3 on a square image: the whole image is used.
+    assert sample_area_crop(100, 100, rng, aspect=(3.0, 3.0)) is None
+
+
+def test_area_crop_transform_moves_boxes_with_pixels() -> None:
+    tf = AreaCropTrainTransform(96, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    flipped = cropped = 0
+    for seed in range(60):
+        image = torch.zeros(3, 120, 160, dtype=torch.uint8)
+        image[:, 30:90, 40:100] = 255
+        target = {"boxes": torch.tensor([[40.0, 30.0, 100.0, 90.0], [0.0, 0.0, 6.0, 4.0]]),
+                  "labels": torch.tensor([1, 2]), "image_id": 0, "orig_size": (120, 160)}
+        out, t = tf(image, target, random.Random(seed))
+        assert out.shape == (3, 96, 96) and ((t["boxes"] >= 0) & (t["boxes"] <= 1)).all()
+        assert t["labels"][0] == 1 and len(t["boxes"]) == len(t["labels"])
+        cropped += len(t["labels"]) == 1  # the corner box was cut away
+        x0, y0, x1, y1 = (t["boxes"][0] * 96).tolist()
+        flipped += x0 > 96 - x1
+        ys, xs = torch.nonzero(out[0] > 0.5, as_tuple=True)
+        assert xs.min() >= x0 - 1.5 and xs.max() + 1 <= x1 + 1.5 and ys.min() >= y0 - 1.5 and ys.max() + 1 <= y1 + 1.5
+    assert 0 < flipped < 60 and cropped > 0

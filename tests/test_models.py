@@ -98,3 +98,44 @@ def test_pretrained_backbone_rejects_wrong_file(tmp_path):
     garbage.write_bytes(b"not a checkpoint")
     with pytest.raises(ValueError, match=r"cannot read pretrained backbone file .*garbage\.pth"):
         singleshot.build_model("ssd_tiny", pretrained_backbone=garbage)
+
+
+def test_pretrained_backbone_file_without_bn_counters_loads(tmp_path):
+    """torchvision's original ImageNet files (resnet34-333f7ec4.pth) predate BatchNorm's num_batches_tracked."""
+    net = resnet18()
+    path = tmp_path / "resnet18-old.pth"
+    torch.save({k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
+    model = singleshot.build_model("ssd_tiny", num_classes=3, pretrained_backbone=path)
+    assert torch.equal(model.backbone.layer2[1].bn2.running_mean, net.layer2[1].bn2.running_mean)
+
+
+def test_freeze_batchnorm_keeps_eval_outputs_and_state_dict_keys():
+    from singleshot.models.backbones import FrozenBatchNorm2d, freeze_batchnorm
+
+    torch.manual_seed(0)
+    model = singleshot.build_model("ssd_tiny", num_classes=3)
+    for m in model.backbone.modules():  # non-trivial statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    keys = sorted(model.state_dict())
+    x = torch.rand(2, 3, 160, 160)
+    model.eval()
+    expected = model.backbone(x)
+    n = freeze_batchnorm(model.backbone)
+    assert n == sum(isinstance(m, FrozenBatchNorm2d) for m in model.backbone.modules()) > 0
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.backbone.modules())
+    model.train()  # frozen BN ignores the mode: the backbone computes what it computed in eval mode
+    before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    torch.testing.assert_close(model.backbone(x), expected, rtol=1e-5, atol=1e-5)
+    model(x)[1].sum().backward()
+    assert all(torch.equal(before[k], v) for k, v in model.backbone.state_dict().items())
+    assert not any(p.ndim == 1 for p in model.backbone.parameters())  # BN weight/bias are buffers now
+    assert all(p.grad is not None for p in model.backbone.parameters())  # the convs still train
+    # The same keys as the unfrozen model: checkpoints load both ways.
+    assert sorted(model.state_dict()) == keys
+    plain = singleshot.build_model("ssd_tiny", num_classes=3)
+    plain.load_state_dict(model.state_dict())
+    model.load_state_dict(plain.state_dict())
+    plain.eval()
+    torch.testing.assert_close(plain.backbone(x), model.eval().backbone(x), rtol=1e-5, atol=1e-5)

@@ -25,13 +25,14 @@ from singleshot.data.loader import (
 )
 from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, DevicePhotometric
 from singleshot.data.synth import default_dataset_path, generate
-from singleshot.data.transforms import ColorJitterParams, SSDTrainTransform, SSDValTransform
+from singleshot.data.transforms import AreaCropTrainTransform, ColorJitterParams, SSDTrainTransform, SSDValTransform
 from singleshot.data.voc import VOCDetection
 from singleshot.data.yolo import YOLODetection
 
 __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
+    "AreaCropTrainTransform",
     "BadImageError",
     "CocoDetection",
     "ColorJitterParams",

@@ -212,6 +212,104 @@ class SSDTrainTransform(_Finish):
         return self.finish(image, {**target, "boxes": out_boxes, "labels": labels}, jitter)
 
 
+def sample_area_crop(
+    width: int,
+    height: int,
+    rng: random.Random,
+    area: tuple[float, float] = (0.75, 1.0),
+    aspect: tuple[float, float] = (0.75, 3.0),
+    max_attempts: int = 100,
+) -> tuple[int, int, int, int] | None:
+    """Choose a crop window by area and aspect ratio, the sampling of ``tf.image.sample_distorted_bounding_box`` as
+    NVIDIA's SSD320 v1.2 uses it (``random_crop_image`` with ``min_object_covered`` 0, so boxes do not constrain it).
+
+    Each attempt draws an aspect ratio (width / height, in pixels) uniformly from ``aspect``, then an integer height
+    uniformly between the heights that give the smallest and the largest allowed area at that ratio (capped so the
+    crop fits the image), rounds the width, nudges the height by one pixel if rounding left the area just outside
+    ``area``, and accepts the window if it fits; the position is uniform inside the image.
+
+    Args:
+        width, height: image size in pixels.
+        area: allowed crop area as a fraction of the image's area.
+        aspect: allowed crop width / height.
+        max_attempts: attempts before giving up (100, as TF).
+
+    Returns:
+        ``(x0, y0, x1, y1)`` integer pixels (x1, y1 exclusive), or None when no attempt fits (use the whole image).
+    """
+    min_area, max_area = area[0] * width * height, area[1] * width * height
+    for _ in range(max_attempts):
+        ratio = rng.uniform(*aspect)
+        lo = round(math.sqrt(min_area / ratio))
+        hi = min(round(math.sqrt(max_area / ratio)), height, math.floor((width + 0.5) / ratio))
+        h = rng.randint(min(lo, hi), hi) if hi > 0 else 0
+        w = round(h * ratio)
+        if w * h < min_area:
+            h, w = h + 1, round((h + 1) * ratio)
+        elif w * h > max_area:
+            h, w = h - 1, round((h - 1) * ratio)
+        if not (min_area <= w * h <= max_area and 0 < w <= width and 0 < h <= height):
+            continue
+        x0, y0 = rng.randint(0, width - w), rng.randint(0, height - h)
+        return x0, y0, x0 + w, y0 + h
+    return None
+
+
+def crop_boxes(boxes: Tensor, window: tuple[int, int, int, int]) -> tuple[Tensor, Tensor]:
+    """Boxes ``Tensor[N, 4]`` xyxy pixels -> ``(boxes [K, 4] xyxy pixels of the crop, clipped to it, keep [K] indices
+    into the input)``; boxes left with no area inside the window are dropped."""
+    x0, y0, x1, y1 = window
+    shifted = boxes - torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)
+    clipped = torch.minimum(shifted.clamp(min=0), torch.tensor([x1 - x0, y1 - y0] * 2, dtype=boxes.dtype))
+    keep = ((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])).nonzero().flatten()
+    return clipped[keep], keep
+
+
+class AreaCropTrainTransform(_Finish):
+    """NVIDIA SSD320 v1.2's training augmentation: random crop of 75-100% of the area with aspect 0.75-3
+    (:func:`sample_area_crop`), horizontal flip (p=0.5), resize to ``size x size``, normalization; no colour jitter.
+
+    The TF config flips before cropping; cropping first is the same distribution (the window's position is uniform,
+    so mirror-symmetric) and flips fewer pixels. Boxes are clipped to the window; boxes left without area are dropped.
+
+    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image float32[3, S, S] normalized,
+    target with boxes float32[N, 4] xyxy normalized to [0, 1])`` (or uint8 + ``photometric``, as
+    :class:`SSDTrainTransform`).
+    """
+
+    def __init__(
+        self,
+        size: int,
+        *,
+        area: tuple[float, float] = (0.75, 1.0),
+        aspect: tuple[float, float] = (0.75, 3.0),
+        flip_prob: float = 0.5,
+        mean: tuple[float, float, float] = IMAGENET_MEAN,
+        std: tuple[float, float, float] = IMAGENET_STD,
+        defer_photometric: bool = False,
+    ) -> None:
+        super().__init__(size, mean, std, defer_photometric)
+        self.area, self.aspect, self.flip_prob = area, aspect, flip_prob
+
+    def __call__(
+        self, image: Tensor, target: dict[str, Any], rng: random.Random
+    ) -> tuple[Tensor, dict[str, Any]]:
+        h, w = int(image.shape[-2]), int(image.shape[-1])
+        boxes, labels = target["boxes"].float(), target["labels"]
+        window = sample_area_crop(w, h, rng, self.area, self.aspect)
+        if window is not None:
+            boxes, keep = crop_boxes(boxes, window)
+            labels = labels[keep]
+            image = image[:, window[1] : window[3], window[0] : window[2]]
+            h, w = window[3] - window[1], window[2] - window[0]
+        boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
+        image = self.resize(image)
+        if rng.random() < self.flip_prob:
+            image = image.flip(-1)
+            boxes = hflip_boxes(boxes)
+        return self.finish(image, {**target, "boxes": boxes, "labels": labels}, None)
+
+
 class SSDValTransform(_Finish):
     """Validation: resize to ``size x size`` and normalize; boxes become xyxy normalized to [0, 1].
 

@@ -37,6 +37,8 @@ class ModelConfig:
     name: str = "ssd_tiny"  # a name from singleshot.list_models()
     num_classes: int | None = None  # labels incl. background; None = taken from the training set
     pretrained_backbone: str | None = None  # torchvision ImageNet .pth of the backbone (never downloaded)
+    # Freeze the backbone's BatchNorm (statistics and affine) after loading pretrained_backbone: NVIDIA SSD320 v1.2.
+    frozen_backbone_bn: bool = False
 
 
 @dataclass
@@ -48,12 +50,14 @@ class DataConfig:
     batch_size: int = 32  # per process; the global batch is batch_size x world size
     val_batch_size: int = 32
     num_workers: int = 0  # loader processes per training process (0 = load in the training process)
-    augment: str = "ssd"  # "ssd" (IoU crop, flip, colour jitter: the recipes) | "none" (resize + normalize only)
+    # "ssd" (IoU crop, flip, colour jitter: MLPerf, NVIDIA v1.1) | "area_crop" (crop of 75-100% area, aspect
+    # 0.75-3, flip: NVIDIA SSD320 v1.2) | "none" (resize + normalize only)
+    augment: str = "ssd"
     max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
 
     def __post_init__(self) -> None:
-        _choice("data.augment", self.augment, ("ssd", "none"))
+        _choice("data.augment", self.augment, ("ssd", "area_crop", "none"))
 
 
 @dataclass

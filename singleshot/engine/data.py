@@ -13,7 +13,7 @@ from typing import Any
 from singleshot.data.base import DetectionDataset
 from singleshot.data.formats import load_dataset
 from singleshot.data.loader import DetectionLoader, build_loader, seed_worker
-from singleshot.data.transforms import SSDTrainTransform, SSDValTransform
+from singleshot.data.transforms import AreaCropTrainTransform, SSDTrainTransform, SSDValTransform
 from singleshot.engine.config import DataConfig
 
 
@@ -70,10 +70,12 @@ def build_data(
         train_tf: Any = SSDTrainTransform(
             image_size, crop_max_trials=cfg.max_samples, mean=mean, std=std, defer_photometric=defer_photometric
         )
+    elif cfg.augment == "area_crop":
+        train_tf = AreaCropTrainTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
     elif cfg.augment == "none":
         train_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
     else:
-        raise ValueError(f"data.augment must be 'ssd' or 'none', got {cfg.augment!r}")
+        raise ValueError(f"data.augment must be 'ssd', 'area_crop' or 'none', got {cfg.augment!r}")
     train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
     val_loader = None
     if val is not None:

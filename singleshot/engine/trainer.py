@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,7 @@ from singleshot.engine.schedule import LRScheduler, build_schedule, scaled_lr
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import STAT_NAMES, evaluate
 from singleshot.models import SPECS, build_model, list_models
+from singleshot.models.backbones import freeze_batchnorm
 
 
 class TrainingDiverged(RuntimeError):
@@ -119,6 +121,15 @@ class Trainer:
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = build_model(cfg.model.name, num_classes=num_classes, pretrained_backbone=cfg.model.pretrained_backbone)
+        if cfg.model.frozen_backbone_bn:
+            frozen = freeze_batchnorm(model.backbone)
+            if self.main and cfg.model.pretrained_backbone is None:
+                warnings.warn(
+                    f"model.frozen_backbone_bn froze {frozen} BatchNorm layers of a backbone that was not pretrained "
+                    "(model.pretrained_backbone is null): at their initial statistics they are identities. The "
+                    "recipe freezes ImageNet statistics; give the weights file, or set model.frozen_backbone_bn=false",
+                    stacklevel=1,
+                )
         model.to(device)
         if self.channels_last:
             model.to(memory_format=torch.channels_last)

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models import resnet
+from torchvision.ops import FrozenBatchNorm2d as _TorchvisionFrozenBN
 
 _RESNETS = {
     "resnet18": resnet.resnet18,
@@ -53,7 +54,9 @@ def load_backbone_weights(module: nn.Module, path: str | Path, arch: str = "ResN
 
     Keys of the file that the trunk does not have (``fc``, ``layer4`` of a truncated net) are ignored and returned.
     Every tensor of the trunk must be present in the file with the same shape; otherwise a ``ValueError`` names
-    the file and the missing or mismatching keys. Missing/unreadable files raise ``FileNotFoundError`` /
+    the file and the missing or mismatching keys. BatchNorm's ``num_batches_tracked`` counters are the exception:
+    torchvision's original ImageNet files (``resnet34-333f7ec4.pth``, ``resnet50-0676ba61.pth``) predate them, so
+    a file without them keeps the model's own. Missing/unreadable files raise ``FileNotFoundError`` /
     ``ValueError`` naming the file.
     """
     path = Path(path)
@@ -69,6 +72,9 @@ def load_backbone_weights(module: nn.Module, path: str | Path, arch: str = "ResN
         raise ValueError(f"pretrained backbone file {path} does not hold a state dict of tensors")
     state = {k.removeprefix("module."): v for k, v in state.items()}
     own = module.state_dict()
+    for key in own:  # counters the file predates: keep the model's
+        if key.endswith("num_batches_tracked") and key not in state:
+            state[key] = own[key]
     missing = sorted(k for k in own if k not in state)
     mismatched = sorted(
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -86,3 +92,39 @@ def load_backbone_weights(module: nn.Module, path: str | Path, arch: str = "ResN
         raise ValueError("\n".join(lines))
     module.load_state_dict({k: state[k] for k in own}, strict=True)
     return sorted(k for k in state if k not in own)
+
+
+class FrozenBatchNorm2d(_TorchvisionFrozenBN):
+    """``torchvision.ops.FrozenBatchNorm2d`` (statistics and affine fixed, no parameters) that keeps BatchNorm's
+    ``num_batches_tracked`` buffer, so a frozen model's state dict has exactly the keys of the unfrozen one and
+    checkpoints load into either (a frozen BN computes what an ``nn.BatchNorm2d`` in eval mode computes)."""
+
+    def __init__(self, num_features: int, eps: float = 1e-5) -> None:
+        super().__init__(num_features, eps)
+        self.register_buffer("num_batches_tracked", torch.tensor(0, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):  # type: ignore[no-untyped-def]
+        state_dict.setdefault(prefix + "num_batches_tracked", self.num_batches_tracked.clone())
+        nn.Module._load_from_state_dict(self, state_dict, prefix, *args, **kwargs)  # not torchvision's: keep the key
+
+
+def freeze_batchnorm(module: nn.Module) -> int:
+    """Replace every ``BatchNorm2d`` (SyncBatchNorm included) inside ``module`` by a :class:`FrozenBatchNorm2d` with
+    its current statistics and affine; returns how many were replaced. The recipes that freeze backbone BN (SSD320
+    v1.2) do it on ImageNet-pretrained weights: frozen freshly initialised BN is the identity."""
+    count = 0
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and child.running_mean is not None and child.affine:
+            frozen = FrozenBatchNorm2d(child.num_features, child.eps).to(child.running_mean.device)
+            with torch.no_grad():
+                frozen.weight.copy_(child.weight)
+                frozen.bias.copy_(child.bias)
+                frozen.running_mean.copy_(child.running_mean)
+                frozen.running_var.copy_(child.running_var)
+                if child.num_batches_tracked is not None:
+                    frozen.num_batches_tracked.copy_(child.num_batches_tracked)
+            setattr(module, name, frozen)
+            count += 1
+        else:
+            count += freeze_batchnorm(child)
+    return count
