@@ -107,7 +107,10 @@ def _kernel():
     if _compiled is None:
         import numba
 
-        _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_greedy_kernel)
+        try:
+            _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_greedy_kernel)
+        except RuntimeError:  # no writable cache folder (read-only install and home): compile in memory instead
+            _compiled = numba.njit(cache=False, nogil=True, error_model="numpy")(_greedy_kernel)
     return _compiled
 
 

@@ -14,7 +14,7 @@ cap inside the graph, with fixed-size padded outputs (``D`` = the preset's ``max
 The per-class NMS is ONNX ``NonMaxSuppression`` run over ``B * K`` independent (image, class) groups of
 ``candidates_per_class`` boxes each, which is how the op batches natively: one group's boxes never see another's.
 In PyTorch the same step is a custom op (``singleshot::grouped_nms``) implemented with
-``torchvision.ops.batched_nms``, so the exported graph and eager PyTorch compute the same thing.
+:func:`singleshot.box.nms.grouped_nms`, so the exported graph and eager PyTorch compute the same thing.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms
 
 from singleshot.box.anchors import default_boxes
 from singleshot.box.factory import build_postprocessor
+from singleshot.box.nms import group_score_order
+from singleshot.box.nms import grouped_nms as nms_per_group
 
 OPSET = 18
 
@@ -48,7 +49,9 @@ def grouped_nms(boxes: Tensor, scores: Tensor, iou_threshold: float, score_thres
     flat_scores = scores.reshape(-1)  # (G, N) -> (G*N,)
     candidates = torch.nonzero(flat_scores > score_threshold).squeeze(1)
     groups = torch.div(candidates, n, rounding_mode="floor")
-    keep = candidates[batched_nms(boxes.reshape(-1, 4)[candidates], flat_scores[candidates], groups, iou_threshold)]
+    order = group_score_order(groups, flat_scores[candidates])
+    candidates, groups = candidates[order], groups[order]
+    keep = candidates[nms_per_group(boxes.reshape(-1, 4)[candidates], flat_scores[candidates], groups, iou_threshold)]
     keep = keep.sort().values  # ONNX returns groups in order
     return torch.stack([torch.div(keep, n, rounding_mode="floor"), keep % n], dim=1)
 
