@@ -156,7 +156,7 @@ def test_focal_loss_matches_formula():
     torch.testing.assert_close(out["box"], box, rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("backend", ["auto", "torchvision"])
+@pytest.mark.parametrize("backend", ["numba", "torchvision"])
 @pytest.mark.parametrize(("classifier", "per_class"), [("softmax", 200), ("sigmoid", 200), ("softmax", 5)])
 def test_postprocess_equals_per_image_batched_nms(monkeypatch, classifier, per_class, backend):
     monkeypatch.setattr(nms_module, "_BACKEND", backend)

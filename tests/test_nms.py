@@ -34,7 +34,7 @@ def per_group_reference(boxes, scores, groups, thr):
     return torch.cat(kept).sort().values if kept else torch.zeros(0, dtype=torch.long)
 
 
-@pytest.mark.parametrize("backend", ["auto", "torchvision"])
+@pytest.mark.parametrize("backend", ["numba", "torchvision"])
 @pytest.mark.parametrize("thr", [0.3, 0.5, 0.7])
 def test_grouped_nms_equals_torchvision_per_group(monkeypatch, backend, thr):
     monkeypatch.setattr(nms_module, "_BACKEND", backend)
@@ -45,15 +45,20 @@ def test_grouped_nms_equals_torchvision_per_group(monkeypatch, backend, thr):
     assert torch.equal(keep, ref)
 
 
-def test_grouped_nms_uses_the_numba_kernel_when_available():
+def test_auto_takes_the_numba_kernel_for_large_inputs(monkeypatch):
     pytest.importorskip("numba")
-    assert nms_module._HAVE_NUMBA
-    boxes, scores, groups = clustered_boxes(5)
-    grouped_nms(boxes, scores, groups, 0.5)
+    monkeypatch.setattr(nms_module, "_BACKEND", "auto")
+    monkeypatch.setattr(nms_module, "_compiled", None)  # as in a fresh process
+    small = clustered_boxes(5)
+    grouped_nms(*small, 0.5)
+    assert nms_module._compiled is None  # small input: torchvision, no kernel load
+    monkeypatch.setattr(nms_module, "_NUMBA_MIN_CANDIDATES", small[0].shape[0])
+    keep = grouped_nms(*small, 0.5)
     assert nms_module._compiled is not None
+    assert torch.equal(keep, per_group_reference(*small, 0.5))
 
 
-@pytest.mark.parametrize("backend", ["auto", "torchvision"])
+@pytest.mark.parametrize("backend", ["numba", "torchvision"])
 def test_grouped_nms_edge_cases(monkeypatch, backend):
     monkeypatch.setattr(nms_module, "_BACKEND", backend)
     empty = grouped_nms(torch.zeros(0, 4), torch.zeros(0), torch.zeros(0, dtype=torch.long), 0.5)

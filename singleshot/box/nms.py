@@ -9,7 +9,11 @@ Two implementations, one result:
 - CPU with numba installed: one compiled pass over the groups (``_greedy_kernel``). Hand-written because
   ``torchvision.ops.nms`` re-sorts its input on every call and, fed many groups at once, computes IoUs across groups
   too; a grouped kernel over pre-sorted input does only the within-group pairs, ~10x less work at SSD300 scale.
-- Elsewhere (CUDA, or no numba): ``torchvision.ops.nms`` on boxes shifted apart per group, in blocks.
+  Loading it costs ~0.8 s once per process (numba's import and its on-disk cache), so ``auto`` takes it for inputs
+  of at least ``_NUMBA_MIN_CANDIDATES`` boxes, and for every input once it is loaded.
+- Elsewhere (CUDA, smaller inputs, or no numba): ``torchvision.ops.nms`` on boxes shifted apart per group, in blocks.
+
+``SINGLESHOT_NMS=numba|torchvision`` forces one implementation (the result is the same).
 """
 
 from __future__ import annotations
@@ -25,8 +29,9 @@ from torchvision.ops import nms
 # gives the same result, slower.
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
-# SINGLESHOT_NMS=torchvision forces the portable path (for comparison; the result is the same).
-_BACKEND = os.environ.get("SINGLESHOT_NMS", "auto")
+_BACKEND = os.environ.get("SINGLESHOT_NMS", "auto")  # "auto" | "numba" | "torchvision"
+# Below this many boxes the blocked torchvision path costs < ~20 ms, less than loading the kernel the first time.
+_NUMBA_MIN_CANDIDATES = 16384
 
 
 def group_score_order(groups: Tensor, scores: Tensor) -> Tensor:
@@ -58,7 +63,7 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
     n = boxes.shape[0]
     if n == 0:
         return torch.zeros(0, dtype=torch.long, device=boxes.device)
-    if boxes.device.type == "cpu" and _HAVE_NUMBA and _BACKEND != "torchvision":
+    if boxes.device.type == "cpu" and _use_numba(n):
         keep = torch.empty(n, dtype=torch.bool)
         ends = torch.ones(n, dtype=torch.bool)
         ends[:-1] = groups[1:] != groups[:-1]
@@ -66,6 +71,12 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
         _kernel()(boxes.detach().contiguous().numpy(), bounds.numpy(), float(iou_threshold), keep.numpy())
         return keep.nonzero().flatten()
     return _blocked_torchvision_nms(boxes, scores, groups, iou_threshold)
+
+
+def _use_numba(n: int) -> bool:
+    if _BACKEND == "torchvision" or not _HAVE_NUMBA:
+        return False
+    return _BACKEND == "numba" or _compiled is not None or n >= _NUMBA_MIN_CANDIDATES
 
 
 def _blocked_torchvision_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
