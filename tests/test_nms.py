@@ -73,6 +73,7 @@ def test_group_score_order_is_a_stable_lexsort():
     g = torch.Generator().manual_seed(0)
     groups = torch.randint(0, 50, (5000,), generator=g)
     scores = torch.randint(0, 20, (5000,), generator=g).float() / 19  # many ties, 0.0 and 1.0 included
+    scores[scores == 0] = -0.0  # sign bit set: must still sort as 0
     order = group_score_order(groups, scores)
     by_score = (-scores).argsort(stable=True)
     expected = by_score[groups[by_score].argsort(stable=True)]
