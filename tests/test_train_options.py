@@ -54,3 +54,17 @@ def test_compiled_training_follows_eager(tmp_path: Path) -> None:
     eager, compiled = curves
     assert len(eager) == len(compiled) == 4
     assert all(abs(a - b) <= 0.01 * abs(a) for a, b in zip(eager, compiled)), (eager, compiled)
+
+
+def test_cli_reports_setup_errors_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from train_helpers import tiny_overrides
+
+    from singleshot.cli import main
+
+    assert main(["train", *tiny_overrides(tmp_path / "a", **{"model.num_classes": 81})]) == 2
+    err = capsys.readouterr().err
+    assert "model.num_classes=81" in err and "model.num_classes=null" in err and "Traceback" not in err
+    bad = tmp_path / "resnet18.pth"
+    bad.write_bytes(b"not a checkpoint")
+    assert main(["train", *tiny_overrides(tmp_path / "b", **{"model.pretrained_backbone": str(bad)})]) == 2
+    assert "model.pretrained_backbone: cannot read pretrained backbone file" in capsys.readouterr().err

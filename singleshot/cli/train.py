@@ -47,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         result = train(cfg)
-    except (RunConfigMismatch, DataError, FileNotFoundError) as exc:
+    except (ConfigError, RunConfigMismatch, DataError, FileNotFoundError) as exc:
         print(f"singleshot train: {exc}", file=sys.stderr)
         return 2
     except TrainingDiverged as exc:

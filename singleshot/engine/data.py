@@ -14,7 +14,7 @@ from singleshot.data.base import DetectionDataset
 from singleshot.data.formats import load_dataset
 from singleshot.data.loader import DetectionLoader, build_loader, seed_worker
 from singleshot.data.transforms import AreaCropTrainTransform, SSDTrainTransform, SSDValTransform
-from singleshot.engine.config import DataConfig
+from singleshot.engine.config import ConfigError, DataConfig
 
 
 @dataclass
@@ -55,7 +55,7 @@ def build_data(
     if val is not None and cfg.val_limit is not None:
         val = val.head(cfg.val_limit)
     if len(train) < cfg.batch_size * world_size:
-        raise ValueError(
+        raise ConfigError(
             f"training set {train.root} has {len(train)} images, fewer than one global batch "
             f"({cfg.batch_size} x {world_size} processes); lower data.batch_size"
         )
@@ -75,7 +75,7 @@ def build_data(
     elif cfg.augment == "none":
         train_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
     else:
-        raise ValueError(f"data.augment must be 'ssd', 'area_crop' or 'none', got {cfg.augment!r}")
+        raise ConfigError(f"data.augment must be 'ssd', 'area_crop' or 'none', got {cfg.augment!r}")
     train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
     val_loader = None
     if val is not None:

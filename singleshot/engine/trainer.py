@@ -38,7 +38,7 @@ from singleshot.engine.checkpointing import (
     save_training_checkpoint,
     set_rng_state,
 )
-from singleshot.engine.config import RESUME_MUTABLE, TrainConfig
+from singleshot.engine.config import RESUME_MUTABLE, ConfigError, TrainConfig
 from singleshot.engine.data import build_data
 from singleshot.engine.monitor import Monitor
 from singleshot.engine.optim import build_optimizer
@@ -102,7 +102,7 @@ class Trainer:
             (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
 
         if cfg.model.name not in SPECS:
-            raise ValueError(f"unknown model.name {cfg.model.name!r}; available: {', '.join(list_models())}")
+            raise ConfigError(f"unknown model.name {cfg.model.name!r}; available: {', '.join(list_models())}")
         spec = SPECS[cfg.model.name]
         cuda = device.type == "cuda"
         self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
@@ -113,14 +113,18 @@ class Trainer:
         train_set = self.data.train
         num_classes = cfg.model.num_classes or train_set.num_classes
         if num_classes != train_set.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"model.num_classes={num_classes} but the training set {train_set.root} has "
-                f"{train_set.num_classes - 1} classes (+ background = {train_set.num_classes})"
+                f"{train_set.num_classes - 1} classes (+ background = {train_set.num_classes}); set "
+                f"model.num_classes={train_set.num_classes}, or model.num_classes=null to take it from the data"
             )
         self.classes, self.label_to_category_id = train_set.classes, train_set.label_to_category_id
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        model = build_model(cfg.model.name, num_classes=num_classes, pretrained_backbone=cfg.model.pretrained_backbone)
+        try:
+            model = build_model(cfg.model.name, num_classes, pretrained_backbone=cfg.model.pretrained_backbone)
+        except (FileNotFoundError, ValueError) as exc:  # the weights file: missing, unreadable or mismatched
+            raise ConfigError(f"model.pretrained_backbone: {exc}") from exc
         if cfg.model.frozen_backbone_bn:
             frozen = freeze_batchnorm(model.backbone)
             if self.main and cfg.model.pretrained_backbone is None:
