@@ -68,3 +68,5 @@ def test_cli_reports_setup_errors_without_a_traceback(tmp_path: Path, capsys: py
     bad.write_bytes(b"not a checkpoint")
     assert main(["train", *tiny_overrides(tmp_path / "b", **{"model.pretrained_backbone": str(bad)})]) == 2
     assert "model.pretrained_backbone: cannot read pretrained backbone file" in capsys.readouterr().err
+    assert main(["train", *tiny_overrides(tmp_path / "c", **{"data.train": "coco"})]) == 2
+    assert "data.train='coco': no such file or directory" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from singleshot.data.base import DetectionDataset
@@ -30,6 +31,16 @@ def open_dataset(source: str, split: str) -> DetectionDataset:
     return load_dataset(source, split=split)
 
 
+def _open_configured(key: str, source: str, split: str) -> DetectionDataset:
+    """:func:`open_dataset` for a config key; a path that does not exist is a ConfigError naming the key."""
+    if source != "synth" and not Path(source).exists():
+        raise ConfigError(
+            f"{key}={source!r}: no such file or directory; give a dataset path (a COCO root or JSON, a VOC or YOLO "
+            "folder) or 'synth' for the built-in synthetic set"
+        )
+    return open_dataset(source, split)
+
+
 def _worker_init(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group: workers ignore it so that the trainer alone handles the interrupt
     # (saves a checkpoint and shuts the loader down) instead of dying mid-batch.
@@ -50,8 +61,8 @@ def build_data(
     pin_memory: bool,
 ) -> DataBundle:
     """Train and validation datasets and loaders (train: shuffled, sharded, drop_last; val: in order, sharded)."""
-    train = open_dataset(cfg.train, "train")
-    val = open_dataset(cfg.val, "val") if cfg.val else None
+    train = _open_configured("data.train", cfg.train, "train")
+    val = _open_configured("data.val", cfg.val, "val") if cfg.val else None
     if val is not None and cfg.val_limit is not None:
         val = val.head(cfg.val_limit)
     if len(train) < cfg.batch_size * world_size:
