@@ -43,6 +43,9 @@ def test_grouped_nms_equals_torchvision_per_group(monkeypatch, backend, thr):
     ref = per_group_reference(boxes, scores, groups, thr)
     assert 0 < ref.numel() < boxes.shape[0]  # the case really suppresses
     assert torch.equal(keep, ref)
+    assert torch.equal(grouped_nms(boxes.double(), scores, groups, thr), ref)
+    half = boxes.bfloat16()
+    assert torch.equal(grouped_nms(half, scores, groups, thr), per_group_reference(half.float(), scores, groups, thr))
 
 
 def test_auto_takes_the_numba_kernel_for_large_inputs(monkeypatch):

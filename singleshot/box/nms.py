@@ -70,7 +70,9 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
         ends = torch.ones(n, dtype=torch.bool)
         ends[:-1] = groups[1:] != groups[:-1]
         bounds = torch.cat([torch.zeros(1, dtype=torch.long), ends.nonzero().flatten() + 1])  # [G + 1]
-        _kernel()(boxes.detach().contiguous().numpy(), bounds.numpy(), float(iou_threshold), keep.numpy())
+        b = boxes.detach()
+        b = b if b.dtype in (torch.float32, torch.float64) else b.float()  # fp16/bf16 have no numba kernel
+        _kernel()(b.contiguous().numpy(), bounds.numpy(), float(iou_threshold), keep.numpy())
         return keep.nonzero().flatten()
     return _blocked_torchvision_nms(boxes, scores, groups, iou_threshold)
 
@@ -128,7 +130,7 @@ def _kernel():
 
 
 def _greedy_kernel(boxes, bounds, thr, keep):  # pragma: no cover - runs compiled
-    """boxes [N, 4] xyxy float32, sorted by (group, -score); bounds [G + 1] group starts; writes keep [N] bool.
+    """boxes [N, 4] xyxy float32/64, sorted by (group, -score); bounds [G + 1] group starts; writes keep [N] bool.
 
     Per group, in score order: a box still alive is kept and suppresses every later alive box of its group whose
     IoU with it exceeds ``thr``. Same arithmetic as torchvision's CPU kernel (areas (x2-x1)*(y2-y1), IoU =
