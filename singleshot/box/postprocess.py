@@ -123,8 +123,7 @@ class PostProcessor(nn.Module):
         group, img, anchor, cls, score = (t.index_select(0, order) for t in (group, img, anchor, cls, score))
         counts = torch.bincount(group, minlength=b * k)
         if group.numel() and int(counts.max()) > cfg.candidates_per_class:
-            rank = torch.arange(group.numel(), device=group.device) - (counts.cumsum(0) - counts)[group]
-            top = (rank < cfg.candidates_per_class).nonzero().flatten()
+            top = (_rank_within(group, counts) < cfg.candidates_per_class).nonzero().flatten()
             group, img, anchor, cls, score = (t.index_select(0, top) for t in (group, img, anchor, cls, score))
 
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
@@ -139,10 +138,7 @@ class PostProcessor(nn.Module):
         keep = keep.index_select(0, group_score_order(img.index_select(0, keep), score.index_select(0, keep)))
         kept_img = img.index_select(0, keep)
         per_image = torch.bincount(kept_img, minlength=b)
-        rank = torch.arange(keep.numel(), device=keep.device) - (per_image.cumsum(0) - per_image).index_select(
-            0, kept_img
-        )
-        keep = keep[rank < cfg.max_detections]
+        keep = keep[_rank_within(kept_img, per_image) < cfg.max_detections]
         splits = per_image.clamp(max=cfg.max_detections).tolist()
         kept_img = img.index_select(0, keep)
         out_boxes = torch.minimum(boxes.index_select(0, keep).clamp(min=0), scale.index_select(0, kept_img))
@@ -151,6 +147,12 @@ class PostProcessor(nn.Module):
             {"boxes": bx, "scores": sc, "labels": lb}
             for bx, sc, lb in zip(out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits))
         ]
+
+
+def _rank_within(ids: Tensor, counts: Tensor) -> Tensor:
+    """``ids [N]`` non-decreasing segment ids, ``counts [S]`` their bincount -> ``[N]`` position of each entry within
+    its segment (0 for the first)."""
+    return torch.arange(ids.numel(), device=ids.device) - (counts.cumsum(0) - counts).index_select(0, ids)
 
 
 # PostProcessor.candidates takes its dense path when more than this share of the anchors can pass the threshold.
