@@ -70,3 +70,23 @@ def test_cli_reports_setup_errors_without_a_traceback(tmp_path: Path, capsys: py
     assert "model.pretrained_backbone: cannot read pretrained backbone file" in capsys.readouterr().err
     assert main(["train", *tiny_overrides(tmp_path / "c", **{"data.train": "coco"})]) == 2
     assert "data.train='coco': no such file or directory" in capsys.readouterr().err
+
+
+def test_pretrained_backbone_loads_and_stays_frozen(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:
+    from torchvision.models import resnet18
+
+    net = resnet18()
+    for m in net.modules():  # recognisable statistics
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.5, 0.5)
+    path = tmp_path / "resnet18.pth"
+    torch.save(net.state_dict(), path)
+    cfg = tiny_config(
+        tmp_path / "run",
+        **{"model.pretrained_backbone": str(path), "model.frozen_backbone_bn": "true", "train.max_steps": 2},
+    )
+    assert Trainer(cfg).run().step == 2
+    assert not [w for w in recwarn if "not pretrained" in str(w.message)]
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state_dict"]
+    assert torch.equal(state["backbone.layer2.1.bn2.running_mean"], net.layer2[1].bn2.running_mean)
+    assert torch.equal(state["backbone.bn1.weight"], net.bn1.weight.detach())

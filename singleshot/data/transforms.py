@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
 from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, apply_photometric, photometric_params
@@ -259,8 +260,7 @@ def crop_boxes(boxes: Tensor, window: tuple[int, int, int, int]) -> tuple[Tensor
     """Boxes ``Tensor[N, 4]`` xyxy pixels -> ``(boxes [K, 4] xyxy pixels of the crop, clipped to it, keep [K] indices
     into the input)``; boxes left with no area inside the window are dropped."""
     x0, y0, x1, y1 = window
-    shifted = boxes - torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype)
-    clipped = torch.minimum(shifted.clamp(min=0), torch.tensor([x1 - x0, y1 - y0] * 2, dtype=boxes.dtype))
+    clipped = clip_boxes_to_image(boxes - torch.tensor([x0, y0, x0, y0], dtype=boxes.dtype), (y1 - y0, x1 - x0))
     keep = ((clipped[:, 2] > clipped[:, 0]) & (clipped[:, 3] > clipped[:, 1])).nonzero().flatten()
     return clipped[keep], keep
 

@@ -54,7 +54,7 @@ from singleshot.engine.schedule import LRScheduler, build_schedule, scaled_lr
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import STAT_NAMES, evaluate
 from singleshot.models import SPECS, build_model, list_models
-from singleshot.models.backbones import freeze_batchnorm
+from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
 
 
 class TrainingDiverged(RuntimeError):
@@ -121,10 +121,13 @@ class Trainer:
         self.classes, self.label_to_category_id = train_set.classes, train_set.label_to_category_id
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-        try:
-            model = build_model(cfg.model.name, num_classes, pretrained_backbone=cfg.model.pretrained_backbone)
-        except (FileNotFoundError, ValueError) as exc:  # the weights file: missing, unreadable or mismatched
-            raise ConfigError(f"model.pretrained_backbone: {exc}") from exc
+        model = build_model(cfg.model.name, num_classes)
+        if cfg.model.pretrained_backbone is not None:
+            # Loaded here rather than by build_model so that only the file's errors are reported under its key.
+            try:
+                load_backbone_weights(model.backbone, cfg.model.pretrained_backbone, arch=model.backbone_arch)
+            except (FileNotFoundError, ValueError) as exc:  # missing, unreadable or mismatched
+                raise ConfigError(f"model.pretrained_backbone: {exc}") from exc
         if cfg.model.frozen_backbone_bn:
             frozen = freeze_batchnorm(model.backbone)
             if self.main and cfg.model.pretrained_backbone is None:
