@@ -116,13 +116,7 @@ def freeze_batchnorm(module: nn.Module) -> int:
     for name, child in module.named_children():
         if isinstance(child, nn.modules.batchnorm._BatchNorm) and child.running_mean is not None and child.affine:
             frozen = FrozenBatchNorm2d(child.num_features, child.eps).to(child.running_mean.device)
-            with torch.no_grad():
-                frozen.weight.copy_(child.weight)
-                frozen.bias.copy_(child.bias)
-                frozen.running_mean.copy_(child.running_mean)
-                frozen.running_var.copy_(child.running_var)
-                if child.num_batches_tracked is not None:
-                    frozen.num_batches_tracked.copy_(child.num_batches_tracked)
+            frozen.load_state_dict(child.state_dict())  # statistics, affine and the counter (if it has one)
             setattr(module, name, frozen)
             count += 1
         else:
