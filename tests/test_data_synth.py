@@ -94,3 +94,43 @@ def test_cli_synth_and_check(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert main(["data", "check", str(tmp_path / "s")]) == 1
     out = capsys.readouterr().out
     assert "1 errors" in out and "000001.jpg" in out and "image_id=2" in out
+
+
+def test_default_style_is_the_built_in_set(small_set: Path) -> None:
+    # Golden: the first two training images of synth-v1 (seed 0) as the pre-style generator wrote them.
+    data = json.loads((small_set / "annotations" / "instances_train.json").read_text())
+    got = [(a["category_id"], a["bbox"], a["area"]) for a in data["annotations"] if a["image_id"] in (1, 2)]
+    assert got == [
+        (2, [8.0, 41.0, 83.0, 70.0], 2738.0), (1, [178.0, 191.0, 36.0, 34.0], 956.0),
+        (5, [41.0, 188.0, 12.0, 13.0], 69.0), (6, [107.0, 115.0, 87.0, 64.0], 2831.0),
+        (1, [254.0, 150.0, 14.0, 15.0], 162.0), (5, [69.0, 26.0, 50.0, 49.0], 938.0),
+        (4, [44.0, 132.0, 44.0, 47.0], 1536.0), (4, [176.0, 4.0, 80.0, 75.0], 4372.0),
+        (3, [109.0, 195.0, 59.0, 45.0], 1961.0),
+    ]
+    assert "style" not in data["info"]
+
+
+def test_random_styles_vary_and_their_sets_are_valid(tmp_path: Path) -> None:
+    styles = [synth.random_style(s) for s in range(12)]
+    assert synth.random_style(3) == styles[3]  # deterministic by seed
+    for attr in ("classes", "colour_by_class", "image_size", "max_objects", "background"):
+        assert len({getattr(s, attr) for s in styles}) > 1, attr
+    style = synth.SynthStyle(classes=("ring", "ell", "arrow", "half_disc"), colour_by_class=False,
+                             image_size=(200, 120), size_jitter=0.3, max_objects=12, min_size=6,
+                             background="texture", distractors=(10, 20))
+    out = synth.generate(tmp_path / "s", num_train=8, num_val=2, seed=5, style=style)
+    data = json.loads((out / "annotations" / "instances_train.json").read_text())
+    assert [c["name"] for c in data["categories"]] == ["ring", "ell", "arrow", "half_disc"]
+    assert data["info"]["style"]["background"] == "texture"
+    sizes = {(im["width"], im["height"]) for im in data["images"]}
+    assert len(sizes) > 1  # size jitter: images differ in size
+    by_id = {im["id"]: im for im in data["images"]}
+    for ann in data["annotations"]:
+        im = by_id[ann["image_id"]]
+        x, y, w, h = ann["bbox"]
+        assert Image.open(out / "train" / im["file_name"]).size == (im["width"], im["height"])
+        assert w >= 1 and h >= 1 and x >= 0 and y >= 0 and x + w <= im["width"] and y + h <= im["height"]
+        assert 0 < ann["area"] <= w * h
+    assert check_dataset(out).ok
+    with pytest.raises(ValueError, match="classes"):
+        synth.SynthStyle(classes=("circle", "blob"))

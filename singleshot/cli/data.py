@@ -2,6 +2,7 @@
 
     singleshot data synth --out /tmp/shapes                       # 1500 train + 200 val images, 320x240
     singleshot data synth --out /tmp/big --num-train 5000 --image-size 640x480 --seed 3
+    singleshot data synth --out /tmp/other --style-seed 7                # another look: classes, sizes, clutter
     singleshot data check /data/coco                              # COCO, VOC or YOLO; exit status 1 on errors
 """
 
@@ -30,16 +31,19 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="data_command", metavar="SUBCOMMAND")
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
-    from singleshot.data.synth import DEFAULTS
-
+    # Defaults (None here) come from singleshot.data.synth.DEFAULTS in run_synth: importing it loads numpy and
+    # Pillow, which `singleshot --help` should not wait for. The help texts state them (a test compares).
     s = sub.add_parser("synth", help="write the synthetic shapes dataset (COCO format)")
     s.add_argument("--out", required=True, help="output folder (must be empty or absent unless --force)")
-    s.add_argument("--num-train", type=int, default=DEFAULTS["num_train"])
-    s.add_argument("--num-val", type=int, default=DEFAULTS["num_val"])
-    s.add_argument("--seed", type=int, default=DEFAULTS["seed"])
-    s.add_argument("--image-size", type=_image_size, default=DEFAULTS["image_size"], metavar="WxH",
+    s.add_argument("--num-train", type=int, default=None, help="training images (default 1500)")
+    s.add_argument("--num-val", type=int, default=None, help="validation images (default 200)")
+    s.add_argument("--seed", type=int, default=None, help="(default 0)")
+    s.add_argument("--image-size", type=_image_size, default=None, metavar="WxH",
                    help="image size, e.g. 320x240 (default) or 300")
     s.add_argument("--max-objects", type=int, default=6, help="objects per image are 1..N")
+    s.add_argument("--style-seed", type=int, default=None, metavar="N",
+                   help="draw a whole random style (classes, colours, sizes, clutter...; replaces --image-size "
+                        "and --max-objects), e.g. to test that a recipe generalizes")
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
     s.set_defaults(func=run_synth)
 
@@ -53,17 +57,24 @@ def register(subparsers: Any) -> None:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from singleshot.data.synth import generate
+    from singleshot.data.synth import DEFAULTS, generate
 
+    for key in ("num_train", "num_val", "seed", "image_size"):
+        if getattr(args, key) is None:
+            setattr(args, key, DEFAULTS[key])
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.force:
         print(f"error: {out} is not empty (use --force)", file=sys.stderr)
         return 1
+    from singleshot.data.synth import SynthStyle, random_style
+
+    if args.style_seed is not None:
+        style = random_style(args.style_seed)
+    else:
+        style = SynthStyle(image_size=args.image_size, max_objects=args.max_objects)
     start = time.perf_counter()
-    generate(out, num_train=args.num_train, num_val=args.num_val, seed=args.seed, image_size=args.image_size,
-             max_objects=args.max_objects)
-    w, h = args.image_size
-    print(f"wrote {args.num_train} train + {args.num_val} val images ({w}x{h}) to {out} "
+    generate(out, num_train=args.num_train, num_val=args.num_val, seed=args.seed, style=style)
+    print(f"wrote {args.num_train} train + {args.num_val} val images ({style.describe()}) to {out} "
           f"in {time.perf_counter() - start:.1f} s")
     return 0
 

@@ -1,15 +1,16 @@
-"""The built-in synthetic dataset: coloured shapes on textured backgrounds, in COCO format, deterministic by seed.
+"""The built-in synthetic dataset: shapes on generated backgrounds, in COCO format, deterministic by seed.
 
 Layout written by :func:`generate` (loadable by ``pycocotools.coco.COCO`` unchanged)::
 
     DIR/train/000000.jpg ...            DIR/annotations/instances_train.json
     DIR/val/000000.jpg ...              DIR/annotations/instances_val.json
 
-Six classes, each a shape drawn in its own hue family (so a shape is recognisable by outline and colour):
-circle (red), triangle (yellow), square (green), hexagon (cyan), star (blue), cross (magenta). Objects (1-6 per
-image by default) are mostly medium or large, with a small minority under 32 px; later objects may overlap earlier
-ones, but every object keeps at least ``min_visible`` of its area visible. Distractors (low-saturation lines and
-blobs) and a smooth noisy background sit underneath.
+What a set looks like is a :class:`SynthStyle`. The default style is the built-in set (``synth-v1``): six
+classes, each a shape drawn in its own hue family (circle red, triangle yellow, square green, hexagon cyan, star
+blue, cross magenta), 1-6 objects per image, mostly medium or large, on a smooth noisy background with a few
+low-saturation distractors. :func:`random_style` draws other sets for measuring generalization: 2-12 of the 12
+:data:`SHAPES`, colour tied to the class or not, image sizes and aspect ratios, object scales from a few pixels to
+most of the image, object aspect ratios, occlusion, object counts, and textured or cluttered backgrounds.
 
 **Boxes are the exact visible extent**: the tight bounding box of the object's pixels left uncovered by later
 objects and the image border, in pixel-edge coordinates (a box ``[x, y, w, h]`` covers pixel columns
@@ -22,21 +23,91 @@ temporary folder and renames it into place; the loser discards its copy).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
 import shutil
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from PIL import Image, ImageDraw
 
-CLASSES = ("circle", "triangle", "square", "hexagon", "star", "cross")
-_HUES = (0.0, 60.0, 120.0, 180.0, 240.0, 300.0)  # degrees, one family per class
+SHAPES = ("circle", "triangle", "square", "hexagon", "star", "cross",
+          "diamond", "ring", "ell", "tee", "arrow", "half_disc")
+CLASSES = SHAPES[:6]  # the built-in set's classes
+_HUES = dict(zip(SHAPES, (0.0, 60.0, 120.0, 180.0, 240.0, 300.0, 30.0, 90.0, 150.0, 210.0, 270.0, 330.0)))
+_UPRIGHT = {"square", "cross", "diamond"}  # rotated by at most +-0.25 rad, so a square never becomes a diamond
+_FIXED_ASPECT = {"star"}
 SYNTH_VERSION = "synth-v1"
 DEFAULTS: dict[str, Any] = {"num_train": 1500, "num_val": 200, "seed": 0, "image_size": (320, 240)}
+
+
+@dataclass(frozen=True)
+class SynthStyle:
+    """What a generated set looks like; the defaults are the built-in set (``synth-v1``), byte for byte.
+
+    Sizes are in pixels of the image before any model resize.
+    """
+
+    classes: tuple[str, ...] = CLASSES  # names from SHAPES, in label order
+    colour_by_class: bool = True  # True: each class its own hue family; False: any colour for any class
+    image_size: tuple[int, int] = (320, 240)  # (width, height)
+    size_jitter: float = 0.0  # each image's width and height scaled by exp(U(-j, j)) independently
+    max_objects: int = 6  # objects per image uniform in 1..max_objects
+    small_fraction: float = 0.12  # share of objects drawn min_size..32 px, the rest 32 px..max_size
+    min_size: float = 12.0  # smallest object side, pixels
+    max_size: float = 0.62  # largest object side, fraction of the image's short side
+    aspect_jitter: float = 0.4  # object aspect ratio exp(U(-a, a)) (the star keeps 1)
+    min_visible: float = 0.6  # each object keeps at least this fraction of its pixels visible
+    background: Literal["smooth", "texture", "clutter"] = "smooth"
+    distractors: tuple[int, int] = (2, 8)  # distractor lines and blobs per image, inclusive range
+
+    def __post_init__(self) -> None:
+        unknown = [c for c in self.classes if c not in SHAPES]
+        if unknown or not self.classes or len(set(self.classes)) != len(self.classes):
+            raise ValueError(f"SynthStyle.classes must be distinct names from {SHAPES}; got {self.classes}")
+        if self.background not in ("smooth", "texture", "clutter"):
+            raise ValueError(f"SynthStyle.background must be smooth, texture or clutter; got {self.background!r}")
+        if not 0 < self.min_size <= 32 or not 0 < self.max_size <= 1 or self.max_objects < 1:
+            raise ValueError(f"SynthStyle sizes out of range: min_size {self.min_size} (0-32 px), max_size "
+                             f"{self.max_size} (0-1 of the short side), max_objects {self.max_objects} (>= 1)")
+
+    def describe(self) -> str:
+        """One line for tables and logs."""
+        w, h = self.image_size
+        jitter = f"x{math.exp(self.size_jitter):.2f}" if self.size_jitter else ""
+        colour = "colour=class" if self.colour_by_class else "any colour"
+        return (f"{len(self.classes)} cls, {colour}, {w}x{h}{jitter}, 1-{self.max_objects} obj, "
+                f"{self.min_size:.0f}px-{self.max_size:.2f}, small {self.small_fraction:.0%}, "
+                f"aspect x{math.exp(self.aspect_jitter):.1f}, visible>={self.min_visible:.1f}, {self.background}")
+
+
+def random_style(seed: int) -> SynthStyle:
+    """A style drawn from ranges that vary what real datasets vary (deterministic by ``seed``)."""
+    rng = np.random.default_rng([seed, 7919])
+    k = int(rng.integers(2, len(SHAPES) + 1))
+    picked = rng.choice(len(SHAPES), size=k, replace=False)
+    width = int(rng.choice([192, 256, 320, 384, 480, 640]))
+    aspect = math.exp(rng.uniform(math.log(0.6), math.log(1.8)))  # width / height
+    background = str(rng.choice(["smooth", "texture", "clutter"]))
+    return SynthStyle(
+        classes=tuple(SHAPES[i] for i in sorted(picked)),
+        colour_by_class=bool(rng.random() < 0.35),
+        image_size=(width, max(96, round(width / aspect))),
+        size_jitter=float(rng.choice([0.0, 0.15, 0.3])),
+        max_objects=int(rng.choice([1, 2, 3, 4, 6, 8, 12, 16])),
+        small_fraction=float(rng.uniform(0.05, 0.4)),
+        min_size=float(rng.uniform(6, 16)),
+        max_size=float(rng.uniform(0.3, 0.9)),
+        aspect_jitter=float(rng.uniform(0.1, 0.9)),
+        min_visible=float(rng.uniform(0.4, 0.9)),
+        background=background,  # type: ignore[arg-type]
+        distractors=(10, 40) if background == "clutter" else (2, 8),
+    )
 
 
 def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
@@ -49,39 +120,49 @@ def _hsv_to_rgb(h: float, s: float, v: float) -> tuple[int, int, int]:
     return round((r + m) * 255), round((g + m) * 255), round((b + m) * 255)
 
 
-def _shape_polygon(cls: int, cx: float, cy: float, w: float, h: float, angle: float) -> list[tuple[float, float]]:
-    """Vertices in pixels of shape ``cls`` (not the circle) with half-extents w/2, h/2, rotated by ``angle``."""
-    if cls == 1:  # triangle
-        unit = [(math.cos(a), math.sin(a)) for a in np.linspace(-math.pi / 2, 1.5 * math.pi, 4)[:3]]
-    elif cls == 2:  # square
-        unit = [(-1, -1), (1, -1), (1, 1), (-1, 1)]
-    elif cls == 3:  # hexagon
-        unit = [(math.cos(a), math.sin(a)) for a in np.arange(6) * math.pi / 3]
-    elif cls == 4:  # star: 5 points, inner radius 0.45
-        unit = [
-            ((1.0 if k % 2 == 0 else 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
-             (1.0 if k % 2 == 0 else 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5))
-            for k in range(10)
-        ]
-    else:  # cross (plus sign), arm half-width 0.33
-        a = 0.33
-        unit = [(-a, -1), (a, -1), (a, -a), (1, -a), (1, a), (a, a), (a, 1), (-a, 1), (-a, a), (-1, a), (-1, -a),
-                (-a, -a)]
+def _ring(n: int, radius: float = 1.0, start: float = 0.0) -> list[tuple[float, float]]:
+    return [(radius * math.cos(start + a), radius * math.sin(start + a)) for a in np.arange(n) * 2 * math.pi / n]
+
+
+# Unit outlines in [-1, 1]^2 (y down); the circle and the ring are drawn as ellipses instead.
+_OUTLINES: dict[str, list[tuple[float, float]]] = {
+    "triangle": [(math.cos(a), math.sin(a)) for a in np.linspace(-math.pi / 2, 1.5 * math.pi, 4)[:3]],
+    "square": [(-1, -1), (1, -1), (1, 1), (-1, 1)],
+    "hexagon": _ring(6),
+    "star": [((1.0 if k % 2 == 0 else 0.45) * math.cos(-math.pi / 2 + k * math.pi / 5),
+              (1.0 if k % 2 == 0 else 0.45) * math.sin(-math.pi / 2 + k * math.pi / 5)) for k in range(10)],
+    "cross": [(-0.33, -1), (0.33, -1), (0.33, -0.33), (1, -0.33), (1, 0.33), (0.33, 0.33), (0.33, 1), (-0.33, 1),
+              (-0.33, 0.33), (-1, 0.33), (-1, -0.33), (-0.33, -0.33)],
+    "diamond": [(0, -1), (1, 0), (0, 1), (-1, 0)],
+    "ell": [(-1, -1), (-0.3, -1), (-0.3, 0.3), (1, 0.3), (1, 1), (-1, 1)],
+    "tee": [(-1, -1), (1, -1), (1, -0.4), (0.3, -0.4), (0.3, 1), (-0.3, 1), (-0.3, -0.4), (-1, -0.4)],
+    "arrow": [(-1, -0.3), (0.2, -0.3), (0.2, -0.8), (1, 0), (0.2, 0.8), (0.2, 0.3), (-1, 0.3)],
+    "half_disc": [(math.cos(a), 2 * math.sin(a) + 1) for a in np.linspace(math.pi, 2 * math.pi, 17)],
+}
+
+
+def _shape_polygon(shape: str, cx: float, cy: float, w: float, h: float, angle: float) -> list[tuple[float, float]]:
+    """Vertices in pixels of ``shape`` with half-extents w/2, h/2, rotated by ``angle``."""
     ca, sa = math.cos(angle), math.sin(angle)
-    return [(cx + ca * x * w / 2 - sa * y * h / 2, cy + sa * x * w / 2 + ca * y * h / 2) for x, y in unit]
+    return [(cx + ca * x * w / 2 - sa * y * h / 2, cy + sa * x * w / 2 + ca * y * h / 2) for x, y in _OUTLINES[shape]]
 
 
-def _background(rng: np.random.Generator, width: int, height: int) -> Image.Image:
-    """Smooth low-saturation colour field plus pixel noise and distractor lines and blobs."""
-    gw, gh = int(rng.integers(3, 9)), int(rng.integers(3, 7))
-    base = rng.uniform(50, 200) + rng.normal(0, 20, size=3)  # greyish, so shape colours stand out
-    grid = np.clip(base + rng.normal(0, 35, size=(gh, gw, 1)) + rng.normal(0, 12, size=(gh, gw, 3)), 0, 255)
-    field = Image.fromarray(grid.astype(np.uint8)).resize((width, height), Image.BICUBIC)
+def _background(rng: np.random.Generator, width: int, height: int, style: SynthStyle) -> Image.Image:
+    """Smooth low-saturation field (or a texture) plus pixel noise and distractor lines and blobs."""
+    if style.background == "texture":
+        field = _texture(rng, width, height)
+    else:
+        gw, gh = int(rng.integers(3, 9)), int(rng.integers(3, 7))
+        base = rng.uniform(50, 200) + rng.normal(0, 20, size=3)  # greyish, so shape colours stand out
+        grid = np.clip(base + rng.normal(0, 35, size=(gh, gw, 1)) + rng.normal(0, 12, size=(gh, gw, 3)), 0, 255)
+        field = Image.fromarray(grid.astype(np.uint8)).resize((width, height), Image.BICUBIC)
     arr = np.asarray(field).astype(np.int16) + rng.normal(0, 7, size=(height, width, 1)).astype(np.int16)
     img = Image.fromarray(np.clip(arr, 0, 255).astype(np.uint8))
     draw = ImageDraw.Draw(img)
-    for _ in range(int(rng.integers(2, 9))):
-        color = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, 0.3), rng.uniform(0.2, 0.9))
+    lo, hi = style.distractors
+    max_sat = 0.3 if style.colour_by_class else 0.9  # with colour free of class, distractors may be vivid too
+    for _ in range(int(rng.integers(lo, hi + 1))):
+        color = _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0, max_sat), rng.uniform(0.2, 0.9))
         if rng.random() < 0.6:
             pts = [tuple(p) for p in rng.uniform(0, 1, size=(int(rng.integers(2, 5)), 2)) * (width, height)]
             draw.line(pts, fill=color, width=int(rng.integers(1, 4)))
@@ -94,66 +175,126 @@ def _background(rng: np.random.Generator, width: int, height: int) -> Image.Imag
     return img
 
 
+def _texture(rng: np.random.Generator, width: int, height: int) -> Image.Image:
+    """Two random oriented stripe patterns over a colour gradient: strong edges that are not objects."""
+    x = np.arange(width, dtype=np.float32)[None, :]  # [1, W]
+    y = np.arange(height, dtype=np.float32)[:, None]  # [H, 1]
+    c0, c1 = rng.uniform(40, 210, size=3), rng.uniform(40, 210, size=3)
+    t = x / width * math.cos(rng.uniform(0, math.pi)) + y / height * math.sin(rng.uniform(0, math.pi))  # [H, W]
+    t = (t - t.min()) / max(float(t.max() - t.min()), 1e-6)
+    out = c0.astype(np.float32) + t[..., None] * (c1 - c0).astype(np.float32)  # [H, W, 3]
+    for _ in range(2):
+        theta, period = rng.uniform(0, math.pi), rng.uniform(4, 40)
+        k = 2 * math.pi / period
+        wave = np.sin(x * (k * math.cos(theta)) + y * (k * math.sin(theta)))  # [H, W]
+        if rng.random() < 0.5:
+            wave = np.sign(wave)
+        out += wave[..., None] * rng.uniform(5, 30, size=3).astype(np.float32)
+    return Image.fromarray(np.clip(out, 0, 255).astype(np.uint8))
+
+
+def _object_colour(rng: np.random.Generator, shape: str, style: SynthStyle) -> tuple[int, int, int]:
+    if style.colour_by_class:
+        return _hsv_to_rgb((_HUES[shape] + rng.uniform(-15, 15)) % 360, rng.uniform(0.6, 0.95),
+                           rng.uniform(0.6, 0.95))
+    return _hsv_to_rgb(rng.uniform(0, 360), rng.uniform(0.0, 0.95), rng.uniform(0.35, 0.95))
+
+
 def _render_image(
-    rng: np.random.Generator, width: int, height: int, max_objects: int, small_fraction: float, min_visible: float
+    rng: np.random.Generator, style: SynthStyle
 ) -> tuple[Image.Image, list[tuple[int, list[float], int]]]:
-    """One image and its objects as ``(class index 0..K-1, [x, y, w, h] pixels, visible area)``."""
-    img = _background(rng, width, height)
+    """One image and its objects as ``(class index 0..K-1, [x, y, w, h] pixels, visible area)``.
+
+    Each object is rasterized in its own bounding window (plus a 2-pixel margin) rather than the whole image, so
+    the cost grows with object area, not image area x object count.
+    """
+    width, height = style.image_size
+    if style.size_jitter:
+        width = max(32, round(width * math.exp(rng.uniform(-style.size_jitter, style.size_jitter))))
+        height = max(32, round(height * math.exp(rng.uniform(-style.size_jitter, style.size_jitter))))
+    img = _background(rng, width, height, style)
+    pixels = np.asarray(img).copy()
     owner = np.full((height, width), -1, dtype=np.int16)  # index of the top-most object at each pixel
     full_area: list[int] = []
+    visible: list[int] = []
     classes: list[int] = []
-    target = int(rng.integers(1, max_objects + 1))
+    windows: list[tuple[int, int, int, int]] = []  # (x0, y0, x1, y1): each object's pixels lie inside its own
+    target = int(rng.integers(1, style.max_objects + 1))
     short = min(width, height)
     for _ in range(target * 4):  # placement attempts
         if len(classes) == target:
             break
-        cls = int(rng.integers(len(CLASSES)))
-        if rng.random() < small_fraction:
-            size = rng.uniform(12, 32)
+        cls = int(rng.integers(len(style.classes)))
+        shape = style.classes[cls]
+        if rng.random() < style.small_fraction:
+            size = rng.uniform(style.min_size, 32)
         else:
-            size = math.exp(rng.uniform(math.log(32), math.log(0.62 * short)))
-        aspect = math.exp(rng.uniform(-0.4, 0.4)) if cls != 4 else 1.0
+            size = math.exp(rng.uniform(math.log(32), math.log(max(32.0, style.max_size * short))))
+        aspect = math.exp(rng.uniform(-style.aspect_jitter, style.aspect_jitter)) if shape not in _FIXED_ASPECT else 1.0
         w, h = size * math.sqrt(aspect), size / math.sqrt(aspect)
         cx, cy = rng.uniform(0.08, 0.92) * width, rng.uniform(0.08, 0.92) * height
-        angle = rng.uniform(-0.25, 0.25) if cls in (2, 5) else rng.uniform(0, 2 * math.pi)
-        mask_img = Image.new("L", (width, height), 0)
-        mdraw = ImageDraw.Draw(mask_img)
-        if cls == 0:
-            mdraw.ellipse([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], fill=255)
-        else:
-            mdraw.polygon(_shape_polygon(cls, cx, cy, w, h, angle), fill=255)
-        mask = np.asarray(mask_img) > 0
+        angle = rng.uniform(-0.25, 0.25) if shape in _UPRIGHT else rng.uniform(0, 2 * math.pi)
+        reach = math.hypot(w, h) / 2 + 2  # any rotation stays within this radius
+        x0, y0 = max(0, math.floor(cx - reach)), max(0, math.floor(cy - reach))
+        x1, y1 = min(width, math.ceil(cx + reach) + 1), min(height, math.ceil(cy + reach) + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        mask = _shape_mask(shape, cx - x0, cy - y0, w, h, angle, (x1 - x0, y1 - y0))
         area = int(mask.sum())
         if area < 60:
             continue
-        trial = owner.copy()
-        trial[mask] = len(classes)
-        counts = np.bincount(trial[trial >= 0].ravel(), minlength=len(classes) + 1)
-        if any(counts[j] < min_visible * full_area[j] for j in range(len(classes))):
+        window = owner[y0:y1, x0:x1]
+        lost = np.bincount(window[mask & (window >= 0)].ravel(), minlength=len(classes))
+        if any(visible[j] - lost[j] < style.min_visible * full_area[j] for j in range(len(classes))):
             continue  # would hide too much of an earlier object
-        owner = trial
+        for j in range(len(classes)):
+            visible[j] -= int(lost[j])
+        window[mask] = len(classes)
         full_area.append(area)
+        visible.append(area)
         classes.append(cls)
-        fill = _hsv_to_rgb((_HUES[cls] + rng.uniform(-15, 15)) % 360, rng.uniform(0.6, 0.95), rng.uniform(0.6, 0.95))
+        windows.append((x0, y0, x1, y1))
+        fill = _object_colour(rng, shape, style)
         edge = tuple(int(c * 0.55) for c in fill)
-        solid = Image.new("RGB", (width, height), fill)
-        img.paste(solid, (0, 0), mask_img)
+        patch = pixels[y0:y1, x0:x1]
+        patch[mask] = fill
         # darker rim: the outer ring of the mask, inside the shape's own pixels so the extent is unchanged
-        ring = mask & ~_erode(mask)
-        arr = np.asarray(img).copy()
-        arr[ring] = edge
-        img = Image.fromarray(arr)
+        patch[mask & ~_erode(mask, (x0 == 0, y0 == 0, x1 == width, y1 == height))] = edge
     objects = []
-    for k, cls in enumerate(classes):
-        ys, xs = np.nonzero(owner == k)
-        x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-        objects.append((cls, [float(x0), float(y0), float(x1 - x0), float(y1 - y0)], len(xs)))
-    return img, objects
+    for k, (cls, (x0, y0, x1, y1)) in enumerate(zip(classes, windows)):
+        ys, xs = np.nonzero(owner[y0:y1, x0:x1] == k)
+        bx0, bx1, by0, by1 = x0 + int(xs.min()), x0 + int(xs.max()) + 1, y0 + int(ys.min()), y0 + int(ys.max()) + 1
+        objects.append((cls, [float(bx0), float(by0), float(bx1 - bx0), float(by1 - by0)], len(xs)))
+    return Image.fromarray(pixels), objects
 
 
-def _erode(mask: np.ndarray) -> np.ndarray:
-    """4-neighbour binary erosion (pixels outside the image count as inside, so the border is not a rim)."""
-    p = np.pad(mask, 1, mode="edge")
+def _shape_mask(shape: str, cx: float, cy: float, w: float, h: float, angle: float,
+                size: tuple[int, int]) -> np.ndarray:
+    """Boolean ``[H, W]`` mask of one shape in a window of ``size`` = (W, H); centre in window pixels."""
+    mask_img = Image.new("L", size, 0)
+    draw = ImageDraw.Draw(mask_img)
+    if shape in ("circle", "ring"):
+        draw.ellipse([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], fill=255)
+        if shape == "ring":
+            draw.ellipse([cx - w / 4, cy - h / 4, cx + w / 4, cy + h / 4], fill=0)
+    else:
+        draw.polygon(_shape_polygon(shape, cx, cy, w, h, angle), fill=255)
+    return np.asarray(mask_img) > 0
+
+
+def _erode(mask: np.ndarray, at_border: tuple[bool, bool, bool, bool]) -> np.ndarray:
+    """4-neighbour binary erosion. Sides of the window that are image borders (left, top, right, bottom) count
+    pixels outside as inside, so the image border is not a rim; other sides are outside the shape."""
+    p = np.pad(mask, 1, mode="constant")
+    left, top, right, bottom = at_border
+    if left:
+        p[:, 0] = p[:, 1]
+    if right:
+        p[:, -1] = p[:, -2]
+    if top:
+        p[0, :] = p[1, :]
+    if bottom:
+        p[-1, :] = p[-2, :]
     return p[1:-1, 1:-1] & p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:]
 
 
@@ -175,30 +316,37 @@ def generate(
     small_fraction: float = 0.12,
     min_visible: float = 0.6,
     jpeg_quality: int = 90,
+    style: SynthStyle | None = None,
 ) -> Path:
-    """Write the synthetic dataset (layout in the module docstring) to ``out_dir`` and return it.
+    """Write a synthetic dataset (layout in the module docstring) to ``out_dir`` and return it.
 
     Args:
         image_size: ``(width, height)`` in pixels, or one int for square images.
         max_objects: objects per image are uniform in 1..max_objects.
         small_fraction: share of objects drawn 12-32 px; the rest are 32 px to 0.62 of the short side.
         min_visible: each object keeps at least this fraction of its pixels visible.
+        style: the whole look of the set; when given, it replaces the four arguments above.
     Every image depends only on (seed, split, index), so sets of different sizes share their first images.
     """
+    if style is None:
+        style = SynthStyle(image_size=_parse_size(image_size), max_objects=max_objects,
+                           small_fraction=small_fraction, min_visible=min_visible)
     out = Path(out_dir)
-    width, height = _parse_size(image_size)
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    params = {"seed": seed, "image_size": [width, height], "max_objects": max_objects,
-              "small_fraction": small_fraction, "min_visible": min_visible, "version": SYNTH_VERSION}
+    params = {"seed": seed, "image_size": list(style.image_size), "max_objects": style.max_objects,
+              "small_fraction": style.small_fraction, "min_visible": style.min_visible, "version": SYNTH_VERSION}
+    if style != SynthStyle(image_size=style.image_size, max_objects=style.max_objects,
+                           small_fraction=style.small_fraction, min_visible=style.min_visible):
+        params["style"] = dataclasses.asdict(style)
     for split_id, (split, count) in enumerate((("train", num_train), ("val", num_val))):
         (out / split).mkdir(exist_ok=True)
         images, annotations = [], []
         for i in range(count):
             rng = np.random.default_rng([seed, split_id, i])
-            img, objects = _render_image(rng, width, height, max_objects, small_fraction, min_visible)
+            img, objects = _render_image(rng, style)
             file_name = f"{i:06d}.jpg"
             img.save(out / split / file_name, quality=jpeg_quality)
-            images.append({"id": i + 1, "file_name": file_name, "width": width, "height": height})
+            images.append({"id": i + 1, "file_name": file_name, "width": img.width, "height": img.height})
             for cls, bbox, area in objects:
                 annotations.append({"id": len(annotations) + 1, "image_id": i + 1, "category_id": cls + 1,
                                     "bbox": bbox, "area": float(area), "iscrowd": 0})
@@ -207,13 +355,11 @@ def generate(
             "licenses": [],
             "images": images,
             "annotations": annotations,
-            "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(CLASSES)],
+            "categories": [{"id": k + 1, "name": n, "supercategory": "shape"} for k, n in enumerate(style.classes)],
         }
         with open(out / "annotations" / f"instances_{split}.json", "w", encoding="utf-8") as f:
             json.dump(coco, f)
     return out
-
-
 def cache_dir() -> Path:
     """``$SINGLESHOT_CACHE`` if set, else ``~/.cache/singleshot``."""
     env = os.environ.get("SINGLESHOT_CACHE")
