@@ -9,5 +9,6 @@ fi
 .venv/bin/python -m pip install --quiet --upgrade pip
 # torch/torchvision first, pinned to the releases this project is tested with (users may use any torch >= 2.4).
 .venv/bin/python -m pip install --quiet "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install --quiet -e ".[dev]"
+# dali: the NVIDIA DALI input pipeline (tests run its CPU backend); ~200 MB
+.venv/bin/python -m pip install --quiet -e ".[dev,dali]"
 .venv/bin/python -c "import singleshot, torch; print('singleshot', singleshot.__version__, 'torch', torch.__version__)"

@@ -1,0 +1,361 @@
+"""Accuracy on unseen data: the default recipe vs YOLOv8n from scratch, same images, image size and image budget.
+
+For each of ``--sets`` freshly generated synthetic sets (a random generator style per set, seeds from
+``--base-seed``), trains
+
+* **ours**: ``singleshot train`` with the default preset (or ``--config``), ``data.train/val`` = the set and
+  ``train.epochs`` = budget / num_train; scored from the last checkpoint, and
+* **YOLOv8n**: Ultralytics' ``yolov8n.yaml`` from scratch (``benchmarks/yolo_peer.py``, offline, Ultralytics'
+  default recipe at batch 16), the same epochs, at the default model's image size; scored from its validator's
+  predictions (``save_json``),
+
+and scores both from COCO results JSON files with singleshot's own evaluation (faster-coco-eval,
+``singleshot.evaluation.coco_bbox_metrics``) on every validation image of the set. Prints per set mAP, AP50,
+APs/APm/APl and training wall time, and the ours/YOLO mAP ratio with its mean over sets; writes all numbers as JSON
+and the table as markdown into ``--out``.
+
+    python benchmarks/bench_accuracy.py                                   # 3 sets, fresh seeds, default budget
+    python benchmarks/bench_accuracy.py --base-seed 1234 --sets 3         # reproduce a run (seed is printed)
+    python benchmarks/bench_accuracy.py --only ours --config my.yaml --override optim.lr=0.1
+    python benchmarks/bench_accuracy.py --sets 1 --num-train 200 --num-val 50 --budget-images 400   # smoke test
+
+The default image budget is the default run's: ``cpu_tiny``'s ``train.epochs`` x the built-in set's ``num_train``.
+Finished per-set results are reused when the same command is re-run into the same ``--out`` (an interrupted
+benchmark continues); a half-finished training is started again from scratch so that wall times stay honest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from singleshot.data import synth
+from singleshot.engine.config import load_config
+from singleshot.evaluation import STAT_NAMES, coco_bbox_metrics
+from singleshot.models import SPECS
+
+TABLE_STATS = ("AP", "AP50", "APs", "APm", "APl")
+HERE = Path(__file__).resolve().parent
+
+
+# ------------------------------------------------------------------------------------------------ budget and sets
+def default_budget() -> tuple[int, str]:
+    """The default run's training-image budget and how it was derived (from the preset and the synth defaults)."""
+    cfg = load_config(None)
+    if cfg.train.max_steps is not None:
+        budget = cfg.train.max_steps * cfg.data.batch_size
+        return budget, f"default preset train.max_steps {cfg.train.max_steps} x data.batch_size {cfg.data.batch_size}"
+    num_train = int(synth.DEFAULTS["num_train"])
+    budget = round(cfg.train.epochs * num_train)
+    return budget, f"default preset train.epochs {cfg.train.epochs:g} x built-in set num_train {num_train}"
+
+
+def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool) -> tuple[Path, str, float]:
+    """Generate (or reuse) one set; returns ``(folder, style description, generation seconds)``."""
+    name = f"seed{seed}-{num_train}x{num_val}" + ("" if styled else "-builtin")
+    final = root / "sets" / name
+    marker = final / ".complete"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        return final, info["style"], float(info["seconds"])
+    kwargs: dict[str, Any] = {"num_train": num_train, "num_val": num_val, "seed": seed}
+    description = "the built-in generator style"
+    if styled:
+        random_style = getattr(synth, "random_style", None)
+        if random_style is None:
+            raise SystemExit("bench_accuracy: singleshot.data.synth.random_style is missing (the generator styles of "
+                             "issue 10 are not in this checkout); use --builtin-style to benchmark on the built-in "
+                             "style with fresh seeds")
+        style = random_style(seed)
+        kwargs["style"] = style
+        description = style.describe()
+    tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    t0 = time.perf_counter()
+    synth.generate(tmp, **kwargs)
+    seconds = time.perf_counter() - t0
+    (tmp / ".complete").write_text(json.dumps({"style": description, "seconds": seconds, **kwargs}, default=str))
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(tmp, final)
+    return final, description, seconds
+
+
+# ------------------------------------------------------------------------------------------------ scoring
+def score_results(ground_truth: Path, results_file: Path) -> dict[str, Any]:
+    """COCO bbox numbers of a results JSON (``[{"image_id", "category_id", "bbox": xywh pixels, "score"}]``) on
+    every image of ``ground_truth``: the one scoring path for both models."""
+    results = json.loads(results_file.read_text())
+    rows = np.array([[r["image_id"], *r["bbox"], r["score"], r["category_id"]] for r in results], dtype=np.float64)
+    metrics = coco_bbox_metrics(str(ground_truth), rows.reshape(-1, 7))
+    return {**metrics.stats, "per_class_AP": metrics.per_class, "num_images": metrics.num_images,
+            "num_detections": metrics.num_detections}
+
+
+def evaluate_checkpoint(checkpoint: Path, set_dir: Path, results_file: Path, workers: int) -> None:
+    """Run a singleshot checkpoint over the set's val split (every image, empty ones too) into a results JSON,
+    with the post-processing its training run used (the run's ``eval.score_threshold``, else the model's)."""
+    from singleshot.box.factory import build_postprocessor
+    from singleshot.checkpoint import load_checkpoint, model_from_checkpoint
+    from singleshot.data.formats import load_dataset
+    from singleshot.data.loader import build_loader
+    from singleshot.data.transforms import SSDValTransform
+    from singleshot.evaluation import evaluate
+
+    ckpt = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ckpt).eval()
+    spec = model.spec
+    dataset = load_dataset(set_dir, split="val", keep_empty=True)  # YOLO is scored on every image too
+    loader = build_loader(dataset, SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std), batch_size=32,
+                          shuffle=False, drop_last=False, num_workers=workers)
+    threshold = ckpt.get("config", {}).get("eval", {}).get("score_threshold")
+    post = build_postprocessor(spec, **({} if threshold is None else {"score_threshold": threshold}))
+    evaluate(model, loader, post, results_file=str(results_file), log=None)
+
+
+def _last_eval_record(metrics_jsonl: Path) -> dict[str, Any] | None:
+    last = None
+    if metrics_jsonl.is_file():
+        for line in metrics_jsonl.read_text().splitlines():
+            record = json.loads(line)
+            if record.get("kind") == "eval":
+                last = record
+    return last
+
+
+def _run_logged(cmd: list[str], log_file: Path, prefix: str) -> tuple[int, float]:
+    """Run ``cmd``, copying its output to ``log_file`` and (prefixed) to stdout; returns (exit code, wall s)."""
+    t0 = time.perf_counter()
+    with open(log_file, "w", encoding="utf-8") as log, subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+    ) as proc:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            log.write(line)
+            print(f"  [{prefix}] {line.rstrip()}", flush=True)
+    return proc.returncode, time.perf_counter() - t0
+
+
+# ------------------------------------------------------------------------------------------------ the two models
+def run_ours(set_dir: Path, work: Path, epochs: int, args: argparse.Namespace) -> dict[str, Any]:
+    run_dir = work / "run"
+    cmd = [sys.executable, "-m", "singleshot", "train"]
+    if args.config:
+        cmd += ["--config", args.config]
+    cmd += [f"data.train={set_dir}", f"data.val={set_dir}", f"run.dir={run_dir}", f"train.epochs={epochs}",
+            "train.max_steps=null", f"data.num_workers={args.workers}", "train.progress=log"]
+    if args.threads:
+        cmd.append(f"train.threads={args.threads}")
+    cmd += args.override
+    print("  $ " + " ".join(cmd), flush=True)
+    code, wall = _run_logged(cmd, work / "train.log", "ours")
+    if code != 0:
+        raise SystemExit(f"bench_accuracy: `singleshot train` failed (exit {code}); log: {work / 'train.log'}")
+    match = re.search(r"on (\d+) images \((\d+) steps/epoch, (\d+) steps, global batch (\d+)",
+                      (work / "train.log").read_text())
+    steps, batch = (int(match.group(3)), int(match.group(4))) if match else (None, None)
+    results_file = work / "results_val.json"
+    t0 = time.perf_counter()
+    evaluate_checkpoint(run_dir / "checkpoints" / "last.pt", set_dir, results_file, args.workers)
+    in_training = _last_eval_record(run_dir / "metrics.jsonl")
+    return {
+        "command": cmd, "train_wall_s": wall, "scoring_inference_s": time.perf_counter() - t0,
+        "steps": steps, "global_batch": batch, "train_images_seen": steps * batch if steps and batch else None,
+        "results_file": str(results_file),
+        "in_training_final_eval": {k: in_training[k] for k in STAT_NAMES} if in_training else None,
+    }
+
+
+def run_yolo(set_dir: Path, work: Path, epochs: int, imgsz: int, num_train: int, threads: int,
+             args: argparse.Namespace) -> dict[str, Any]:
+    cmd = [sys.executable, str(HERE / "yolo_peer.py"), "--set", str(set_dir), "--work", str(work), "--imgsz",
+           str(imgsz), "--epochs", str(epochs), "--batch", str(args.yolo_batch), "--workers", str(args.workers),
+           "--threads", str(threads), "--seed", "0"]
+    print("  $ " + " ".join(cmd), flush=True)
+    code, wall = _run_logged(cmd, work / "peer.log", "yolo")
+    if code != 0:
+        raise SystemExit(f"bench_accuracy: the YOLOv8n peer failed (exit {code}); log: {work / 'peer.log'}")
+    peer = json.loads((work / "peer.json").read_text())
+    if peer["network_attempts"]:
+        print(f"  warning: Ultralytics tried to reach the network (blocked): {peer['network_attempts']}")
+    return {**peer, "command": cmd, "peer_wall_s": wall, "train_images_seen": epochs * num_train}
+
+
+def run_cached(work: Path, params: dict[str, Any], fn: Any) -> dict[str, Any]:
+    """``fn()`` unless ``work/result.json`` holds a finished result for the same ``params``."""
+    cached = work / "result.json"
+    if cached.is_file():
+        old = json.loads(cached.read_text())
+        if old.get("params") == params:
+            print(f"  reusing {cached}")
+            return old
+    shutil.rmtree(work, ignore_errors=True)  # a half-finished run would resume and misstate its wall time
+    work.mkdir(parents=True)
+    result = {"params": params, **fn()}
+    cached.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _check_against_training(ours: dict[str, Any]) -> None:
+    """The harness re-scores the last checkpoint; say so if that differs from the run's own final evaluation
+    (it should not, unless the run evaluated other weights or skipped images without boxes)."""
+    own = ours.get("in_training_final_eval")
+    if own is None:
+        return
+    ours["in_training_AP_diff"] = diff = ours["metrics"]["AP"] - own["AP"]
+    note = "" if abs(diff) < 0.002 else "  <- differs: check which weights the run evaluated"
+    print(f"  ours: mAP {ours['metrics']['AP']:.4f} (harness) vs {own['AP']:.4f} (the run's final eval){note}")
+
+
+# ------------------------------------------------------------------------------------------------ report
+def _fmt(v: float | None) -> str:
+    return "n/a" if v is None or v < 0 else f"{v:.3f}"
+
+
+def _wall(s: float | None) -> str:
+    return "" if s is None else f"{int(s // 60)} min {s % 60:02.0f} s"
+
+
+def markdown_table(report: dict[str, Any]) -> str:
+    head = "| set | model | mAP | AP50 | APs | APm | APl | train wall | ours/YOLO mAP |"
+    lines = [head, "|" + "---|" * 9]
+    for s in report["sets"]:
+        ratio = "" if s.get("ratio") is None else f"{s['ratio']:.2f}"
+        for key, name in (("ours", report["ours_name"]), ("yolo", "YOLOv8n")):
+            if key in s:
+                r = s[key]
+                cells = " | ".join(_fmt(r["metrics"][k]) for k in TABLE_STATS)
+                lines.append(f"| {s['index']} | {name} | {cells} | {_wall(r['train_wall_s'])} | "
+                             f"{ratio if key == 'ours' else ''} |")
+    mean = report.get("mean", {})
+    for key, name in (("ours", report["ours_name"]), ("yolo", "YOLOv8n")):
+        if key in mean:
+            cells = " | ".join(_fmt(mean[key][k]) for k in TABLE_STATS)
+            ratio = f"{mean['ratio']:.2f} (min {mean['min_ratio']:.2f})" if key == "ours" and "ratio" in mean else ""
+            lines.append(f"| mean | {name} | {cells} | {_wall(mean[key]['train_wall_s'])} | {ratio} |")
+    legend = [f"- set {s['index']}: seed {s['seed']}, {s['num_train']} train / {s['num_val']} val images; "
+              f"{s['style']}" for s in report["sets"]]
+    return "\n".join([*lines, "", *legend])
+
+
+def summarize(report: dict[str, Any]) -> None:
+    sets = report["sets"]
+    mean: dict[str, Any] = {}
+    for key in ("ours", "yolo"):
+        if sets and all(key in s for s in sets):
+            mean[key] = {k: float(np.mean([s[key]["metrics"][k] for s in sets])) for k in TABLE_STATS}
+            mean[key]["train_wall_s"] = float(np.mean([s[key]["train_wall_s"] for s in sets]))
+    ratios = [s["ratio"] for s in sets if s.get("ratio") is not None]
+    if ratios and len(ratios) == len(sets):
+        mean["ratio"], mean["min_ratio"] = float(np.mean(ratios)), float(np.min(ratios))
+    report["mean"] = mean
+
+
+# ------------------------------------------------------------------------------------------------ main
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sets", type=int, default=3, help="number of generated sets (default 3)")
+    p.add_argument("--base-seed", type=int, default=None,
+                   help="set k uses seed base+k (default: from the clock, printed so a run can be repeated)")
+    p.add_argument("--num-train", type=int, default=2000)
+    p.add_argument("--num-val", type=int, default=300)
+    p.add_argument("--only", choices=("ours", "yolo", "both"), default="both")
+    p.add_argument("--out", default="runs/bench_accuracy", help="output folder (default runs/bench_accuracy)")
+    p.add_argument("--budget-images", type=int, default=None,
+                   help="training images per model (default: the default run's, cpu_tiny epochs x built-in num_train)")
+    p.add_argument("--workers", type=int, default=None, help="loader processes, both models (default: the preset's)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads, both models (default: torch's)")
+    p.add_argument("--yolo-batch", type=int, default=16, help="YOLOv8n batch (default 16, Ultralytics' default)")
+    p.add_argument("--config", default=None, help="ours: preset or YAML instead of the default preset")
+    p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="ours: extra config overrides")
+    p.add_argument("--builtin-style", action="store_true",
+                   help="generate the sets with the built-in style (fresh seeds) instead of random styles")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import torch
+
+    args = parse_args(argv)
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    base_seed = args.base_seed if args.base_seed is not None else int(time.time()) % 1_000_000
+    budget, how = default_budget()
+    if args.budget_images is not None:
+        budget, how = args.budget_images, "--budget-images"
+    epochs = max(1, round(budget / args.num_train))
+    ours_cfg = load_config(args.config, list(args.override))
+    if args.workers is None:
+        args.workers = ours_cfg.data.num_workers
+    imgsz = SPECS[ours_cfg.model.name].image_size
+    threads = args.threads or torch.get_num_threads()
+    if args.only != "ours":
+        try:
+            import ultralytics
+        except ImportError:
+            print("bench_accuracy: the ultralytics package is not installed; it is needed for the YOLOv8n peer "
+                  "(`.venv/bin/pip install ultralytics`, a benchmark-only package), or run with --only ours",
+                  file=sys.stderr)
+            return 2
+        yolo_version = ultralytics.__version__
+    print(f"bench_accuracy: base seed {base_seed} (repeat with --base-seed {base_seed}); {args.sets} set(s) of "
+          f"{args.num_train} train / {args.num_val} val images; budget {budget} images ({how}) -> {epochs} epochs "
+          f"= {epochs * args.num_train} images; image size {imgsz}; {threads} torch thread(s), {args.workers} "
+          f"loader worker(s); load average {os.getloadavg()[0]:.2f}; out {out}", flush=True)
+    ours_name = f"ours ({ours_cfg.model.name}, {args.config or 'default preset'})"
+    report: dict[str, Any] = {
+        "base_seed": base_seed, "budget_images": budget, "budget_from": how, "epochs": epochs,
+        "num_train": args.num_train, "num_val": args.num_val, "image_size": imgsz, "threads": threads,
+        "workers": args.workers, "ours_name": ours_name, "ours_config": args.config, "ours_overrides": args.override,
+        "yolo_batch": args.yolo_batch, "only": args.only, "builtin_style": args.builtin_style,
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
+                    "ultralytics": yolo_version if args.only != "ours" else None,
+                    "load_average_start": os.getloadavg()},
+        "command": [sys.executable, *sys.argv], "sets": [],
+    }
+    stem = f"bench_accuracy-seed{base_seed}"
+    for k in range(args.sets):
+        seed = base_seed + k
+        set_dir, style, gen_s = make_set(out, seed, args.num_train, args.num_val, not args.builtin_style)
+        print(f"\n== set {k}: seed {seed}: {style} (generated in {gen_s:.0f} s)", flush=True)
+        gt = set_dir / "annotations" / "instances_val.json"
+        entry: dict[str, Any] = {"index": k, "seed": seed, "style": style, "dir": str(set_dir),
+                                 "num_train": args.num_train, "num_val": args.num_val, "generate_s": gen_s}
+        work = out / f"set{k}-seed{seed}"
+        common = {"set": str(set_dir), "epochs": epochs, "workers": args.workers, "threads": args.threads}
+        if args.only != "yolo":
+            params = {**common, "config": args.config, "override": args.override}
+            entry["ours"] = run_cached(work / "ours", params, partial(run_ours, set_dir, work / "ours", epochs, args))
+            entry["ours"]["metrics"] = score_results(gt, Path(entry["ours"]["results_file"]))
+            _check_against_training(entry["ours"])
+        if args.only != "ours":
+            params = {**common, "threads": threads, "imgsz": imgsz, "batch": args.yolo_batch}
+            fn = partial(run_yolo, set_dir, work / "yolo", epochs, imgsz, args.num_train, threads, args)
+            entry["yolo"] = run_cached(work / "yolo", params, fn)
+            entry["yolo"]["metrics"] = score_results(gt, Path(entry["yolo"]["results_file"]))
+        if "ours" in entry and "yolo" in entry and entry["yolo"]["metrics"]["AP"] > 0:
+            entry["ratio"] = entry["ours"]["metrics"]["AP"] / entry["yolo"]["metrics"]["AP"]
+        report["sets"].append(entry)
+        summarize(report)
+        report["machine"]["load_average_end"] = os.getloadavg()
+        (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
+        table = markdown_table(report)
+        (out / f"{stem}.md").write_text(table + "\n")
+        print("\n" + table, flush=True)
+    print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.md')}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
