@@ -63,13 +63,11 @@ def default_budget() -> tuple[int, str]:
 
 
 def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool) -> tuple[Path, str, float]:
-    """Generate (or reuse) one set; returns ``(folder, style description, generation seconds)``."""
-    name = f"seed{seed}-{num_train}x{num_val}" + ("" if styled else "-builtin")
-    final = root / "sets" / name
-    marker = final / ".complete"
-    if marker.is_file():
-        info = json.loads(marker.read_text())
-        return final, info["style"], float(info["seconds"])
+    """Generate (or reuse) one set; returns ``(folder, style description, generation seconds)``.
+
+    A set in ``root/sets`` is reused when its recorded style description and synth version match what this
+    checkout would generate for the seed (delete the folder after changing the generator without either changing).
+    """
     kwargs: dict[str, Any] = {"num_train": num_train, "num_val": num_val, "seed": seed}
     description = "the built-in generator style"
     if styled:
@@ -81,12 +79,21 @@ def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool) 
         style = random_style(seed)
         kwargs["style"] = style
         description = style.describe()
+    name = f"seed{seed}-{num_train}x{num_val}" + ("" if styled else "-builtin")
+    final = root / "sets" / name
+    marker = final / ".complete"
+    if marker.is_file():
+        info = json.loads(marker.read_text())
+        if info.get("description") == description and info.get("synth_version") == synth.SYNTH_VERSION:
+            return final, description, float(info["seconds"])
     tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
     synth.generate(tmp, **kwargs)
     seconds = time.perf_counter() - t0
-    (tmp / ".complete").write_text(json.dumps({"style": description, "seconds": seconds, **kwargs}, default=str))
+    record = {"description": description, "synth_version": synth.SYNTH_VERSION, "seconds": seconds,
+              "num_train": num_train, "num_val": num_val, "seed": seed}
+    (tmp / ".complete").write_text(json.dumps(record))
     shutil.rmtree(final, ignore_errors=True)
     os.rename(tmp, final)
     return final, description, seconds
@@ -333,7 +340,8 @@ def main(argv: list[str] | None = None) -> int:
         entry: dict[str, Any] = {"index": k, "seed": seed, "style": style, "dir": str(set_dir),
                                  "num_train": args.num_train, "num_val": args.num_val, "generate_s": gen_s}
         work = out / f"set{k}-seed{seed}"
-        common = {"set": str(set_dir), "epochs": epochs, "workers": args.workers, "threads": args.threads}
+        common = {"set": str(set_dir), "style": style, "epochs": epochs, "workers": args.workers,
+                  "threads": args.threads}
         if args.only != "yolo":
             params = {**common, "config": args.config, "override": args.override}
             entry["ours"] = run_cached(work / "ours", params, partial(run_ours, set_dir, work / "ours", epochs, args))
@@ -344,6 +352,15 @@ def main(argv: list[str] | None = None) -> int:
             fn = partial(run_yolo, set_dir, work / "yolo", epochs, imgsz, args.num_train, threads, args)
             entry["yolo"] = run_cached(work / "yolo", params, fn)
             entry["yolo"]["metrics"] = score_results(gt, Path(entry["yolo"]["results_file"]))
+            own = entry["yolo"]["ultralytics_own_metrics"].get("metrics/mAP50-95(B)")
+            print(f"  YOLOv8n: mAP {entry['yolo']['metrics']['AP']:.4f} (harness) vs {own} (Ultralytics' own "
+                  "validator, its own matching and interpolation)")
+        for key in ("ours", "yolo"):
+            if key in entry and entry[key].get("train_images_seen"):
+                r = entry[key]
+                r["train_s_per_1k_images"] = 1000 * r["train_wall_s"] / r["train_images_seen"]
+                print(f"  {key}: {r['train_images_seen']} training images in {r['train_wall_s']:.0f} s "
+                      f"({r['train_s_per_1k_images']:.0f} s per 1,000 incl. its evaluations and start-up)")
         if "ours" in entry and "yolo" in entry and entry["yolo"]["metrics"]["AP"] > 0:
             entry["ratio"] = entry["ours"]["metrics"]["AP"] / entry["yolo"]["metrics"]["AP"]
         report["sets"].append(entry)
