@@ -32,6 +32,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -89,13 +90,16 @@ def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool) 
     tmp = final.with_name(f".{name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     t0 = time.perf_counter()
-    synth.generate(tmp, **kwargs)
-    seconds = time.perf_counter() - t0
-    record = {"description": description, "synth_version": synth.SYNTH_VERSION, "seconds": seconds,
-              "num_train": num_train, "num_val": num_val, "seed": seed}
-    (tmp / ".complete").write_text(json.dumps(record))
-    shutil.rmtree(final, ignore_errors=True)
-    os.rename(tmp, final)
+    try:
+        synth.generate(tmp, **kwargs)
+        seconds = time.perf_counter() - t0
+        record = {"description": description, "synth_version": synth.SYNTH_VERSION, "seconds": seconds,
+                  "num_train": num_train, "num_val": num_val, "seed": seed}
+        (tmp / ".complete").write_text(json.dumps(record))
+        shutil.rmtree(final, ignore_errors=True)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return final, description, seconds
 
 
@@ -148,9 +152,17 @@ def _run_logged(cmd: list[str], log_file: Path, prefix: str) -> tuple[int, float
         cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
     ) as proc:
         assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            print(f"  [{prefix}] {line.rstrip()}", flush=True)
+        try:
+            for line in proc.stdout:
+                log.write(line)
+                print(f"  [{prefix}] {line.rstrip()}", flush=True)
+        except BaseException:  # Ctrl-C or SIGTERM: stop the training too (a re-run starts it afresh anyway)
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            raise
     return proc.returncode, time.perf_counter() - t0
 
 
@@ -256,6 +268,26 @@ def markdown_table(report: dict[str, Any]) -> str:
     return "\n".join([*lines, "", *legend])
 
 
+def markdown_header(report: dict[str, Any], args: argparse.Namespace) -> str:
+    """How the table was made: the command that repeats it, the budget, and the machine and its load."""
+    cmd = (f"python benchmarks/bench_accuracy.py --base-seed {report['base_seed']} --sets {args.sets} "
+           f"--num-train {args.num_train} --num-val {args.num_val}")
+    if args.budget_images is not None:
+        cmd += f" --budget-images {args.budget_images}"
+    if args.config:
+        cmd += f" --config {args.config}"
+    if args.override:
+        cmd += " --override " + " ".join(args.override)
+    m = report["machine"]
+    load = f"{m['load_average_start'][0]:.1f} at the start, {m.get('load_average_end', [0.0])[0]:.1f} at the end"
+    return (f"`{cmd}`: each model trains on {report['epochs']} epochs x {report['num_train']} images "
+            f"({report['budget_from']}: {report['budget_images']} images) at {report['image_size']} px, from scratch, "
+            f"on the CPU ({report['threads']} torch threads; {m['cpus']} CPUs, load average {load}). YOLOv8n: "
+            f"Ultralytics {m['ultralytics']} defaults, batch {report['yolo_batch']}. Both scored by singleshot's COCO "
+            "evaluation on every validation image; train wall = the training command, including its own "
+            "evaluations.")
+
+
 def summarize(report: dict[str, Any]) -> None:
     sets = report["sets"]
     mean: dict[str, Any] = {}
@@ -295,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    # SIGTERM unwinds like Ctrl-C, so that a killed benchmark does not leave its training subprocess running.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     base_seed = args.base_seed if args.base_seed is not None else int(time.time()) % 1_000_000
@@ -368,7 +402,7 @@ def main(argv: list[str] | None = None) -> int:
         report["machine"]["load_average_end"] = os.getloadavg()
         (out / f"{stem}.json").write_text(json.dumps(report, indent=2))
         table = markdown_table(report)
-        (out / f"{stem}.md").write_text(table + "\n")
+        (out / f"{stem}.md").write_text(markdown_header(report, args) + "\n\n" + table + "\n")
         print("\n" + table, flush=True)
     print(f"\nwrote {out / (stem + '.json')} and {out / (stem + '.md')}")
     return 0
