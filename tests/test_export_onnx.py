@@ -1,5 +1,6 @@
 """ONNX export: raw outputs match PyTorch (atol 1e-4 + rtol 1e-3) at several batch sizes of one graph; the graph
-with decoding + NMS inside gives the same detections as the PyTorch post-processor."""
+with decoding + NMS inside gives the same detections as the PyTorch post-processor (a random model at score
+threshold 0.2 finds boxes on noise; the trained model on real images is in test_export_formats.py)."""
 
 from __future__ import annotations
 
@@ -10,15 +11,8 @@ from torchvision.ops import nms
 
 import singleshot
 from singleshot.checkpoint import atomic_save, make_checkpoint
-from singleshot.inference.export import (
-    RAW_ATOL,
-    RAW_RTOL,
-    DetectionGraph,
-    export_onnx,
-    grouped_nms,
-    run_onnx,
-    verify_onnx,
-)
+from singleshot.inference.export import DetectionGraph, export_onnx, grouped_nms, run_onnx
+from singleshot.inference.verify import RAW_ATOL, RAW_RTOL
 
 pytest.importorskip("onnxruntime")
 
@@ -66,9 +60,7 @@ def test_nms_graph_matches_the_pytorch_postprocessor(model, nms_onnx) -> None:
         np.testing.assert_allclose(boxes[i, :n] * 160, ref["boxes"].numpy(), atol=2e-3)
 
 
-def test_nms_graph_eager_equals_onnx_and_verify_passes(model, raw_onnx, nms_onnx) -> None:
-    assert "ok" in verify_onnx(model, raw_onnx, batch=2)
-    assert "ok" in verify_onnx(model, nms_onnx, with_nms=True, batch=2, score_threshold=0.2)
+def test_nms_graph_eager_is_not_fake(model) -> None:
     with torch.no_grad():
         eager = DetectionGraph(model, score_threshold=0.2)(torch.randn(1, 3, 160, 160))
     assert eager[0].shape == (1, 200, 4) and not isinstance(eager[0], torch._subclasses.FakeTensor)
@@ -93,5 +85,7 @@ def test_export_cli(tmp_path, capsys) -> None:
 
     ckpt = tmp_path / "m.pt"
     atomic_save(make_checkpoint(singleshot.build_model("ssd_tiny", num_classes=3), ["a", "b"]), ckpt)
-    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m.onnx")]) == 0
-    assert "ok" in capsys.readouterr().out and (tmp_path / "m.onnx").stat().st_size > 100_000
+    assert main(["export", "--checkpoint", str(ckpt), "--format", "onnx", "--out", str(tmp_path / "m.onnx"),
+                 "--score-threshold", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert "onnx vs PyTorch" in out and ": ok" in out and (tmp_path / "m.onnx").stat().st_size > 100_000

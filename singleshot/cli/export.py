@@ -1,11 +1,18 @@
-"""``singleshot export``: ONNX with a dynamic batch dimension, raw outputs or with decoding + NMS in the graph.
+"""``singleshot export``: a checkpoint as ONNX (fp32 or INT8), TorchScript, torch.export (.pt2) or safetensors.
 
-    singleshot export --checkpoint last.pt --format onnx --out ssd.onnx              # bbox_regression, cls_logits
-    singleshot export --checkpoint last.pt --format onnx --out ssd_nms.onnx --with-nms
-        # boxes [B, D, 4] xyxy normalized, scores [B, D], labels [B, D] (0 = padding), num_detections [B]
+    singleshot export --checkpoint best.pt --format onnx --out ssd.onnx              # bbox_regression, cls_logits
+    singleshot export --checkpoint best.pt --format onnx --out ssd_nms.onnx --with-nms --uint8-input
+        # input uint8 [B, 3, S, S] RGB; boxes [B, D, 4] xyxy normalized, scores, labels (0 = padding), num_detections
+    singleshot export --checkpoint best.pt --format onnx --int8 --calibration synth --out ssd_int8.onnx
+    singleshot export --checkpoint best.pt --format torchscript --out ssd.torchscript.pt
+    singleshot export --checkpoint best.pt --format pt2 --out ssd.pt2                # torch.export, dynamic batch
+    singleshot export --checkpoint best.pt --format safetensors --out ssd.safetensors  # weights + JSON header
 
-Input: ``images float32[B, 3, S, S]``, RGB resized to the preset's square size and ImageNet-normalized.
-After export the graph is run in ONNX Runtime and compared with PyTorch (skip with --no-verify).
+Every file carries the class names, label -> category id map, input size, mean/std, thresholds, model name and
+singleshot version. Input (unless --uint8-input): ``images float32[B, 3, S, S]``, RGB resized to the preset's square
+size and normalized. After export the file is loaded back and compared with PyTorch, raw outputs and detections,
+on --verify-images (files, folders, globs, or "synth" for the built-in validation set); without them the check runs
+on noise, where a trained model finds nothing and detections stay unverified. --no-verify skips it.
 """
 
 from __future__ import annotations
@@ -14,28 +21,62 @@ import argparse
 import sys
 from typing import Any
 
+FORMATS = ("onnx", "torchscript", "pt2", "safetensors")
+
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser("export", help="export a checkpoint to ONNX", description=__doc__,
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("export", help="export a checkpoint (ONNX, INT8 ONNX, TorchScript, pt2, safetensors)",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", default="onnx", choices=["onnx"])
-    p.add_argument("--out", required=True, help="output .onnx file")
+    p.add_argument("--format", default="onnx", choices=FORMATS)
+    p.add_argument("--out", required=True, help="output file")
     p.add_argument("--with-nms", action="store_true", help="decode + NMS inside the graph (padded outputs)")
+    p.add_argument("--uint8-input", action="store_true", help="graph takes uint8 RGB [B, 3, S, S], normalizes inside")
     p.add_argument("--score-threshold", type=float, default=None, help="NMS variant: override the preset's")
     p.add_argument("--max-detections", type=int, default=None, help="NMS variant: D, override the preset's")
-    p.add_argument("--opset", type=int, default=18)
-    p.add_argument("--no-verify", action="store_true", help="skip the ONNX Runtime vs PyTorch check")
+    p.add_argument("--int8", action="store_true", help="ONNX only: static INT8 quantization (needs --calibration)")
+    p.add_argument("--calibration", default=None, metavar="DATA",
+                   help='INT8 calibration images: a dataset ("synth", COCO/VOC/YOLO; its train split) or images')
+    p.add_argument("--calibration-images", type=int, default=300, help="how many calibration images (default 300)")
+    p.add_argument("--calibration-method", default="minmax", choices=["minmax", "percentile", "entropy"])
+    p.add_argument("--int8-head", action="store_true", help="INT8: quantize the head convolutions too")
+    p.add_argument("--verify-images", nargs="+", default=None, metavar="IMAGES",
+                   help='images for the check: files, folders, globs, or "synth" (default: noise)')
+    p.add_argument("--no-verify", action="store_true", help="skip the reload-and-compare check")
     p.set_defaults(func=run)
+
+
+def _dataset_images(source: str, split: str, limit: int) -> list[Any]:
+    from singleshot.data.formats import load_dataset
+
+    ds = load_dataset(source, split=split)
+    return [ds[i][0] for i in range(min(limit, len(ds)))]
+
+
+def _images(items: list[str], limit: int, split: str) -> list[Any]:
+    """uint8[3, H, W] images from files, folders of images and globs, else from one dataset (name or path)."""
+    from singleshot.data.base import read_image
+    from singleshot.inference.inputs import expand_image_paths
+
+    files, errors = expand_image_paths(items)
+    if files and not errors:
+        return [read_image(f) for f in files[:limit]]
+    if len(items) == 1:  # "synth" or a dataset root (COCO/VOC/YOLO keep their images in sub-folders)
+        return _dataset_images(items[0], split, limit)
+    raise ValueError("; ".join(errors))
 
 
 def run(args: argparse.Namespace) -> int:
     from singleshot.checkpoint import model_from_checkpoint
-    from singleshot.inference.export import export_onnx, verify_onnx
+    from singleshot.inference.formats import export, load_runner
     from singleshot.interop import read_checkpoint
 
+    if args.int8 and (args.format != "onnx" or not args.calibration):
+        print("singleshot export: error: --int8 needs --format onnx and --calibration DATA", file=sys.stderr)
+        return 2
     try:
-        model = model_from_checkpoint(read_checkpoint(args.checkpoint)).eval()
+        ckpt = read_checkpoint(args.checkpoint)
+        model = model_from_checkpoint(ckpt).eval()
     except (OSError, ValueError, RuntimeError) as e:
         print(f"singleshot export: error: {e}", file=sys.stderr)
         return 2
@@ -44,12 +85,64 @@ def run(args: argparse.Namespace) -> int:
         overrides["score_threshold"] = args.score_threshold
     if args.max_detections is not None:
         overrides["max_detections"] = args.max_detections
-    path = export_onnx(model, args.out, with_nms=args.with_nms, opset=args.opset, **overrides)
-    print(f"wrote {path} ({model.spec.name}, input [B, 3, {model.spec.image_size}, {model.spec.image_size}], "
-          f"{'decode + NMS inside' if args.with_nms else 'raw outputs'})")
-    if not args.no_verify:
-        report = verify_onnx(model, path, with_nms=args.with_nms, batch=2, **overrides)
-        print(report)
-        if "MISMATCH" in report:
-            return 1
-    return 0
+    common = {"with_nms": args.with_nms, "uint8_input": args.uint8_input, **overrides}
+    classes, l2c = ckpt["classes"], ckpt.get("label_to_category_id")
+    try:
+        if args.int8:
+            path = _export_int8(args, model, classes, l2c, common)
+        else:
+            path = export(model, args.out, args.format, classes=classes, label_to_category_id=l2c, **common)
+    except (OSError, ValueError) as e:
+        print(f"singleshot export: error: {e}", file=sys.stderr)
+        return 2
+    size = model.spec.image_size
+    what = "weights + metadata" if args.format == "safetensors" else (
+        "decode + NMS inside" if args.with_nms else "raw outputs")
+    print(f"wrote {path} ({path.stat().st_size / 2**20:.1f} MiB; {model.spec.name}, "
+          f"input [B, 3, {size}, {size}] {'uint8' if args.uint8_input else 'float32'}, {what}"
+          f"{', INT8' if args.int8 else ''})")
+    if args.no_verify:
+        return 0
+    return _verify(args, model, load_runner(path, args.format), overrides)
+
+
+def _export_int8(args: argparse.Namespace, model: Any, classes: list[str], l2c: Any, common: dict[str, Any]) -> Any:
+    from singleshot.inference.metadata import export_metadata
+    from singleshot.inference.quantize import calibration_batches, quantize_onnx
+
+    spec = model.spec
+    images = _images([args.calibration], args.calibration_images, "train")
+    batches = calibration_batches(images, spec.image_size, spec.mean, spec.std, uint8_input=args.uint8_input)
+    meta = export_metadata(model, classes, l2c, outputs=(
+        ["boxes", "scores", "labels", "num_detections"] if args.with_nms else ["bbox_regression", "cls_logits"]),
+        **common)
+    meta["export_format"] = "onnx"
+    return quantize_onnx(model, args.out, batches, metadata=meta, exclude_head=not args.int8_head,
+                         method=args.calibration_method, **common)
+
+
+def _verify(args: argparse.Namespace, model: Any, runner: Any, overrides: dict[str, Any]) -> int:
+    import torch
+
+    from singleshot.inference.preprocess import resize_square
+    from singleshot.inference.verify import verify_export
+
+    size = model.spec.image_size
+    if args.verify_images:
+        try:
+            images = [resize_square(im, size) for im in _images(args.verify_images, 8, "val")]
+        except (OSError, ValueError) as e:
+            print(f"singleshot export: error: --verify-images: {e}", file=sys.stderr)
+            return 2
+        batch = torch.stack(images)
+    else:
+        batch = torch.randint(0, 256, (2, 3, size, size), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    if args.int8:
+        # INT8 differs from fp32 by design: report the agreement instead of failing on the fp32 tolerance.
+        from singleshot.inference.verify import int8_agreement
+
+        print(int8_agreement(model, runner, batch, **overrides))
+        return 0
+    result = verify_export(model, runner, batch, **overrides)
+    print(result.text)
+    return 1 if result.status == "MISMATCH" else 0

@@ -1,6 +1,7 @@
 """``singleshot predict``: detections for images as JSON plus pictures with labelled boxes.
 
     singleshot predict --checkpoint runs/exp/last.pt photos/ extra.png --out predictions/
+    singleshot predict --checkpoint model.safetensors "shots/**/*.jpg" --out predictions/
 
 Writes ``OUT/predictions.json`` (one record per image: file, size, detections with ``box`` xyxy pixels, ``score``,
 ``label``, ``name``) and ``OUT/<name>.jpg`` (``.png`` for PNG inputs) per image. Unreadable files are reported by
@@ -16,14 +17,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
-
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="detect objects in images (JSON + drawn pictures)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="singleshot, MLPerf or NVIDIA SSD300 checkpoint")
-    p.add_argument("inputs", nargs="+", metavar="IMAGES_OR_DIRS", help="image files and/or folders (not recursive)")
+    p.add_argument("inputs", nargs="+", metavar="IMAGES",
+                   help='image files, folders (not recursive) and/or quoted glob patterns ("photos/**/*.jpg")')
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--score-threshold", type=float, default=0.3, help="minimum score to keep (default 0.3)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -33,18 +33,10 @@ def register(subparsers: Any) -> None:
 
 
 def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Expand folders to their image files (sorted); returns (files, error messages for missing paths)."""
-    files: list[Path] = []
-    errors: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        elif path.exists():
-            files.append(path)
-        else:
-            errors.append(f"{item}: no such file or folder")
-    return files, errors
+    """Files, folders (their image files, sorted) and glob patterns -> (files, errors naming missing paths)."""
+    from singleshot.inference.inputs import expand_image_paths
+
+    return expand_image_paths(list(inputs))
 
 
 def _picture_name(path: Path, used: set[str]) -> str:

@@ -36,6 +36,31 @@ class SplitReport:
     coco_sizes: Counter[str] = field(default_factory=Counter)
     relative_sizes: Counter[str] = field(default_factory=Counter)
     stats: Counter[str] = field(default_factory=Counter)
+    # every box as (cx, cy, w, h) normalized by its image's size, and its label: for the histograms of labels.png
+    boxes_cxcywh: list[np.ndarray] = field(default_factory=list, repr=False)
+    labels: list[np.ndarray] = field(default_factory=list, repr=False)
+
+    def add_image(self, boxes: np.ndarray, labels: np.ndarray, classes: list[str], h: int, w: int) -> None:
+        """Count one image: ``boxes`` float ``[N, 4]`` xyxy pixels of an ``h`` x ``w`` image, ``labels`` ``[N]``
+        in 1..K (``classes[label - 1]``)."""
+        self.images += 1
+        self.images_without_boxes += int(len(labels) == 0)
+        for lb in labels:
+            self.boxes_per_class[classes[lb - 1]] += 1
+        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+        area = bw * bh
+        for name, lo, hi in _COCO_AREAS:
+            self.coco_sizes[name] += int(((area >= lo) & (area < hi)).sum())
+        rel_names = [lb for lb, _ in _rel_labels(Counter())]
+        for k in np.digitize(np.sqrt(area / float(h * w)), _REL_EDGES[1:-1]):
+            self.relative_sizes[rel_names[k]] += 1
+        cx, cy = (boxes[:, 0] + boxes[:, 2]) / (2 * w), (boxes[:, 1] + boxes[:, 3]) / (2 * h)
+        self.boxes_cxcywh.append(np.stack([cx, cy, bw / w, bh / h], axis=1).astype(np.float32).reshape(-1, 4))
+        self.labels.append(np.asarray(labels, dtype=np.int64).reshape(-1))
+
+    def relative_size_counts(self) -> list[tuple[str, int]]:
+        """(bucket, count) of box side / image side, the buckets ``data check`` prints."""
+        return _rel_labels(self.relative_sizes)
 
 
 @dataclass
@@ -99,7 +124,6 @@ def _image_size(path: str, decode: bool) -> tuple[int, int]:
 
 def _check_split(ds: DetectionDataset, split: str, decode: bool, report: CheckReport) -> SplitReport:
     sr = SplitReport(split=split, stats=Counter(ds.stats))
-    labels_rel = [lb for lb, _ in _rel_labels(Counter())]
     for i in range(len(ds)):
         path = ds.image_path(i)
         try:
@@ -114,18 +138,22 @@ def _check_split(ds: DetectionDataset, split: str, decode: bool, report: CheckRe
         boxes, labels = ds.annotation(i)
         if ds.normalized_boxes:
             boxes = boxes * np.array([w, h, w, h], dtype=np.float32)
-        sr.images += 1
-        sr.images_without_boxes += int(len(labels) == 0)
-        for lb in labels:
-            sr.boxes_per_class[ds.classes[lb - 1]] += 1
-        bw, bh = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-        area = bw * bh
-        for name, lo, hi in _COCO_AREAS:
-            sr.coco_sizes[name] += int(((area >= lo) & (area < hi)).sum())
-        rel = np.sqrt(area / float(h * w))
-        idx = np.digitize(rel, _REL_EDGES[1:-1])
-        for k in idx:
-            sr.relative_sizes[labels_rel[k]] += 1
+        sr.add_image(boxes, labels, ds.classes, h, w)
+    return sr
+
+
+def label_summary(ds: DetectionDataset, split: str = "train") -> SplitReport:
+    """:func:`check_dataset`'s per-split summary from the annotations alone (sizes as stated; nothing decoded):
+    what ``labels.png`` of a training run plots."""
+    sr = SplitReport(split=split, stats=Counter(ds.stats))
+    for i in range(len(ds)):
+        h, w = ds.image_size(i)
+        boxes, labels = ds.annotation(i)
+        if h <= 0 or w <= 0:  # size not stated: unknowable without decoding; the box statistics skip the image
+            continue
+        if ds.normalized_boxes:
+            boxes = boxes * np.array([w, h, w, h], dtype=np.float32)
+        sr.add_image(boxes, labels, ds.classes, h, w)
     return sr
 
 

@@ -52,6 +52,11 @@ class Monitor:
         self._t0 = time.perf_counter()
         self._step0 = initial_step
 
+    @property
+    def tensorboard(self) -> Any:
+        """The TensorBoard ``SummaryWriter`` (None when off), for pictures next to the scalars."""
+        return self._tb
+
     def write(self, record: dict[str, Any]) -> None:
         """Append one JSON line (``kind`` says what it is) and mirror its numbers to TensorBoard."""
         if not self.active:

@@ -1,4 +1,12 @@
-"""End-of-run report: loss and mAP curves (PNG) from ``metrics.jsonl``, and validation pictures with predictions."""
+"""The run folder's report: curves, tables and pictures, written at each evaluation and at the start of a run.
+
+At the first step (:func:`start_report`): ``labels.png`` (the training labels, as ``data check`` counts them) and
+``train_batch.jpg`` (the first augmented batch with its boxes). At each evaluation (:func:`evaluation_report`):
+``results.csv`` (one row per evaluation), ``per_class_ap.csv`` (+ the same table on the console),
+``pr_curves.png``, ``confusion_matrix.png``, ``curves.png`` (loss, AP, learning rate), ``predictions/*.jpg``
+(ground truth left, predictions right) and ``coco_results.json`` (the latest evaluation's detections, written by
+the evaluation itself). The pictures also go to TensorBoard.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from singleshot.data.base import DetectionDataset
 
@@ -36,7 +44,7 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path:
     import matplotlib.pyplot as plt
 
     train, evals = read_metrics(metrics_path)
-    fig, (ax_loss, ax_map) = plt.subplots(1, 2, figsize=(11, 4), dpi=100)
+    fig, (ax_loss, ax_map, ax_lr) = plt.subplots(1, 3, figsize=(15, 4), dpi=100)
     if train:
         steps = [r["step"] for r in train]
         for key, style in (("loss", "-"), ("box", "--"), ("cls", ":")):
@@ -55,6 +63,12 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path:
     ax_map.set_xlabel("step")
     ax_map.set_title("validation COCO AP")
     ax_map.grid(alpha=0.3)
+    lr_points = [(r["step"], r["lr"]) for r in train if "lr" in r]
+    if lr_points:
+        ax_lr.plot(*zip(*lr_points), "-", color="tab:green")
+    ax_lr.set_xlabel("step")
+    ax_lr.set_title("learning rate")
+    ax_lr.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out_path)
     plt.close(fig)
@@ -70,8 +84,13 @@ def prediction_pictures(
     device: torch.device,
     num: int = 8,
     min_score: float = 0.3,
+    classes: list[str] | None = None,
 ) -> list[Path]:
-    """Draw the model's detections (score >= ``min_score``) on the first ``num`` validation images as JPEGs."""
+    """The first ``num`` validation images as JPEGs: ground truth (left) next to the model's detections with
+    score >= ``min_score`` (right).
+
+    ``classes`` names the model's labels (default: the dataset's, when both use one label order).
+    """
     from torchvision.transforms.v2 import functional as TF
 
     from singleshot.inference.draw import draw_detections, save_image
@@ -93,7 +112,10 @@ def prediction_pictures(
             det = postprocess(bbox.float(), logits.float(), torch.tensor([[h, w]], device=device))[0]
             keep = det["scores"] >= min_score
             boxes, labels, scores = det["boxes"][keep], det["labels"][keep], det["scores"][keep]
-            drawn = draw_detections(image, boxes, labels, scores, dataset.classes)
+            predicted = draw_detections(image, boxes, labels, scores, classes or dataset.classes)
+            truth = draw_detections(image, target["boxes"], target["labels"], None, dataset.classes)
+            gap = torch.full((3, h, max(2, w // 100)), 255, dtype=torch.uint8)
+            drawn = torch.cat([truth, gap, predicted], dim=2)  # ground truth | predictions, side by side
             path = out_dir / f"val_{target['image_id']:06d}.jpg"
             save_image(drawn, path)
             paths.append(path)
@@ -110,11 +132,162 @@ def write_report(
     postprocess: nn.Module,
     device: torch.device,
     num_pictures: int = 8,
+    classes: list[str] | None = None,
 ) -> list[Path]:
-    """``curves.png`` and ``predictions/*.jpg`` in ``run_dir``; returns what was written."""
+    """``curves.png`` and ``predictions/*.jpg`` in ``run_dir`` (``classes``: the model's label names)."""
     written = [plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")]
     if dataset is not None and num_pictures > 0:
-        pics = prediction_pictures(model, dataset, postprocess, run_dir / "predictions", device, num_pictures)
+        pics = prediction_pictures(
+            model, dataset, postprocess, run_dir / "predictions", device, num_pictures, classes=classes
+        )
         if pics:
             written.append(run_dir / "predictions")
     return written
+
+
+RESULTS_CSV, PER_CLASS_CSV, RESULTS_JSON = "results.csv", "per_class_ap.csv", "coco_results.json"
+_LOSS_KEYS = ("loss", "box", "cls")
+
+
+def write_results_csv(run_dir: Path) -> Path:
+    """``results.csv``: one row per evaluation in ``metrics.jsonl`` (epoch, step, lr, the training losses of the
+    last logged step before it, the 12 COCO numbers), rewritten whole so that a resumed run stays consistent."""
+    from singleshot.evaluation import STAT_NAMES
+
+    train, evals = read_metrics(run_dir / "metrics.jsonl")
+    header = ["epoch", "step", "lr", *_LOSS_KEYS, *STAT_NAMES]
+    lines = [",".join(header)]
+    for ev in evals:
+        before = [r for r in train if r["step"] <= ev["step"]]
+        last = before[-1] if before else {}
+        values = [ev.get("epoch", ""), ev["step"], _fmt(last.get("lr"), 6), *(_fmt(last.get(k), 4) for k in _LOSS_KEYS),
+                  *(_fmt(ev.get(k), 4) for k in STAT_NAMES)]
+        lines.append(",".join(str(v) for v in values))
+    path = run_dir / RESULTS_CSV
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _fmt(value: Any, digits: int) -> str:
+    """``digits`` significant digits (the learning rate) or decimals (losses, AP), "" when missing."""
+    if value is None:
+        return ""
+    return f"{float(value):.{digits}g}" if digits > 4 else f"{float(value):.{digits}f}"
+
+
+def write_per_class_csv(analysis: Any, path: Path) -> Path:
+    """``per_class_ap.csv``: class, category_id, num_gt, AP, AP50, AP75 (fractions, 4 decimals; -1 = no ground
+    truth)."""
+    lines = ["class,category_id,num_gt,AP,AP50,AP75"]
+    for r in analysis.table_rows():
+        name = '"' + r["class"].replace('"', '""') + '"' if "," in r["class"] or '"' in r["class"] else r["class"]
+        lines.append(f"{name},{r['category_id']},{r['num_gt']},{r['AP']:.4f},{r['AP50']:.4f},{r['AP75']:.4f}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def evaluation_report(
+    run_dir: Path,
+    *,
+    dataset: DetectionDataset,
+    model: nn.Module,
+    postprocess: nn.Module,
+    device: torch.device,
+    step: int,
+    classes: list[str] | None = None,
+    num_pictures: int = 8,
+    score_threshold: float = 0.3,
+    tensorboard: Any = None,
+    log: Any = print,
+) -> list[Path]:
+    """Everything the module docstring lists for an evaluation whose detections are in ``run_dir/coco_results.json``.
+
+    Args:
+        dataset: the validation set that was evaluated (its ground truth and its first ``num_pictures`` images).
+        score_threshold: detections counted in the confusion matrix and drawn on the pictures.
+        tensorboard: a ``SummaryWriter`` (or None) that receives the figures and pictures at ``step``.
+        log: where the per-class table goes (None: nowhere).
+    """
+    from singleshot.engine.plots import plot_confusion_matrix, plot_pr_curves
+    from singleshot.evaluation.analysis import analyze_classes, confusion_matrix, rows_from_results_json
+    from singleshot.evaluation.groundtruth import coco_ground_truth
+    from singleshot.evaluation.metrics import as_coco
+
+    written = [write_results_csv(run_dir), plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")]
+    results = run_dir / RESULTS_JSON
+    if results.is_file():
+        gt = as_coco(coco_ground_truth(dataset))
+        ids = [dataset.image_id(i) for i in range(len(dataset))]
+        rows = rows_from_results_json(results)
+        analysis = analyze_classes(gt, rows, ids)
+        if log is not None:
+            log(f"per-class AP (step {step}, fractions):\n{analysis.text()}")
+        written.append(write_per_class_csv(analysis, run_dir / PER_CLASS_CSV))
+        figures = {
+            "pr_curves": plot_pr_curves(analysis, run_dir / "pr_curves.png"),
+            "confusion_matrix": plot_confusion_matrix(
+                confusion_matrix(gt, rows, score_threshold=score_threshold, image_ids=ids),
+                run_dir / "confusion_matrix.png"),
+        }
+        written += [run_dir / "pr_curves.png", run_dir / "confusion_matrix.png", results]
+        if tensorboard is not None:
+            for tag, image in figures.items():
+                tensorboard.add_image(f"eval/{tag}", image, step)
+    if num_pictures > 0:
+        pics = prediction_pictures(model, dataset, postprocess, run_dir / "predictions", device, num_pictures,
+                                   min_score=score_threshold, classes=classes)
+        if pics:
+            written.append(run_dir / "predictions")
+        if tensorboard is not None:
+            from torchvision.io import decode_jpeg, read_file
+
+            for p in pics[:4]:
+                tensorboard.add_image(f"predictions/{p.stem}", decode_jpeg(read_file(str(p))), step)
+    if tensorboard is not None:
+        tensorboard.flush()
+    return written
+
+
+def train_batch_picture(batch: dict[str, Any], classes: list[str], mean: tuple[float, ...], std: tuple[float, ...],
+                        path: Path, max_images: int = 16) -> Tensor:
+    """The first ``max_images`` images of a collated training batch with their boxes, as a grid JPEG.
+
+    ``batch``: ``images [B, 3, S, S]`` float normalized (or uint8 when colour work is deferred to the GPU: then the
+    colour jitter is not in the picture), ``boxes [B, M, 4]`` xyxy normalized, ``labels [B, M]`` (-1 = padding).
+    Returns the grid ``uint8[3, H, W]``.
+    """
+    from torchvision.utils import make_grid
+
+    from singleshot.inference.draw import draw_detections, save_image
+
+    images = batch["images"][:max_images].detach().cpu()
+    if images.dtype != torch.uint8:
+        m = torch.tensor(mean).view(1, 3, 1, 1)
+        s = torch.tensor(std).view(1, 3, 1, 1)
+        images = ((images.float() * s + m) * 255).round().clamp(0, 255).to(torch.uint8)
+    size = images.shape[-1]
+    drawn = []
+    for i, image in enumerate(images):
+        real = batch["labels"][i].cpu() > 0
+        boxes = batch["boxes"][i].cpu()[real] * size  # (N, 4) xyxy normalized -> pixels of the S x S input
+        drawn.append(draw_detections(image.contiguous(), boxes, batch["labels"][i].cpu()[real], None, classes))
+    grid = make_grid(torch.stack(drawn), nrow=min(4, len(drawn)), padding=4, pad_value=255)
+    save_image(grid, path)
+    return grid
+
+
+def start_report(
+    run_dir: Path, *, batch: dict[str, Any], train_set: DetectionDataset, mean: tuple[float, ...],
+    std: tuple[float, ...], tensorboard: Any = None,
+) -> list[Path]:
+    """``labels.png`` (the training set's labels) and ``train_batch.jpg`` (``batch``, the first one trained on)."""
+    from singleshot.data.check import label_summary
+    from singleshot.engine.plots import plot_labels
+
+    labels = plot_labels(label_summary(train_set), list(train_set.classes), run_dir / "labels.png")
+    grid = train_batch_picture(batch, list(train_set.classes), mean, std, run_dir / "train_batch.jpg")
+    if tensorboard is not None:
+        tensorboard.add_image("data/labels", labels, 0)
+        tensorboard.add_image("data/train_batch", grid, 0)
+        tensorboard.flush()
+    return [run_dir / "labels.png", run_dir / "train_batch.jpg"]

@@ -241,6 +241,7 @@ class Trainer:
         result = evaluate(
             self.model, self.data.val_loader, self.postprocess, prepare=self.finish, precision=self.precision,
             log=self.monitor.print if self.main else None,
+            results_file=str(self.run_dir / "coco_results.json") if self.main and self.cfg.run.report else None,
         )  # fmt: skip
         stats = [float(result[name]) for name in STAT_NAMES]
         self.mllog.end(M.EVAL_STOP, epoch_num=self.epoch + 1)
@@ -251,6 +252,14 @@ class Trainer:
             self.state["best_map"] = stats[0]
         record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **dict(zip(STAT_NAMES, stats))}
         self.monitor.write({**record, "eval_seconds": round(time.perf_counter() - t0, 2)})
+        if self.main and self.cfg.run.report:
+            from singleshot.engine.report import evaluation_report
+
+            evaluation_report(
+                self.run_dir, dataset=self.data.val, model=self.model, postprocess=self.postprocess,
+                device=self.device, step=self.step, classes=self.classes, num_pictures=self.cfg.eval.num_pictures,
+                tensorboard=self.monitor.tensorboard, log=self.monitor.print,
+            )  # fmt: skip
         return stats
 
     def _eval_due(self, epoch_num: int) -> bool:
@@ -328,6 +337,11 @@ class Trainer:
                     batch = next(it, None)
                 if batch is None:
                     break
+                if self.step == 0 and self.main and cfg.run.report:  # what the model is fed, before it changes
+                    from singleshot.engine.report import start_report
+
+                    start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.finish.mean,
+                                 std=self.finish.std, tensorboard=self.monitor.tensorboard)
                 out = self.train_step(batch, stop.signum > 0)
                 self.step += 1
                 in_epoch += 1

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from singleshot.box.factory import build_postprocessor
 from singleshot.checkpoint import model_from_checkpoint
+from singleshot.inference.inputs import expand_image_paths, is_path_pattern
 from singleshot.inference.preprocess import ImageInput, preprocess, to_uint8_rgb
 from singleshot.interop import read_checkpoint
 
@@ -60,7 +61,8 @@ class Detector:
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Detector:
-        """Load a singleshot (or MLPerf / NVIDIA SSD300) checkpoint; ``device`` defaults to CUDA when available."""
+        """Load a singleshot (or MLPerf / NVIDIA SSD300) checkpoint, or a ``.safetensors`` file written by
+        ``singleshot export``; ``device`` defaults to CUDA when available."""
         ckpt = read_checkpoint(Path(path))
         model = model_from_checkpoint(ckpt)
         l2c = {int(k): int(v) for k, v in (ckpt.get("label_to_category_id") or {}).items()}
@@ -110,8 +112,9 @@ class Detector:
 
         Args:
             images: a path, PIL image, NumPy ``uint8`` HWC array or ``uint8`` CHW tensor, or a list of them (mixed
-                types and sizes are fine). Preprocessing is the validation transform: resize to the model's square
-                input, ImageNet normalization.
+                types and sizes are fine); a folder or a glob pattern (``"photos/*.jpg"``, ``"data/**/*.png"``)
+                stands for its image files, sorted, and gives a list. Preprocessing is the validation transform:
+                resize to the model's square input, ImageNet normalization.
             score_threshold: keep detections scoring above this (0.3 by default; evaluation uses the preset's 0.05).
             batch_size: images per forward pass.
             max_detections: per image; default the preset's (200 for SSD300).
@@ -121,9 +124,10 @@ class Detector:
             in 1..num_classes-1, ``names`` list of K class names. Tensors are on the CPU.
         Raises:
             singleshot.data.errors.BadImageError: an unreadable file (named in the message).
+            FileNotFoundError: a path, folder or pattern that names no image.
         """
-        single = not isinstance(images, (list, tuple))
-        items = [images] if single else list(images)
+        single = not isinstance(images, (list, tuple)) and not is_path_pattern(images)
+        items = [images] if single else _expand(images if isinstance(images, (list, tuple)) else [images])
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         results: list[dict[str, Any]] = []
@@ -135,3 +139,17 @@ class Detector:
     def __repr__(self) -> str:
         return (f"Detector({self.spec.name}, {len(self.classes)} classes, input {self.spec.image_size}px, "
                 f"device={self.device}, half={self.half})")
+
+
+def _expand(items: Sequence[ImageInput]) -> list[ImageInput]:
+    """Folders and glob patterns in ``items`` -> their image files; everything else as it is."""
+    out: list[ImageInput] = []
+    for item in items:
+        if is_path_pattern(item):
+            files, errors = expand_image_paths([item])
+            if errors or not files:
+                raise FileNotFoundError(errors[0] if errors else f"{item}: no image files in this folder")
+            out += files
+        else:
+            out.append(item)
+    return out

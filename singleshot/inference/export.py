@@ -15,12 +15,19 @@ The per-class NMS is ONNX ``NonMaxSuppression`` run over ``B * K`` independent (
 ``candidates_per_class`` boxes each, which is how the op batches natively: one group's boxes never see another's.
 In PyTorch the same step is a custom op (``singleshot::grouped_nms``) implemented with
 :func:`singleshot.box.nms.grouped_nms`, so the exported graph and eager PyTorch compute the same thing.
+
+``uint8_input=True`` makes the input ``images uint8[B, 3, S, S]`` (RGB already resized to S x S) and moves the
+normalization ``(x - 255 mean) / (255 std)`` into the graph, so a consumer only decodes and resizes.
+The file's ``metadata_props`` carry :mod:`singleshot.inference.metadata` (class names, label map, input size,
+mean/std, thresholds, model name, singleshot version), one JSON-encoded value per key.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -110,11 +117,54 @@ class DetectionGraph(nn.Module):
         )
 
 
+class Uint8Input(nn.Module):
+    """``uint8[B, 3, S, S]`` RGB -> ``module((x - 255 mean) / (255 std))``: normalization inside an exported graph.
+
+    The arithmetic is :func:`singleshot.inference.preprocess.preprocess`'s (float32 subtract, then divide), so a
+    graph with this front end and PyTorch on a preprocessed batch see the same numbers.
+    """
+
+    def __init__(self, module: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
+        super().__init__()
+        self.module = module
+        self.register_buffer("mean255", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("std255", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+
+    def forward(self, images: Tensor) -> Any:
+        return self.module((images.float() - self.mean255) / self.std255)
+
+
+def output_names(with_nms: bool) -> list[str]:
+    return ["boxes", "scores", "labels", "num_detections"] if with_nms else ["bbox_regression", "cls_logits"]
+
+
+def export_module(model: nn.Module, *, with_nms: bool = False, uint8_input: bool = False,
+                  **postprocess_overrides: float) -> nn.Module:
+    """The module every exporter traces: the model, optionally with decoding + NMS and/or the uint8 front end.
+
+    Also builds the default boxes eagerly so that a traced graph holds them as a constant (the cache is never
+    filled under an exporter's fake tensors).
+    """
+    model = model.eval().cpu().float()
+    default_boxes(model.spec.anchors, "cpu", torch.float32)
+    module: nn.Module = DetectionGraph(model, **postprocess_overrides).eval() if with_nms else model
+    if uint8_input:
+        module = Uint8Input(module, model.spec.mean, model.spec.std).eval()
+    return module
+
+
+def example_input(model: nn.Module, batch: int = 2, uint8_input: bool = False) -> Tensor:
+    size = model.spec.image_size
+    return torch.zeros(batch, 3, size, size, dtype=torch.uint8 if uint8_input else torch.float32)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | os.PathLike[str],
     *,
     with_nms: bool = False,
+    uint8_input: bool = False,
+    metadata: Mapping[str, Any] | None = None,
     opset: int = OPSET,
     **postprocess_overrides: float,
 ) -> Path:
@@ -122,17 +172,13 @@ def export_onnx(
 
     ``postprocess_overrides`` (``score_threshold``, ``nms_iou``, ``candidates_per_class``, ``max_detections``)
     replace the preset's post-processing defaults in the NMS variant; they are baked into the graph.
+    ``metadata`` (see :func:`singleshot.inference.metadata.export_metadata`) is stored in ``metadata_props``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    model = model.eval().cpu().float()
-    size = model.spec.image_size
-    example = torch.zeros(2, 3, size, size)
-    module: nn.Module = DetectionGraph(model, **postprocess_overrides).eval() if with_nms else model
-    outputs = ["boxes", "scores", "labels", "num_detections"] if with_nms else ["bbox_regression", "cls_logits"]
-    # Build the default boxes eagerly first so that the traced graph holds them as a constant (the cache is never
-    # filled under the exporter's fake tensors).
-    default_boxes(model.spec.anchors, "cpu", torch.float32)
+    module = export_module(model, with_nms=with_nms, uint8_input=uint8_input, **postprocess_overrides)
+    example = example_input(model, 2, uint8_input)
+    outputs = output_names(with_nms)
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -148,46 +194,39 @@ def export_onnx(
             verbose=False,
         )
     program.save(os.fspath(path))
+    if metadata:
+        write_onnx_metadata(path, metadata)
     return path
 
 
-RAW_ATOL, RAW_RTOL = 1e-4, 1e-3  # fp32 graph vs fp32 PyTorch: |onnx - torch| <= atol + rtol * |torch|
+def write_onnx_metadata(path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> None:
+    """Replace the ``metadata_props`` of an ONNX file with ``metadata`` (one JSON-encoded value per key)."""
+    import onnx
+
+    from singleshot.inference.metadata import encode_metadata
+
+    proto = onnx.load(os.fspath(path))
+    del proto.metadata_props[:]
+    for key, value in encode_metadata(metadata).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, os.fspath(path))
+
+
+def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The metadata dict of an ONNX file written by :func:`export_onnx` (read without loading the weights)."""
+    import onnx
+
+    from singleshot.inference.metadata import decode_metadata
+
+    proto = onnx.load(os.fspath(path), load_external_data=False)
+    return decode_metadata({p.key: p.value for p in proto.metadata_props})
 
 
 def run_onnx(path: str | os.PathLike[str], images: Tensor) -> list[np.ndarray]:
-    """Run an exported graph in ONNX Runtime (CPU) on ``images float32[B, 3, S, S]``; outputs in graph order."""
+    """Run an exported graph in ONNX Runtime (CPU) on ``images`` ``[B, 3, S, S]`` (float32 normalized, or uint8
+    for a ``uint8_input`` graph); outputs in graph order."""
     import onnxruntime as ort
 
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"images": images.detach().cpu().numpy()})
-
-
-def verify_onnx(model: nn.Module, path: str | os.PathLike[str], *, with_nms: bool = False, batch: int = 2,
-                seed: int = 0, **postprocess_overrides: float) -> str:
-    """Compare ONNX Runtime with PyTorch on a random batch; one line of text, containing MISMATCH on failure.
-
-    Raw graph: every output within ``RAW_ATOL + RAW_RTOL * |torch|``. NMS graph: the same ``num_detections`` per
-    image, labels equal and boxes/scores within 1e-4 on the real rows.
-    """
-    size = model.spec.image_size
-    x = torch.randn(batch, 3, size, size, generator=torch.Generator().manual_seed(seed))
-    module = DetectionGraph(model, **postprocess_overrides).eval() if with_nms else model.eval()
-    with torch.no_grad():
-        expected = [t.numpy() for t in module(x)]
-    got = run_onnx(path, x)
-    if not with_nms:
-        worst = max(float(np.max(np.abs(g - e) - RAW_RTOL * np.abs(e))) for g, e in zip(got, expected))
-        diff = max(float(np.max(np.abs(g - e))) for g, e in zip(got, expected))
-        ok = worst <= RAW_ATOL
-        return (f"onnxruntime vs PyTorch (batch {batch}): max |diff| {diff:.2e} "
-                f"(tolerance {RAW_ATOL:g} + {RAW_RTOL:g}*|x|): {'ok' if ok else 'MISMATCH'}")
-    counts_ok = bool(np.array_equal(got[3], expected[3]))
-    ok = counts_ok
-    diff = 0.0
-    if counts_ok:
-        real = np.arange(got[1].shape[1])[None, :] < got[3][:, None]  # (B, D) rows that hold detections
-        diff = max(float(np.abs(got[0] - expected[0])[real].max(initial=0)),
-                   float(np.abs(got[1] - expected[1])[real].max(initial=0)))
-        ok = diff <= 1e-4 and bool(np.array_equal(got[2][real], expected[2][real]))
-    return (f"onnxruntime vs PyTorch (batch {batch}): detections per image {got[3].tolist()} vs "
-            f"{expected[3].tolist()}, max |diff| boxes/scores {diff:.2e}: {'ok' if ok else 'MISMATCH'}")
+    name = session.get_inputs()[0].name
+    return session.run(None, {name: images.detach().cpu().numpy()})

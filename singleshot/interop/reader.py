@@ -11,6 +11,7 @@ import torch
 
 from singleshot.interop.convert import InteropError, detect_kind, from_foreign
 from singleshot.interop.keymaps import FORMATS
+from singleshot.safetensors_io import is_safetensors, read_safetensors
 
 KINDS = ("singleshot", *FORMATS)
 
@@ -67,6 +68,11 @@ def read_checkpoint(
     """
     if kind is not None and kind not in KINDS:
         raise InteropError(f"unknown checkpoint kind {kind!r}; choose from {', '.join(KINDS)}")
+    if kind in (None, "singleshot") and is_safetensors(path):  # `singleshot export --format safetensors`
+        try:
+            return read_safetensors(path, map_location)
+        except ValueError as exc:
+            raise InteropError(str(exc)) from exc
     obj = load_file(path, map_location, trust_pickle)
     found = detect_kind(obj)
     if found == "unknown":
