@@ -69,11 +69,18 @@ def export_metadata(
             "mean": [float(v) for v in spec.mean],
             "std": [float(v) for v in spec.std],
         },
-        "postprocess": {k: float(v) if isinstance(v, float) else int(v) for k, v in post.items()},
+        "postprocess": {k: _plain(v) for k, v in post.items()},
         "outputs": list(outputs),
         "with_nms": bool(with_nms),
         "boxes": boxes,
     }
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready scalar (post-processing settings are numbers, strings or booleans)."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    return float(value)
 
 
 def encode_metadata(meta: Mapping[str, Any]) -> dict[str, str]:
