@@ -116,3 +116,11 @@ def test_table_has_both_models_ratio_and_mean() -> None:
     assert "| 0 | ours | 0.500 | 0.800 | n/a | 0.400 | 0.600 | 1 min 15 s | 0.50 |" in table
     assert "| 0 | YOLOv8n | 1.000 |" in table
     assert "0.50 (min 0.50)" in table and "seed 5" in table and "circles" in table
+
+    report.update(base_seed=5, epochs=2, num_train=10, budget_from="--budget-images", budget_images=20,
+                  image_size=160, threads=2, yolo_batch=16,
+                  machine={"cpus": 2, "ultralytics": "8.4", "load_average_start": (1.0, 1, 1)})
+    args = bench.parse_args(["--sets", "1", "--num-train", "10", "--budget-images", "20"])
+    header = bench.markdown_header(report, args)
+    assert header.startswith("`python benchmarks/bench_accuracy.py --base-seed 5 --sets 1 --num-train 10 ")
+    assert "--budget-images 20`" in header and "2 epochs x 10 images" in header
