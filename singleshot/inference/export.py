@@ -87,6 +87,12 @@ class DetectionGraph(nn.Module):
         super().__init__()
         self.model = model
         self.post = build_postprocessor(model.spec, **postprocess_overrides)
+        cap = getattr(self.post.config, "per_class_cap", "before_nms")
+        if cap != "before_nms":  # the graph's per-class top-k runs before NMS, as MLPerf's decoding does
+            raise ValueError(
+                f"{model.spec.name} caps candidates per class {cap}, which this NMS graph does not implement: export "
+                "the raw outputs (without --with-nms) and decode them with singleshot.build_postprocessor"
+            )
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         cfg = self.post.config
