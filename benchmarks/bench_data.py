@@ -5,9 +5,12 @@ Compares, in one run and on the same images:
 * ``singleshot``: our pipeline (``SSDTrainTransform`` + ``collate_detection``), photometric work on the CPU;
 * ``singleshot (deferred)``: the same with colour jitter + normalization left for the GPU (CPU share only);
 * ``torchvision v2``: a plain ``torchvision.transforms.v2`` chain (RandomIoUCrop, RandomHorizontalFlip, Resize,
-  ColorJitter(0.125, 0.5, 0.5, 0.05), ToDtype, Normalize, SanitizeBoundingBoxes) with the same decoder and collate.
+  ColorJitter(0.125, 0.5, 0.5, 0.05), ToDtype, Normalize, SanitizeBoundingBoxes) with the same decoder and collate;
+* ``DALI (CPU backend)``: ``data.backend=dali`` (:class:`singleshot.data.dali.DaliLoader`, the same records and
+  recipe) on DALI's CPU backend, when NVIDIA DALI is installed.
 
-"Per core" runs in this process with one thread; "total" runs a DataLoader with one worker per CPU.
+"Per core" runs in this process with one thread (DALI: one worker thread; its executor thread only hands batches
+over); "total" runs a DataLoader with one worker per CPU (DALI: that many threads).
 
     PYTHONPATH=. python benchmarks/bench_data.py [--images 64] [--batches 8] [--batch-size 32]
 """
@@ -42,6 +45,7 @@ from singleshot.data import (
     read_image,
 )
 from singleshot.data.base import DetectionDataset
+from singleshot.data.dali import DaliLoader, dali_missing_reason
 from singleshot.data.synth import generate
 
 
@@ -151,7 +155,21 @@ def main() -> None:
         for _ in range(args.rounds):
             for name, (d, c) in pipelines.items():
                 per_core[name] = max(per_core[name], time_inline(d, args.batch_size, args.batches, c))
+        dali_reason = dali_missing_reason()
+        if dali_reason is None:
+            # DALI runs its own threads; interleave its rounds with ours too
+            for _ in range(args.rounds):
+                loader = DaliLoader(ds, mode="ssd", image_size=args.size, batch_size=args.batch_size, shuffle=True,
+                                    num_threads=1)
+                rate = time_loader(_cycle(loader), args.batches)
+                per_core["DALI (CPU backend)"] = max(per_core.get("DALI (CPU backend)", 0.0), rate)
+        else:
+            print(f"DALI row left out: {dali_reason}")
         total = {}
+        if dali_reason is None:
+            loader = DaliLoader(ds, mode="ssd", image_size=args.size, batch_size=args.batch_size, shuffle=True,
+                                num_threads=args.workers)
+            total["DALI (CPU backend)"] = time_loader(_cycle(loader), args.batches * args.rounds)
         for name in ("singleshot", "torchvision v2"):
             if name == "singleshot":
                 loader = build_loader(ds, SSDTrainTransform(args.size), batch_size=args.batch_size, shuffle=True,
@@ -168,6 +186,10 @@ def main() -> None:
         print(f"load average after: {os.getloadavg()[0]:.1f}")
         print(f"ratio singleshot / v2: per core {per_core['singleshot'] / per_core['torchvision v2']:.2f}x, "
               f"total {total['singleshot'] / total['torchvision v2']:.2f}x")
+        if "DALI (CPU backend)" in total:
+            print(f"ratio singleshot / DALI (CPU backend): per core "
+                  f"{per_core['singleshot'] / per_core['DALI (CPU backend)']:.2f}x, "
+                  f"total {total['singleshot'] / total['DALI (CPU backend)']:.2f}x")
 
 
 def _cycle(loader: Any) -> Any:

@@ -26,6 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass, per process")
     p.add_argument("--workers", type=int, default=None, help="loader worker processes (default: cores - 1, max 8)")
+    p.add_argument("--backend", default="builtin", choices=["builtin", "dali"],
+                   help="input pipeline: builtin, or dali (NVIDIA DALI, pip install 'singleshot[dali]'; --workers "
+                        "threads)")
     p.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="autocast for the forward (auto: fp16 on CUDA, fp32 on CPU)")
@@ -66,9 +69,18 @@ def run(args: argparse.Namespace) -> int:
             return 2
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
-        loader = build_loader(dataset, SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std),
-                              batch_size=args.batch_size, shuffle=False, drop_last=False, num_workers=args.workers,
-                              num_replicas=info.world_size, rank=info.rank)
+        if args.backend == "dali":
+            from singleshot.data.dali import DaliLoader
+
+            loader: Any = DaliLoader(
+                dataset, mode="val", image_size=spec.image_size, batch_size=args.batch_size, shuffle=False,
+                drop_last=False, num_replicas=info.world_size, rank=info.rank, num_threads=args.workers or 1,
+                device=device, mean=spec.mean, std=spec.std,
+            )  # fmt: skip
+        else:
+            loader = build_loader(dataset, SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std),
+                                  batch_size=args.batch_size, shuffle=False, drop_last=False,
+                                  num_workers=args.workers, num_replicas=info.world_size, rank=info.rank)
         overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
         post = build_postprocessor(spec, **overrides)
         results = args.results or str(Path(args.checkpoint).with_name(f"eval_{args.split}_results.json"))

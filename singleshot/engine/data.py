@@ -105,7 +105,7 @@ def build_data(
     dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}[cfg.augment]
     backend, note = cfg.backend, ""
     if backend == "auto":
-        backend, note = "builtin", "data.backend=auto: builtin on CPU"
+        backend = "builtin"
         if device is not None and device.type == "cuda":
             backend, note = _choose_on_cuda(
                 lambda: _builtin(build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True,

@@ -32,4 +32,8 @@ def build_optimizer(
     """``torch.optim.SGD`` over ``model``'s trainable parameters (see :func:`param_groups`)."""
     groups = param_groups(model, weight_decay, no_decay_bn_bias)
     # foreach=True: one fused kernel launch per group instead of one per tensor (same maths).
+    if all(p.is_cuda for g in groups for p in g["params"]):
+        # CUDA: the fused kernel, one launch per step, which also takes the fp16 gradient scaler's overflow flag on
+        # the device (with foreach SGD, GradScaler reads that flag on the host every step).
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, fused=True)
     return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, foreach=True)

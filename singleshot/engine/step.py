@@ -1,5 +1,20 @@
-"""One optimizer step: finish the batch on the device, encode box targets, forward under autocast, loss, NaN/Inf
-guard, backward through the gradient scaler, SGD step, learning-rate schedule."""
+"""One optimizer step without a host sync: finish the batch on the device, encode box targets, forward under
+autocast, loss, backward through the gradient scaler, an SGD step that a non-finite loss undoes on the device,
+learning-rate schedule.
+
+Why no sync: reading the loss (``.item()``/``.tolist()``) makes the host wait for the forward pass before it can
+queue backward, which drains a GPU's queue once per step. Here every per-step decision stays on the device:
+
+* the NaN/Inf guard: one small all-reduce carries ``[non-finite, stop requested, loss, box, cls]`` so that every
+  rank agrees; backward and the SGD step always run, and on a non-finite step the parameters and momentum buffers
+  are put back to their values before the step (``torch.where`` on a device flag), which is exactly a skipped step;
+* loss accounting: sums over the good steps, consecutive-bad-step counters and the stop flag accumulate in device
+  tensors; :meth:`TrainStep.read` brings them to the host in one transfer, which the trainer does every
+  ``train.log_every`` steps (and before checkpoints).
+
+With fp16 the gradient scaler's own overflow check still reads a flag per step unless the optimizer is fused
+(``torch.optim.SGD(fused=True)``, used on CUDA where available), whose step takes that flag on the device.
+"""
 
 from __future__ import annotations
 
@@ -17,17 +32,21 @@ from singleshot.engine.schedule import LRScheduler
 
 @dataclass
 class StepResult:
-    """What every rank agrees on after a step (the values are means over ranks)."""
+    """What every rank agrees on about the steps since the last :meth:`TrainStep.read` (means over ranks)."""
 
-    skipped: bool  # the loss was NaN/Inf on some rank: no update anywhere
-    stop: bool  # some rank received SIGTERM/SIGINT
-    loss: float
+    steps: int  # steps in this window
+    skipped: int  # of them, skipped because the loss was NaN/Inf on some rank (no update anywhere)
+    bad_in_row: int  # consecutive skipped steps at the end of the window (a run may continue from earlier windows)
+    limit_step: int  # 1-based step in the window at which the run of skips first reached the limit; 0 = never
+    stop: bool  # some rank received SIGTERM/SIGINT during the window
+    loss: float  # mean over the good steps (nan when there were none)
     box: float
     cls: float
 
 
 class TrainStep:
-    """Callable ``step(batch, stop_requested) -> StepResult`` over the training objects.
+    """Callable ``step(batch, stop_requested)`` over the training objects; :meth:`read` returns a
+    :class:`StepResult` for the steps since the previous read.
 
     Args:
         model: what runs forward (DDP-wrapped and/or compiled); ``params`` are the plain model's, for clipping.
@@ -35,6 +54,7 @@ class TrainStep:
         encoder: ``(boxes [B, M, 4] xyxy normalized, labels [B, M]) -> (offsets [B, A, 4], labels [B, A])``.
         loss_fn: ``(bbox_regression, cls_logits, offsets, labels) -> {"loss", "box", "cls"}``.
         autocast: zero-argument factory of the autocast context.
+        max_bad_steps: the run of consecutive skips whose step :attr:`StepResult.limit_step` reports.
     """
 
     def __init__(
@@ -51,13 +71,20 @@ class TrainStep:
         autocast: Callable[[], Any],
         grad_clip: float | None = None,
         timer: SectionTimer | None = None,
+        max_bad_steps: int = 5,
     ) -> None:
         self.model, self.params, self.finish, self.encoder, self.loss_fn = model, params, finish, encoder, loss_fn
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.autocast, self.grad_clip = autocast, grad_clip
         self.timer = timer or SectionTimer(False)
+        self.max_bad_steps = max_bad_steps
+        self._stats: torch.Tensor | None = None  # see _account
+        self._in_row: torch.Tensor | None = None  # consecutive skipped steps so far (carried across windows)
+        self._steps = 0
+        self._saved: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self._lazy: list[torch.Tensor] = []
 
-    def __call__(self, batch: dict[str, Any], stop_requested: bool) -> StepResult:
+    def __call__(self, batch: dict[str, Any], stop_requested: bool) -> None:
         timer = self.timer
         with timer("to_device"):
             batch = self.finish(batch)
@@ -70,25 +97,115 @@ class TrainStep:
             loss = losses["loss"]
         with timer("guard"):
             # One all-reduce carries [non-finite, stop requested, loss, box, cls] so that all ranks skip or stop
-            # together (a rank skipping backward alone would hang the others in DDP's gradient all-reduce).
-            # Its .tolist() is the step's one host sync; the progress display needs the loss anyway.
+            # together; nothing here waits for it on the host.
             detached = loss.detach().float()
             flags = torch.stack([
                 (~torch.isfinite(detached)).float(), detached.new_tensor(float(stop_requested)),
-                detached, losses["box"].float(), losses["cls"].float(),
+                detached, losses["box"].detach().float(), losses["cls"].detach().float(),
             ])  # fmt: skip
-            bad, stop, mean_loss, box, cls = all_reduce_mean(flags).tolist()
+            flags = all_reduce_mean(flags)
+            bad = flags[0] > 0
         with timer("zero_grad"):
             self.optimizer.zero_grad(set_to_none=True)
-        if not bad:
-            with timer("backward"):
-                self.scaler.scale(loss).backward()
-            with timer("optimizer"):
-                if self.grad_clip is not None:
-                    self.scaler.unscale_(self.optimizer)
-                    torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
-                self.scaler.step(self.optimizer)  # skips the update itself if fp16 gradients overflowed
-                self.scaler.update()
+        with timer("backward"):
+            self.scaler.scale(loss).backward()
         with timer("optimizer"):
+            self._snapshot()
+            if self.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
+            self.scaler.step(self.optimizer)  # skips the update itself if fp16 gradients overflowed
+            self.scaler.update()
+            self._undo_if(bad)
             self.scheduler.step()
-        return StepResult(bad > 0, stop > 0, mean_loss, box, cls)
+        with timer("guard"):
+            self._account(flags, bad)
+
+    # ------------------------------------------------------------------------------------------ masked update
+    def _state_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+        """The tensors an optimizer step changes: parameters with gradients and their optimizer state (SGD momentum,
+        Adam moments, ...), and the parameters whose state does not exist yet (the step itself creates it)."""
+        params: list[torch.Tensor] = []
+        state_tensors: list[torch.Tensor] = []
+        lazy: list[torch.Tensor] = []
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                params.append(p)
+                state = self.optimizer.state[p]
+                if isinstance(self.optimizer, torch.optim.SGD) and group.get("momentum", 0.0) != 0.0 \
+                        and state.get("momentum_buffer") is None:
+                    # A zero buffer gives exactly the first step's (buf = grad, no dampening) and exists before the
+                    # step, so a skipped first step can be undone too.
+                    state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+                if not state:
+                    lazy.append(p)
+                state_tensors += [v for v in state.values() if isinstance(v, torch.Tensor)]
+        return params, state_tensors, lazy
+
+    @torch.no_grad()
+    def _snapshot(self) -> None:
+        params, state_tensors, self._lazy = self._state_tensors()
+        tensors = params + state_tensors
+        if self._saved is None or len(self._saved[1]) != len(tensors):
+            self._saved = (tensors, [torch.empty_like(t) for t in tensors])
+        else:
+            self._saved = (tensors, self._saved[1])
+        if hasattr(torch, "_foreach_copy_"):  # grouped launches instead of one per tensor
+            torch._foreach_copy_(self._saved[1], tensors)
+        else:
+            for dst, src in zip(self._saved[1], tensors):
+                dst.copy_(src)
+
+    @torch.no_grad()
+    def _undo_if(self, bad: torch.Tensor) -> None:
+        """Put every stepped tensor back to its snapshot where ``bad`` (a device bool) is set."""
+        assert self._saved is not None
+        if self._lazy:  # an optimizer's first step creates its state: decide on the host, once per run
+            if bool(bad):
+                for p in self._lazy:
+                    self.optimizer.state.pop(p, None)
+                for now, before in zip(*self._saved):
+                    now.copy_(before)
+            return
+        flags = {bad.device: bad}
+        for now, before in zip(*self._saved):
+            if now.device not in flags:  # e.g. Adam's step counters kept on the CPU: costs a transfer
+                flags[now.device] = bad.to(now.device)
+            torch.where(flags[now.device], before, now, out=now)  # NaN-safe, unlike blending with a 0/1 weight
+
+    # ------------------------------------------------------------------------------------------ accounting
+    @torch.no_grad()
+    def _account(self, flags: torch.Tensor, bad: torch.Tensor) -> None:
+        """Accumulate ``[loss, box, cls, good steps, skipped steps, stop, limit step]`` sums on the device."""
+        if self._stats is None or self._stats.device != flags.device:
+            self._stats = torch.zeros(7, dtype=torch.float32, device=flags.device)
+            self._in_row = torch.zeros((), dtype=torch.float32, device=flags.device)
+        assert self._in_row is not None
+        self._steps += 1
+        good = (~bad).float()
+        zero = torch.zeros_like(flags[2:5])
+        self._stats[0:3] += torch.where(bad, zero, flags[2:5])
+        self._stats[3] += good
+        self._stats[4] += 1.0 - good
+        self._stats[5] = torch.maximum(self._stats[5], (flags[1] > 0).float())
+        self._in_row.mul_(1.0 - good).add_(1.0 - good)
+        reached = (self._in_row >= self.max_bad_steps) & (self._stats[6] == 0)
+        self._stats[6] = torch.where(reached, torch.full_like(self._stats[6], self._steps), self._stats[6])
+
+    def read(self) -> StepResult:
+        """Bring the window's numbers to the host (the one sync) and start a new window."""
+        if self._stats is None or self._in_row is None:
+            return StepResult(0, 0, 0, 0, False, float("nan"), float("nan"), float("nan"))
+        values = torch.cat([self._stats, self._in_row[None]]).tolist()
+        loss, box, cls, good, skipped, stop, limit_step, in_row = values
+        steps = self._steps
+        self._stats.zero_()
+        self._steps = 0
+        n = max(good, 1.0)
+        nan = float("nan")
+        return StepResult(
+            steps, round(skipped), round(in_row), round(limit_step), stop > 0,
+            loss / n if good else nan, box / n if good else nan, cls / n if good else nan,
+        )  # fmt: skip

@@ -108,7 +108,7 @@ class Trainer:
         self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
         self.data = build_data(
             cfg.data, image_size=spec.image_size, mean=spec.mean, std=spec.std, seed=cfg.train.seed,
-            rank=info.rank, world_size=info.world_size, defer_photometric=cuda, pin_memory=cuda,
+            rank=info.rank, world_size=info.world_size, defer_photometric=cuda, pin_memory=cuda, device=device,
         )  # fmt: skip
         train_set = self.data.train
         num_classes = cfg.model.num_classes or train_set.num_classes
@@ -198,6 +198,7 @@ class Trainer:
             model=self.train_model, params=list(self.model.parameters()), finish=self.finish, encoder=self.encoder,
             loss_fn=self.loss_fn, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
             autocast=self.autocast, grad_clip=cfg.optim.grad_clip, timer=self.timer,
+            max_bad_steps=cfg.train.max_bad_steps,
         )  # fmt: skip
         if self.resume is not None:
             set_rng_state(self.resume["rng"])  # last: nothing after this may draw random numbers before the loop
@@ -316,13 +317,13 @@ class Trainer:
             print(
                 f"training {cfg.model.name} on {len(self.data.train)} images ({self.steps_per_epoch} steps/epoch, "
                 f"{self.total_steps} steps, global batch {self.global_batch}, lr {self.base_lr:.4g}, {where}, "
-                f"{self.precision}); run folder: {self.run_dir}",
+                f"{self.precision}, data {self.data.backend}); run folder: {self.run_dir}"
+                + (f"\n{self.data.backend_note}" if self.data.backend_note and cfg.data.backend == "auto" else ""),
                 flush=True,
             )
         self.mllog.start(M.RUN_START)
         self._train_mode()
         window = {"loss": 0.0, "box": 0.0, "cls": 0.0, "n": 0, "t": time.perf_counter(), "images": 0}
-        bad_in_row = 0
         status = "finished"
         sampler_state = loader.state_dict()
         while self.step < self.total_steps:
@@ -342,32 +343,15 @@ class Trainer:
 
                     start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.finish.mean,
                                  std=self.finish.std, tensorboard=self.monitor.tensorboard)
-                out = self.train_step(batch, stop.signum > 0)
+                self.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
                 self.step += 1
                 in_epoch += 1
                 self.timer.steps += 1
                 with self.timer("logging"):
-                    if out.skipped:
-                        bad_in_row += 1
-                        self.state["bad_steps_total"] += 1
-                        self.monitor.print(
-                            f"step {self.step}: non-finite loss, step skipped "
-                            f"({bad_in_row} in a row, {self.state['bad_steps_total']} in total)"
-                        )
-                        if bad_in_row >= cfg.train.max_bad_steps:
-                            raise TrainingDiverged(
-                                f"{bad_in_row} non-finite losses in a row at step {self.step}: training diverged. "
-                                f"The last checkpoint ({self.ckpt_dir / 'last.pt'}) holds the weights before it; "
-                                "lower optim.lr, lengthen schedule.warmup_steps or use train.precision=fp32."
-                            )
-                    else:
-                        bad_in_row = 0
-                        for k, v in (("loss", out.loss), ("box", out.box), ("cls", out.cls)):
-                            window[k] += v
-                        window["n"] += 1
                     window["images"] += len(batch["image_ids"]) * self.info.world_size
-                    self._log_step(window)
-                if out.stop:
+                    agreed = self._log_step(window)  # ranks read the stop flag at the same steps
+                if agreed or (stop.signum and not self.info.enabled):  # one process has nobody to agree with
+                    self._sync_steps(window)
                     self.save()
                     self.monitor.print(
                         f"signal {stop.signum}: saved {self.ckpt_dir / 'last.pt'} at step {self.step}; "
@@ -379,7 +363,9 @@ class Trainer:
                     break
                 every = cfg.train.checkpoint_every_steps
                 if every and self.step % every == 0:
+                    self._sync_steps(window)
                     self.save()
+            self._sync_steps(window)  # the epoch's last counts before its checkpoint
             complete = in_epoch >= self.steps_per_epoch
             sampler_state = self._next_epoch_sampler() if complete else loader.state_dict()
             self.mllog.end(M.EPOCH_STOP, epoch_num=epoch_num)
@@ -419,18 +405,51 @@ class Trainer:
         """The loader position at the start of the next epoch (saved at epoch ends)."""
         return {**self.data.train_loader.state_dict(), "epoch": self.epoch + 1, "start": 0}
 
-    def _log_step(self, window: dict[str, Any]) -> None:
+    def _sync_steps(self, window: dict[str, Any]) -> bool:
+        """Read the steps since the last read from the device (one transfer; see engine/step.py): count skipped
+        steps, stop on too many in a row, add the losses to ``window``. Returns True when some rank asked to stop."""
+        out = self.train_step.read()
+        if out.steps == 0:
+            return False
+        first = self.step - out.steps + 1
+        if out.skipped:
+            self.state["bad_steps_total"] += out.skipped
+            where = f"step {self.step}" if out.steps == 1 else f"steps {first}-{self.step}"
+            self.monitor.print(
+                f"{where}: {out.skipped} non-finite loss(es), step(s) skipped "
+                f"({out.bad_in_row} in a row now, {self.state['bad_steps_total']} in total)"
+            )
+            if out.limit_step:
+                raise TrainingDiverged(
+                    f"{self.cfg.train.max_bad_steps} non-finite losses in a row at step {first - 1 + out.limit_step}: "
+                    f"training diverged. The last checkpoint ({self.ckpt_dir / 'last.pt'}) holds the weights before "
+                    "it; lower optim.lr, lengthen schedule.warmup_steps or use train.precision=fp32."
+                )
+        good = out.steps - out.skipped
+        if good:
+            for k, v in (("loss", out.loss), ("box", out.box), ("cls", out.cls)):
+                window[k] += v * good
+            window["n"] += good
+        return out.stop
+
+    def _log_step(self, window: dict[str, Any]) -> bool:
+        """Progress after every step; every ``train.log_every`` steps (and at the end) the losses are read from the
+        device and written. Returns True when the ranks agreed to stop."""
         now = time.perf_counter()
+        due = self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps
+        stop = self._sync_steps(window) if due else False
         img_s = window["images"] / max(now - window["t"], 1e-9)
-        loss = window["loss"] / max(window["n"], 1)
+        loss = window["loss"] / max(window["n"], 1) if window["n"] else window.get("shown", float("nan"))
         self.monitor.step(self.step, self.epoch, loss, self.scheduler.get_lr(), img_s)
-        if self.step % self.cfg.train.log_every == 0 or self.step == self.total_steps:
+        if due:
+            window["shown"] = loss
             self.monitor.write({
                 "kind": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
                 "box": window["box"] / max(window["n"], 1), "cls": window["cls"] / max(window["n"], 1),
                 "lr": self.scheduler.get_lr(), "img_per_s": img_s, "skipped_total": self.state["bad_steps_total"],
             })  # fmt: skip
             window.update(loss=0.0, box=0.0, cls=0.0, n=0, t=now, images=0)
+        return stop
 
     def _report(self) -> None:
         from singleshot.engine.report import write_report

@@ -1,0 +1,399 @@
+"""The prepared GPU check (``scripts/gpu_check.sh``): one run that answers what this project could not measure on its
+CPU machine, within a time budget (default 450 s on one GPU), writing ``gpu_check.json`` and ``gpu_check.txt``.
+
+Sections, in priority order (each is skipped with a note when the budget is spent; the JSON is rewritten after each):
+
+1. ``tests``: ``pytest -m gpu`` (the GPU-marked tests).
+2. ``train``: ``ssd300_resnet34`` training img/s with the engine's own :class:`~singleshot.engine.step.TrainStep`
+   at batch 64 and 128, fp16 (+ GradScaler) and bf16 autocast, channels-last, eager; model FLOP utilisation from
+   ``torch.utils.flop_counter.FlopCounterMode`` (FLOPs of one forward + backward, over the device's peak).
+3. ``sync``: steps/s with the loss read on the host after every step (the old per-step sync) vs every 10 steps.
+4. ``loader``: built-in loader vs DALI (``mixed``: nvJPEG) img/s with all CPU cores, SSD augmentation, 300 px.
+5. ``infer``: inference img/s (forward + decode + NMS) at batch 1, 8, 64: eager, ONNX Runtime CUDA, TensorRT (ONNX
+   Runtime's TensorRT provider) when present, then compiled.
+6. ``train`` compiled rows (``torch.compile`` costs a minute or more per shape, so they come last).
+
+``--dry-run`` runs every section at tiny sizes on whatever device there is (ssd_tiny, batch 2, a few steps), so the
+script is known to start and its code paths to work before a GPU is spent on it.
+
+    python benchmarks/gpu_check.py [--dry-run] [--budget 450] [--out gpu_check]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+# Dense fp16/bf16 tensor-core peak FLOP/s by device-name fragment (vendor data sheets, SXM parts, no sparsity).
+PEAK_FLOPS = {"H200": 989e12, "H100": 989e12, "A100": 312e12, "L40S": 362e12, "L4": 121e12, "A10": 125e12,
+              "V100": 125e12, "RTX 4090": 165e12}  # fmt: skip
+
+
+@dataclass
+class Settings:
+    dry: bool
+    device: torch.device
+    model: str
+    train_batches: tuple[int, ...]
+    infer_batches: tuple[int, ...]
+    precisions: tuple[str, ...]
+    seconds: float  # timed seconds per row
+    loader_images: int
+    loader_batch: int
+
+
+def settings(dry: bool) -> Settings:
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if dry:
+        return Settings(True, device, "ssd_tiny", (2,), (1, 2), ("fp16", "bf16"), 0.3, 16, 4)
+    return Settings(False, device, "ssd300_resnet34", (64, 128), (1, 8, 64), ("fp16", "bf16"), 3.0, 512, 64)
+
+
+class Budget:
+    def __init__(self, seconds: float) -> None:
+        self.end = time.perf_counter() + seconds
+
+    def left(self) -> float:
+        return self.end - time.perf_counter()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def peak_flops(device: torch.device) -> float | None:
+    if device.type != "cuda":
+        return None
+    name = torch.cuda.get_device_name(device)
+    return next((v for k, v in PEAK_FLOPS.items() if k in name), None)
+
+
+# ---------------------------------------------------------------------------------------------------- training
+def make_train_step(model_name: str, batch: int, precision: str, device: torch.device, compile_model: bool) -> Any:
+    """A :class:`TrainStep` over a fresh model, and a fixed synthetic batch already on the device."""
+    from singleshot.box import TargetEncoder
+    from singleshot.box.factory import build_loss
+    from singleshot.data.photometric import DevicePhotometric
+    from singleshot.engine.runtime import autocast_factory
+    from singleshot.engine.schedule import LRScheduler, build_schedule
+    from singleshot.engine.step import TrainStep
+    from singleshot.inference.bench_train import synthetic_targets
+    from singleshot.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(model_name, num_classes=81).to(device)
+    channels_last = device.type == "cuda"
+    if channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    model.train()
+    net = torch.compile(model) if compile_model else model
+    fused = device.type == "cuda"
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4,
+                                **({"fused": True} if fused else {"foreach": True}))  # fmt: skip
+    schedule = build_schedule(kind="constant", peak_lr=1e-3, steps_per_epoch=100, total_steps=10**6)
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
+    step = TrainStep(
+        model=net, params=list(model.parameters()),
+        finish=DevicePhotometric(device, channels_last=channels_last), encoder=TargetEncoder(model.spec.anchors),
+        loss_fn=build_loss(model.spec), optimizer=optimizer, scheduler=LRScheduler(optimizer, schedule),
+        scaler=scaler, autocast=autocast_factory(device, precision),
+    )  # fmt: skip
+    size = model.spec.image_size
+    g = torch.Generator().manual_seed(0)
+    boxes, labels = synthetic_targets(batch, 4, 81, g)
+    batch_dict = {"images": torch.randn(batch, 3, size, size, generator=g).to(device), "boxes": boxes.to(device),
+                  "labels": labels.to(device)}  # fmt: skip
+    return step, batch_dict, model
+
+
+def train_flops(model: torch.nn.Module, batch: int, device: torch.device, precision: str) -> float:
+    """FLOPs of one forward + backward of ``model`` at ``batch`` (``FlopCounterMode``: matmuls and convolutions)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from singleshot.engine.runtime import autocast_factory
+
+    size = model.spec.image_size
+    x = torch.randn(batch, 3, size, size, device=device)
+    counter = FlopCounterMode(display=False)
+    with counter, autocast_factory(device, precision)():
+        bbox_regression, cls_logits = model(x)
+        (bbox_regression.float().sum() + cls_logits.float().sum()).backward()
+    model.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def time_steps(step: Any, batch: dict[str, Any], device: torch.device, seconds: float, read_every: int,
+               warmup: int = 3) -> tuple[float, int]:
+    """(steps/s, steps) of ``step`` on a fixed batch, reading its numbers on the host every ``read_every`` steps."""
+    for _ in range(warmup):
+        step(batch, False)
+    step.read()
+    _sync(device)
+    n, start = 0, time.perf_counter()
+    while n < 5 or time.perf_counter() - start < seconds:
+        step(batch, False)
+        n += 1
+        if n % read_every == 0:
+            step.read()
+    step.read()
+    _sync(device)
+    return n / (time.perf_counter() - start), n
+
+
+def section_train(s: Settings, budget: Budget, compiled: bool) -> list[dict[str, Any]]:
+    rows = []
+    peak = peak_flops(s.device)
+    for batch in s.train_batches:
+        for precision in s.precisions:
+            if budget.left() < (90 if compiled and not s.dry else 10):
+                rows.append({"batch": batch, "precision": precision, "compiled": compiled, "skipped": "time budget"})
+                continue
+            t0 = time.perf_counter()
+            try:
+                step, data, model = make_train_step(s.model, batch, precision, s.device, compiled)
+                flops = train_flops(model, batch, s.device, precision)
+                rate, n = time_steps(step, data, s.device, s.seconds, read_every=10)
+            except Exception as exc:  # a failing configuration is a result too
+                rows.append({"batch": batch, "precision": precision, "compiled": compiled,
+                             "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})  # fmt: skip
+                continue
+            achieved = flops * rate
+            rows.append({
+                "model": s.model, "batch": batch, "precision": precision, "compiled": compiled,
+                "channels_last": s.device.type == "cuda", "img_per_s": rate * batch, "steps": n,
+                "tflop_per_step": flops / 1e12, "achieved_tflops": achieved / 1e12,
+                "mfu": achieved / peak if peak else None, "setup_s": time.perf_counter() - t0 - n / rate,
+            })  # fmt: skip
+            del step, data, model
+            if s.device.type == "cuda":
+                torch.cuda.empty_cache()
+    return rows
+
+
+def section_sync(s: Settings, budget: Budget) -> list[dict[str, Any]]:
+    """Steps/s when the host reads the loss after every step (as before) vs every 10 steps (now)."""
+    if budget.left() < 20:
+        return [{"skipped": "time budget"}]
+    batch = s.train_batches[0]
+    precision = s.precisions[0]
+    step, data, _ = make_train_step(s.model, batch, precision, s.device, False)
+    rows = []
+    for read_every in (1, 10):
+        rate, n = time_steps(step, data, s.device, s.seconds, read_every)
+        rows.append({"model": s.model, "batch": batch, "precision": precision, "read_every": read_every,
+                     "steps_per_s": rate, "steps": n})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- loader
+def section_loader(s: Settings, budget: Budget, workdir: Path) -> list[dict[str, Any]]:
+    from singleshot.data import SSDTrainTransform, build_loader, load_dataset
+    from singleshot.data.dali import DaliLoader, dali_missing_reason
+    from singleshot.engine.data import batches_per_second
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_data import make_images
+
+    if budget.left() < 30:
+        return [{"skipped": "time budget"}]
+    root = make_images(workdir / "loader_images", s.loader_images)
+    ds = load_dataset(root, "train")
+    cores = os.cpu_count() or 1
+    batches = max(2, min(8, s.loader_images // s.loader_batch - 2))
+    rows = []
+    builtin = build_loader(ds, SSDTrainTransform(300), batch_size=s.loader_batch, shuffle=True, num_workers=cores,
+                           device=s.device)  # fmt: skip
+    rows.append({"pipeline": "builtin", "workers": cores,
+                 "img_per_s": batches_per_second(builtin, batches) * s.loader_batch})  # fmt: skip
+    del builtin
+    reason = dali_missing_reason()
+    if reason is not None:
+        rows.append({"pipeline": "dali", "skipped": reason})
+        return rows
+    dali = DaliLoader(ds, mode="ssd", image_size=300, batch_size=s.loader_batch, shuffle=True, num_threads=cores,
+                      device=s.device)  # fmt: skip
+    decode = "mixed" if s.device.type == "cuda" else "cpu"
+    rows.append({"pipeline": f"dali ({decode})", "threads": cores,
+                 "img_per_s": batches_per_second(dali, batches) * s.loader_batch})  # fmt: skip
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- inference
+def section_infer(s: Settings, budget: Budget, workdir: Path, compiled: bool) -> list[dict[str, Any]]:
+    from dataclasses import asdict
+
+    from singleshot.inference import bench
+    from singleshot.models import build_model
+
+    rows: list[dict[str, Any]] = []
+    precision = "fp16" if s.device.type == "cuda" else "fp32"
+
+    def fresh() -> torch.nn.Module:
+        torch.manual_seed(0)
+        model = build_model(s.model, num_classes=81).to(s.device).eval()
+        return model.to(memory_format=torch.channels_last) if s.device.type == "cuda" else model
+
+    def run(name: str, fn: Callable[[], list[Any]], need: float) -> None:
+        if budget.left() < need:
+            rows.append({"backend": name, "skipped": "time budget"})
+            return
+        try:
+            rows.extend(asdict(r) for r in fn())
+        except Exception as exc:
+            rows.append({"backend": name, "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})
+
+    if compiled:
+        run("compile", lambda: bench.infer_eager_or_compiled(fresh(), "compile", s.device, precision,
+                                                             s.infer_batches, s.seconds), 60 if not s.dry else 5)
+        return rows
+    run("eager", lambda: bench.infer_eager_or_compiled(fresh(), "eager", s.device, precision, s.infer_batches,
+                                                       s.seconds), 10)  # fmt: skip
+    run("onnxruntime", lambda: bench.infer_onnxruntime(fresh().cpu().float().contiguous(), str(workdir / "m.onnx"),
+                                                       s.device, s.infer_batches, s.seconds), 20)  # fmt: skip
+    run("tensorrt", lambda: infer_tensorrt(fresh().cpu(), workdir, s), 60 if not s.dry else 5)
+    return rows
+
+
+def infer_tensorrt(model: torch.nn.Module, workdir: Path, s: Settings) -> list[Any]:
+    """ONNX Runtime with its TensorRT provider (fp16), when the installed ONNX Runtime has it."""
+    import numpy as np
+    import onnxruntime as ort
+
+    from singleshot.inference import bench
+    from singleshot.inference.export import export_onnx
+
+    if "TensorrtExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError(f"no TensorRT provider in onnxruntime {ort.__version__} ({ort.get_available_providers()})")
+    path = workdir / "m_trt.onnx"
+    export_onnx(model, str(path), with_nms=True)
+    options = {"trt_fp16_enable": True, "trt_engine_cache_enable": True, "trt_engine_cache_path": str(workdir)}
+    session = ort.InferenceSession(str(path), providers=[("TensorrtExecutionProvider", options),
+                                                         "CUDAExecutionProvider"])  # fmt: skip
+    size = model.spec.image_size
+    rows = []
+    for b in s.infer_batches:
+        x = np.random.default_rng(0).standard_normal((b, 3, size, size), dtype=np.float32)
+        times = bench.time_calls(lambda x=x: session.run(["num_detections"], {"images": x}), torch.device("cpu"),
+                                 s.seconds)  # fmt: skip
+        rows.append(bench.make_row("infer", "tensorrt", s.device, "fp16", b, times))
+    return rows
+
+
+# ---------------------------------------------------------------------------------------------------- tests
+def section_tests(s: Settings, budget: Budget) -> dict[str, Any]:
+    limit = int(min(150 if not s.dry else 60, max(budget.left() - 60, 10)))
+    cmd = [sys.executable, "-m", "pytest", "-q", "-m", "gpu", "-p", "no:cacheprovider", "tests"]
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=limit,
+                              cwd=Path(__file__).resolve().parent.parent)  # fmt: skip
+        tail = (proc.stdout + proc.stderr).strip().splitlines()
+        return {"returncode": proc.returncode, "summary": tail[-1] if tail else "", "seconds": time.perf_counter() - t0}
+    except subprocess.TimeoutExpired:
+        return {"returncode": None, "summary": f"timed out after {limit} s", "seconds": limit}
+
+
+# ---------------------------------------------------------------------------------------------------- report
+def table(result: dict[str, Any]) -> str:
+    out = [f"gpu_check ({'dry run' if result['meta']['dry_run'] else 'full'}) on {result['meta']['device']}, "
+           f"torch {result['meta']['torch']}, {result['meta']['cpus']} CPUs, {result['meta']['seconds']:.0f} s"]
+    t = result.get("tests")
+    if isinstance(t, dict):
+        out.append(f"gpu tests: {t['summary']} (rc {t['returncode']}, {t['seconds']:.0f} s)")
+    elif t:
+        out.append(f"gpu tests: {t}")
+    out.append(f"{'train':<18} {'batch':>5} {'prec':<5} {'compiled':<8} {'img/s':>9} {'TFLOP/step':>10} "
+               f"{'TFLOP/s':>8} {'MFU':>6}")
+    for r in result.get("train", []):
+        if "img_per_s" not in r:
+            out.append(f"{'':<18} {r.get('batch', '-')!s:>5} {r.get('precision', '-'):<5} "
+                       f"{r.get('compiled', '-')!s:<8} {r.get('skipped') or r.get('error')}")
+            continue
+        mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
+        out.append(f"{r['model']:<18} {r['batch']:>5} {r['precision']:<5} {r['compiled']!s:<8} "
+                   f"{r['img_per_s']:>9.1f} {r['tflop_per_step']:>10.3f} {r['achieved_tflops']:>8.2f} {mfu:>6}")
+    for r in result.get("sync", []):
+        if "steps_per_s" in r:
+            out.append(f"steps/s, host reads the loss every {r['read_every']:>2} step(s): {r['steps_per_s']:.2f} "
+                       f"({r['model']}, batch {r['batch']}, {r['precision']})")
+        else:
+            out.append(f"steps/s sync vs no sync: {r.get('skipped') or r.get('error')}")
+    for r in result.get("loader", []):
+        what = f"{r['img_per_s']:.0f} img/s" if "img_per_s" in r else r.get("skipped") or r.get("error")
+        out.append(f"loader {r.get('pipeline', '-'):<14} {what}")
+    out.append(f"{'infer':<12} {'prec':<5} {'batch':>5} {'img/s':>9} {'median ms':>10}")
+    for r in result.get("infer", []):
+        if "images_per_s" in r:
+            out.append(f"{r['backend']:<12} {r['precision']:<5} {r['batch']:>5} {r['images_per_s']:>9.1f} "
+                       f"{r['median_ms']:>10.2f}")
+        else:
+            out.append(f"{r.get('backend', '-'):<12} {r.get('skipped') or r.get('error')}")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dry-run", action="store_true", help="tiny sizes on any device: checks the code paths")
+    parser.add_argument("--budget", type=float, default=450.0, help="seconds for all sections together")
+    parser.add_argument("--out", default="gpu_check", help="writes OUT.json and OUT.txt")
+    parser.add_argument("--skip-tests", action="store_true", help="leave out pytest -m gpu")
+    args = parser.parse_args(argv)
+    s = settings(args.dry_run)
+    budget = Budget(args.budget)
+    if s.device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    name = torch.cuda.get_device_name(s.device) if s.device.type == "cuda" else f"cpu ({platform.machine()})"
+    t_start = time.perf_counter()
+    result: dict[str, Any] = {"meta": {"dry_run": s.dry, "device": name, "torch": torch.__version__,
+                                       "cpus": os.cpu_count(), "model": s.model, "seconds": 0.0}}  # fmt: skip
+
+    def save() -> None:
+        result["meta"]["seconds"] = time.perf_counter() - t_start
+        Path(f"{args.out}.json").write_text(json.dumps(result, indent=2))
+        Path(f"{args.out}.txt").write_text(table(result) + "\n")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        steps: list[tuple[str, Callable[[], Any]]] = [
+            ("tests", lambda: None if args.skip_tests else section_tests(s, budget)),
+            ("train", lambda: section_train(s, budget, compiled=False)),
+            ("sync", lambda: section_sync(s, budget)),
+            ("loader", lambda: section_loader(s, budget, work)),
+            ("infer", lambda: section_infer(s, budget, work, compiled=False)),
+            ("train+", lambda: section_train(s, budget, compiled=True)),
+            ("infer+", lambda: section_infer(s, budget, work, compiled=True)),
+        ]
+        for key, fn in steps:
+            print(f"[gpu_check] {key} ({budget.left():.0f} s left)", flush=True)
+            try:
+                value = fn()
+            except Exception as exc:  # record and carry on: later sections still have something to say
+                value = [{"error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}]
+            if value is None:
+                continue
+            base = key.rstrip("+")
+            if key.endswith("+"):
+                result.setdefault(base, []).extend(value)
+            else:
+                result[base] = value
+            save()
+    print(table(result))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
