@@ -57,7 +57,9 @@ class Settings:
 def settings(dry: bool) -> Settings:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dry:
-        return Settings(True, device, "ssd_tiny", (2,), (1, 2), ("fp16", "bf16"), 0.3, 16, 4)
+        # fp16 convolutions on a CPU are reference kernels (minutes here): the dry run's CPU rows use bf16 and fp32
+        precisions = ("fp16", "bf16") if device.type == "cuda" else ("bf16", "fp32")
+        return Settings(True, device, "ssd_tiny", (2,), (1, 2), precisions, 0.3, 16, 4)
     return Settings(False, device, "ssd300_resnet34", (64, 128), (1, 8, 64), ("fp16", "bf16"), 3.0, 512, 64)
 
 
@@ -140,10 +142,11 @@ def time_steps(step: Any, batch: dict[str, Any], device: torch.device, seconds: 
     """(steps/s, steps) of ``step`` on a fixed batch, reading its numbers on the host every ``read_every`` steps."""
     for _ in range(warmup):
         step(batch, False)
+    min_steps = 5 if seconds >= 1 else 2
     step.read()
     _sync(device)
     n, start = 0, time.perf_counter()
-    while n < 5 or time.perf_counter() - start < seconds:
+    while n < min_steps or time.perf_counter() - start < seconds:
         step(batch, False)
         n += 1
         if n % read_every == 0:
@@ -165,7 +168,7 @@ def section_train(s: Settings, budget: Budget, compiled: bool) -> list[dict[str,
             try:
                 step, data, model = make_train_step(s.model, batch, precision, s.device, compiled)
                 flops = train_flops(model, batch, s.device, precision)
-                rate, n = time_steps(step, data, s.device, s.seconds, read_every=10)
+                rate, n = time_steps(step, data, s.device, s.seconds, read_every=10, warmup=1 if s.dry else 3)
             except Exception as exc:  # a failing configuration is a result too
                 rows.append({"batch": batch, "precision": precision, "compiled": compiled,
                              "error": f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"})  # fmt: skip
@@ -192,7 +195,7 @@ def section_sync(s: Settings, budget: Budget) -> list[dict[str, Any]]:
     step, data, _ = make_train_step(s.model, batch, precision, s.device, False)
     rows = []
     for read_every in (1, 10):
-        rate, n = time_steps(step, data, s.device, s.seconds, read_every)
+        rate, n = time_steps(step, data, s.device, s.seconds, read_every, warmup=1 if s.dry else 3)
         rows.append({"model": s.model, "batch": batch, "precision": precision, "read_every": read_every,
                      "steps_per_s": rate, "steps": n})  # fmt: skip
     return rows
