@@ -89,7 +89,7 @@ def test_presets_load_and_match_published_recipes() -> None:
     assert fpn.schedule.name == "cosine" and fpn.train.max_steps == 12500
     assert fpn.optim.lr * 256 / fpn.optim.reference_batch == pytest.approx(0.16)
     assert fpn.optim.lr * fpn.schedule.warmup_start_factor == pytest.approx(0.0693312, rel=1e-4)
-    assert fpn.model.frozen_backbone_bn and fpn.data.augment == "area_crop"
+    assert fpn.train.freeze_bn and not fpn.model.frozen_backbone_bn and fpn.data.augment == "area_crop"
     assert not nv.model.frozen_backbone_bn and nv.data.augment == "ssd" == mlperf.data.augment
 
 

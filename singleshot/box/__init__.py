@@ -7,16 +7,27 @@ from singleshot.box.anchors import (
     SSDAnchorSpec,
     default_boxes,
 )
-from singleshot.box.coder import BoxCoder, TargetEncoder, default_boxes_xyxy, match_anchors
+from singleshot.box.coder import (
+    MLPERF_MATCH,
+    TF_ARGMAX_MATCH,
+    BoxCoder,
+    MatchRule,
+    TargetEncoder,
+    default_boxes_xyxy,
+    match_anchors,
+)
 from singleshot.box.loss import FocalLoss, MultiBoxLoss
 from singleshot.box.nms import group_score_order, grouped_nms
 from singleshot.box.postprocess import PostprocessConfig, PostProcessor
 
 __all__ = [
+    "MLPERF_MATCH",
     "SSD300_ANCHORS",
+    "TF_ARGMAX_MATCH",
     "AnchorSpec",
     "BoxCoder",
     "FocalLoss",
+    "MatchRule",
     "MultiBoxLoss",
     "MultiscaleAnchorSpec",
     "PostProcessor",

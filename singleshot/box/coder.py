@@ -9,6 +9,7 @@ log(gw / dw) / scale_wh, log(gh / dh) / scale_wh)``, the coding of the MLPerf re
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
@@ -87,19 +88,46 @@ def anchor_iou(gt_boxes: Tensor, spec: AnchorSpec, workspace: Workspace | None =
     return inter.div_(union)
 
 
+@dataclass(frozen=True)
+class MatchRule:
+    """How default boxes are matched to ground truth; the two published rules differ in two details.
+
+    Attributes:
+        iou_threshold: an anchor is positive when its best IoU passes this.
+        inclusive: True: positive iff IoU >= threshold (TF object-detection API's ``ArgMaxMatcher`` with both
+            thresholds 0.5, SSD320 v1.2); False: IoU > threshold (the MLPerf reference and NVIDIA SSD300).
+        forced_tie: when several ground-truth boxes have the same best anchor (each is forced onto its best one),
+            "last": the highest index gets it (the MLPerf reference's in-order assignment); "first": the lowest
+            index gets it (TF's argmax over a one-hot of the forced columns).
+    """
+
+    iou_threshold: float = 0.5
+    inclusive: bool = False
+    forced_tie: str = "last"
+
+    def __post_init__(self) -> None:
+        if self.forced_tie not in ("first", "last"):
+            raise ValueError(f"MatchRule.forced_tie must be 'first' or 'last', got {self.forced_tie!r}")
+
+
+MLPERF_MATCH = MatchRule()
+TF_ARGMAX_MATCH = MatchRule(inclusive=True, forced_tie="first")
+
+
 def match_anchors(
     gt_boxes: Tensor,
     gt_valid: Tensor,
     spec: AnchorSpec,
     iou_threshold: float = 0.5,
     workspace: Workspace | None = None,
+    rule: MatchRule | None = None,
 ) -> Tensor:
     """Assign each default box the index of its ground-truth box, or -1 for background; see :func:`match_positives`.
 
     Returns:
         ``Tensor[B, A]`` int64 with values in ``[-1, M)`` (held in ``workspace`` until its next use, if given).
     """
-    return match_positives(gt_boxes, gt_valid, spec, iou_threshold, workspace)[0]
+    return match_positives(gt_boxes, gt_valid, spec, iou_threshold, workspace, rule)[0]
 
 
 def match_positives(
@@ -108,22 +136,27 @@ def match_positives(
     spec: AnchorSpec,
     iou_threshold: float = 0.5,
     workspace: Workspace | None = None,
+    rule: MatchRule | None = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Match default boxes to ground truth and list the positives.
 
-    The rule of the MLPerf reference (seed 000, step 1): every anchor takes its highest-IoU ground truth if that
-    IoU is > ``iou_threshold``; then every ground-truth box is forced onto its single best anchor (when two boxes
-    share a best anchor, the one with the higher index wins, as the reference's in-order assignment does).
+    Default rule, the MLPerf reference's (seed 000, step 1): every anchor takes its highest-IoU ground truth (the
+    first one on ties) if that IoU is > ``iou_threshold``; then every ground-truth box is forced onto its single best
+    anchor (when two boxes share a best anchor, the one with the higher index wins, as the reference's in-order
+    assignment does). ``rule`` (which then replaces ``iou_threshold``) selects ``>=`` and first-wins instead, TF's
+    ``ArgMaxMatcher`` (:data:`TF_ARGMAX_MATCH`).
 
     Args:
         gt_boxes: ``Tensor[B, M, 4]`` xyxy normalized (padding rows are ignored).
         gt_valid: ``Tensor[B, M]`` bool, True for real boxes.
         spec: the default boxes.
         workspace: scratch memory for the ``[B, M, A]`` IoU, reused across calls.
+        rule: the matching rule (default: ``MatchRule(iou_threshold)``).
     Returns:
         ``(matched, img, anchor)``: ``matched`` is ``Tensor[B, A]`` int64 in ``[-1, M)`` (held in ``workspace`` until
         its next use, if given); ``img``, ``anchor`` are ``Tensor[P]`` listing the positive anchors, sorted.
     """
+    rule = rule or MatchRule(iou_threshold)
     b, m = gt_valid.shape
     a = default_boxes(spec, gt_boxes.device, gt_boxes.dtype).shape[0]
     ws = workspace or Workspace()
@@ -139,24 +172,29 @@ def match_positives(
     # Threshold matches: best IoU per (image, anchor) by a segmented max over the image's rows; the best gt *index*
     # is looked up only where that IoU passes the threshold (a few per mille of the anchors).
     best = ws.get("best", (b, a), iou).zero_().scatter_reduce_(0, img[:, None].expand(g, a), iou, "amax")  # (B, A)
-    pi, pa = (best > iou_threshold).nonzero(as_tuple=True)  # (P,) each
+    passes = best >= rule.iou_threshold if rule.inclusive else best > rule.iou_threshold  # (B, A)
+    pi, pa = passes.nonzero(as_tuple=True)  # (P,) each
     row_of = torch.full((b, m), -1, dtype=torch.long, device=iou.device)
     row_of[img, gt] = torch.arange(g, device=iou.device)  # (B, M): row of each real box, -1 for padding
     rows = row_of[pi]  # (P, M)
     cand = iou[rows.clamp(min=0), pa[:, None]].masked_fill_(rows < 0, -1.0)  # (P, M) IoU of the image's boxes
     matched[pi, pa] = cand.argmax(dim=1)  # first maximum, like the reference
 
-    # Force every real gt onto its best anchor; where boxes share one, the highest gt index wins (the reference's
-    # in-order assignment): order the pairs by (image, anchor) key, stably, and keep the last of each key.
+    # Force every real gt onto its best anchor. Where boxes share one, order the pairs by (image, anchor) key,
+    # stably (gt index ascending within a key), and keep the last of each key (the reference's in-order assignment)
+    # or the first (TF's argmax over the one-hot of forced columns).
     best_anchor = iou.max(dim=1).indices  # (G,)
     key = img * a + best_anchor
     order = key.argsort(stable=True)
     key, img, gt, best_anchor = key[order], img[order], gt[order], best_anchor[order]
-    last = torch.ones_like(key, dtype=torch.bool)
-    last[:-1] = key[1:] != key[:-1]
-    matched[img[last], best_anchor[last]] = gt[last]
+    chosen = torch.ones_like(key, dtype=torch.bool)
+    if rule.forced_tie == "last":
+        chosen[:-1] = key[1:] != key[:-1]
+    else:
+        chosen[1:] = key[1:] != key[:-1]
+    matched[img[chosen], best_anchor[chosen]] = gt[chosen]
     # The positives are the threshold matches plus the forced anchors (a few hundred): no scan of [B, A] needed.
-    flat = torch.unique(torch.cat([pi * a + pa, img[last] * a + best_anchor[last]]))  # sorted
+    flat = torch.unique(torch.cat([pi * a + pa, img[chosen] * a + best_anchor[chosen]]))  # sorted
     return matched, flat // a, flat % a
 
 
@@ -164,14 +202,22 @@ class TargetEncoder(nn.Module):
     """Turns a padded batch of ground truth into per-anchor regression targets and class labels.
 
     Call: ``(gt_boxes [B, M, 4] xyxy normalized, gt_labels [B, M] int64, real iff > 0) ->
-    (target_offsets [B, A, 4], target_labels [B, A] int64 with 0 for background)``. Offsets of background anchors
+    (target_offsets [B, A, 4], target_labels [B, A] int64 with 0 for background)``, matching by ``rule``
+    (default: the MLPerf rule at ``iou_threshold``; see :class:`MatchRule`). Offsets of background anchors
     are zero (they are never used by the losses). Runs on the device of its inputs; default boxes are cached there.
     """
 
-    def __init__(self, anchors: AnchorSpec, iou_threshold: float = 0.5, coder: BoxCoder | None = None) -> None:
+    def __init__(
+        self,
+        anchors: AnchorSpec,
+        iou_threshold: float = 0.5,
+        coder: BoxCoder | None = None,
+        rule: MatchRule | None = None,
+    ) -> None:
         super().__init__()
         self.anchors = anchors
-        self.iou_threshold = iou_threshold
+        self.rule = rule or MatchRule(iou_threshold)
+        self.iou_threshold = self.rule.iou_threshold
         self.coder = coder or BoxCoder()
         self.workspace = Workspace()
 
@@ -182,7 +228,7 @@ class TargetEncoder(nn.Module):
             b, a = gt_boxes.shape[0], anchors.shape[0]
             return anchors.new_zeros(b, a, 4), torch.zeros(b, a, dtype=torch.long, device=anchors.device)
         valid = gt_labels > 0
-        matched, img, anchor = match_positives(gt_boxes, valid, self.anchors, self.iou_threshold, self.workspace)
+        matched, img, anchor = match_positives(gt_boxes, valid, self.anchors, workspace=self.workspace, rule=self.rule)
         # Only positives (a few per mille of the anchors) need labels and coding; background stays 0.
         gt = matched[img, anchor]  # (P,)
         labels = torch.zeros(matched.shape, dtype=torch.long, device=matched.device)

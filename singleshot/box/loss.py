@@ -67,14 +67,23 @@ class MultiBoxLoss(nn.Module):
 class FocalLoss(nn.Module):
     """Sigmoid focal loss (alpha 0.25, gamma 2) over all anchors + smooth-L1 on positives, as SSD320 v1.2 trains.
 
-    ``cls_logits`` has one channel per foreground class (label ``l`` is channel ``l - 1``). Both terms are summed
-    over the batch and divided by the number of positive anchors in the batch (at least 1), the TF API's
-    normalisation. Uses :func:`torchvision.ops.sigmoid_focal_loss`.
+    ``cls_logits`` has one channel per foreground class (label ``l`` is channel ``l - 1``). With ``P`` the number of
+    positive anchors in the batch and ``n = max(P, 1)`` (the TF API's normalizer):
+    ``cls = sum(focal) / n`` and ``box = sum(smooth_l1 over positives) / (n * 4)`` when
+    ``normalize_box_by_codesize`` (the TF config's ``normalize_loc_loss_by_codesize: true``: 4 is the code size),
+    else ``/ n``. Uses :func:`torchvision.ops.sigmoid_focal_loss`.
     """
 
-    def __init__(self, alpha: float = 0.25, gamma: float = 2.0, smooth_l1_beta: float = 1.0) -> None:
+    def __init__(
+        self,
+        alpha: float = 0.25,
+        gamma: float = 2.0,
+        smooth_l1_beta: float = 1.0,
+        normalize_box_by_codesize: bool = False,
+    ) -> None:
         super().__init__()
         self.alpha, self.gamma, self.beta = alpha, gamma, smooth_l1_beta
+        self.normalize_box_by_codesize = normalize_box_by_codesize
 
     def forward(
         self, bbox_regression: Tensor, cls_logits: Tensor, target_offsets: Tensor, target_labels: Tensor
@@ -84,5 +93,6 @@ class FocalLoss(nn.Module):
         one_hot = F.one_hot(target_labels, cls_logits.shape[-1] + 1)[..., 1:].to(torch.float32)  # (B, A, C)
         cls = sigmoid_focal_loss(cls_logits.float(), one_hot, self.alpha, self.gamma, reduction="sum") / denom
         box = F.smooth_l1_loss(bbox_regression.float(), target_offsets.float(), reduction="none", beta=self.beta)
-        box = (box.sum(-1) * positive).sum() / denom
+        box_denom = denom * bbox_regression.shape[-1] if self.normalize_box_by_codesize else denom
+        box = (box.sum(-1) * positive).sum() / box_denom
         return {"loss": box + cls, "box": box.detach(), "cls": cls.detach()}

@@ -21,6 +21,7 @@ from __future__ import annotations
 import importlib.util
 import os
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import nms
@@ -50,7 +51,9 @@ def group_score_order(groups: Tensor, scores: Tensor) -> Tensor:
 _ONE_BITS = 0x3F800000  # bit pattern of float32 1.0 (< 2**30)
 
 
-def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
+def grouped_nms(
+    boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float, max_per_group: int | None = None
+) -> Tensor:
     """Greedy NMS within each group.
 
     Args:
@@ -58,6 +61,9 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
         scores: ``[N]`` in that order (used only by the torchvision path; the order already encodes them).
         groups: ``[N]`` int64 group ids, non-decreasing.
         iou_threshold: a box is suppressed by a kept, higher-scored box of its group with IoU > this.
+        max_per_group: keep at most this many boxes per group, the first ones greedy NMS keeps (TF's
+            ``non_max_suppression(max_output_size=...)``); the numba kernel then stops each group as soon as it has
+            them, never looking at the rest.
 
     Returns:
         ``[K]`` int64 indices of the kept boxes, ascending (so still grouped and score-ordered).
@@ -70,9 +76,21 @@ def grouped_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: fl
         bounds = torch.cat([_group_starts(groups).nonzero().flatten(), torch.tensor([n])])  # [G + 1]
         b = boxes.detach()
         b = b if b.dtype in (torch.float32, torch.float64) else b.float()  # fp16/bf16 have no numba kernel
-        _kernel()(b.contiguous().numpy(), bounds.numpy(), float(iou_threshold), keep.numpy())
+        if max_per_group is None:
+            _kernel()(b.contiguous().numpy(), bounds.numpy(), float(iou_threshold), keep.numpy())
+        else:
+            _capped_kernel()(
+                b.contiguous().numpy(), bounds.numpy(), float(iou_threshold), int(max_per_group), keep.numpy()
+            )
         return keep.nonzero().flatten()
-    return _blocked_torchvision_nms(boxes, scores, groups, iou_threshold)
+    kept = _blocked_torchvision_nms(boxes, scores, groups, iou_threshold)
+    if max_per_group is None:
+        return kept
+    kept_groups = groups.index_select(0, kept)
+    starts = _group_starts(kept_groups)
+    positions = torch.arange(kept.numel(), device=kept.device)
+    rank = positions - torch.cummax(torch.where(starts, positions, torch.zeros_like(positions)), 0).values
+    return kept[rank < max_per_group]
 
 
 def _group_starts(groups: Tensor) -> Tensor:
@@ -130,6 +148,58 @@ def _kernel():
         except RuntimeError:  # no writable cache folder (read-only install and home): compile in memory instead
             _compiled = numba.njit(cache=False, nogil=True, error_model="numpy")(_greedy_kernel)
     return _compiled
+
+
+_compiled_capped = None
+
+
+def _capped_kernel():
+    """The numba-compiled greedy kernel with a per-group cap, compiled on first use."""
+    global _compiled_capped
+    if _compiled_capped is None:
+        import numba
+
+        try:
+            _compiled_capped = numba.njit(cache=True, nogil=True, error_model="numpy")(_greedy_capped_kernel)
+        except RuntimeError:  # no writable cache folder: compile in memory instead
+            _compiled_capped = numba.njit(cache=False, nogil=True, error_model="numpy")(_greedy_capped_kernel)
+    return _compiled_capped
+
+
+def _greedy_capped_kernel(boxes, bounds, thr, cap, keep):  # pragma: no cover - runs compiled
+    """As :func:`_greedy_kernel`, keeping at most ``cap`` boxes per group. Each box, in score order, is tested
+    against the boxes kept so far (at most ``cap``) instead of suppressing forward, so a group stops as soon as it
+    has ``cap`` boxes: the rest of a group (thousands of SSD320 candidates) is never visited. The kept set equals
+    the first ``cap`` boxes the forward form keeps (a box survives iff no kept, higher-scored box overlaps it)."""
+    keep[:] = False
+    kept = np.empty(cap, np.int64)
+    for g in range(bounds.shape[0] - 1):
+        start, end = bounds[g], bounds[g + 1]
+        count = 0
+        for j in range(start, end):
+            if count >= cap:
+                break
+            jx1, jy1 = float(boxes[j, 0]), float(boxes[j, 1])
+            jx2, jy2 = float(boxes[j, 2]), float(boxes[j, 3])
+            jarea = (jx2 - jx1) * (jy2 - jy1)
+            alive = True
+            for t in range(count):
+                i = kept[t]
+                w = min(float(boxes[i, 2]), jx2) - max(float(boxes[i, 0]), jx1)
+                if w <= 0.0:
+                    continue
+                h = min(float(boxes[i, 3]), jy2) - max(float(boxes[i, 1]), jy1)
+                if h <= 0.0:
+                    continue
+                inter = w * h
+                iarea = (float(boxes[i, 2]) - float(boxes[i, 0])) * (float(boxes[i, 3]) - float(boxes[i, 1]))
+                if inter / (iarea + jarea - inter) > thr:
+                    alive = False
+                    break
+            if alive:
+                keep[j] = True
+                kept[count] = j
+                count += 1
 
 
 def _greedy_kernel(boxes, bounds, thr, keep):  # pragma: no cover - runs compiled

@@ -1,8 +1,14 @@
 """Decoding + non-maximum suppression for a whole batch at once.
 
-MLPerf evaluation semantics (seed 000 / RECIPES.md): softmax over classes; per image and class keep scores
-> ``score_threshold`` and at most ``candidates_per_class`` best; greedy NMS per class at ``nms_iou``; keep the
-``max_detections`` best per image. The per-(image, class) groups of the whole batch are suppressed together (see
+Per image and class: scores above ``score_threshold``, greedy NMS at ``nms_iou``, then the ``max_detections`` best
+of the image. The per-class limit ``candidates_per_class`` has two published meanings (``per_class_cap``):
+
+* ``"before_nms"``, MLPerf evaluation (seed 000 / RECIPES.md, SSD300): the best ``candidates_per_class`` scores of
+  each class *enter* NMS; everything NMS keeps from them stays.
+* ``"after_nms"``, TF object-detection API's ``batch_multiclass_non_max_suppression`` (SSD320 v1.2): every
+  candidate enters NMS, and the first ``candidates_per_class`` boxes NMS *keeps* stay (``max_size_per_class``).
+
+The per-(image, class) groups of the whole batch are suppressed together (see
 :func:`singleshot.box.nms.grouped_nms`), so there is no Python loop over images or classes.
 """
 
@@ -22,10 +28,44 @@ from singleshot.box.nms import group_score_order, grouped_nms
 
 @dataclass(frozen=True)
 class PostprocessConfig:
+    """Decoding defaults of a published evaluation.
+
+    Attributes:
+        score_threshold: a (box, class) is a candidate when its probability is > this.
+        nms_iou: greedy NMS suppresses a box whose IoU with a kept, higher-scored box of its class is > this.
+        candidates_per_class: the per-class limit; what it counts is ``per_class_cap``.
+        max_detections: the best this many of an image are returned.
+        per_class_cap: "before_nms" (MLPerf: the best ``candidates_per_class`` candidates enter NMS) or
+            "after_nms" (TF: at most ``candidates_per_class`` boxes NMS keeps; all candidates enter it).
+    """
+
     score_threshold: float = 0.05
     nms_iou: float = 0.5
     candidates_per_class: int = 200
     max_detections: int = 200
+    per_class_cap: str = "before_nms"
+
+    def __post_init__(self) -> None:
+        if self.per_class_cap not in ("before_nms", "after_nms"):
+            raise ValueError(f"per_class_cap must be 'before_nms' or 'after_nms', got {self.per_class_cap!r}")
+
+
+@dataclass
+class _Kept:
+    """Boxes NMS kept, each ``[K]`` (boxes ``[K, 4]`` xyxy pixels, unclipped), ordered by (group, -score)."""
+
+    group: Tensor
+    img: Tensor
+    cls: Tensor
+    score: Tensor
+    boxes: Tensor
+
+    def select(self, index: Tensor) -> _Kept:
+        return _Kept(*(t.index_select(0, index) for t in (self.group, self.img, self.cls, self.score, self.boxes)))
+
+    @staticmethod
+    def cat(parts: list[_Kept]) -> _Kept:
+        return _Kept(*(torch.cat([getattr(p, f) for p in parts]) for f in ("group", "img", "cls", "score", "boxes")))
 
 
 class PostProcessor(nn.Module):
@@ -38,6 +78,7 @@ class PostProcessor(nn.Module):
     Args:
         anchors: default-box spec the outputs refer to.
         classifier: "softmax" (channel 0 is background) or "sigmoid" (channel c is label c + 1).
+        config: thresholds and limits (:class:`PostprocessConfig`).
     """
 
     def __init__(
@@ -55,6 +96,7 @@ class PostProcessor(nn.Module):
         self.config = config or PostprocessConfig()
         self.coder = coder or BoxCoder()
 
+    # ------------------------------------------------------------------------------------------- candidates
     def candidates(self, cls_logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """Entries whose class probability exceeds the score threshold, at most ``candidates_per_class`` best per
         (image, class) when many pass (see below; the caller caps the groups in any case).
@@ -62,37 +104,62 @@ class PostProcessor(nn.Module):
         ``cls_logits [B, A, C]`` -> ``(image, anchor, class, score)``, each ``[N]``; class is 0-based over the
         foreground classes.
 
-        Sparse case (MLPerf's 0.05 on a trained SSD: a few hundred anchors per image can pass): one pass over
-        ``[B, A, C]`` bounds which anchors can pass, and exact probabilities are computed for those rows only; the
-        full probability tensor is never written. Dense case (more than ``_DENSE_FRACTION`` of the anchors can pass,
-        as with SSD320's threshold 1e-8, where nearly every (anchor, class) would be a candidate): the best
-        ``candidates_per_class`` anchors of every (image, class) are taken with one ``topk`` first, which keeps the
-        candidate list at ``B * C * candidates_per_class`` instead of ``B * A * C``.
+        Three regimes, one result. Sparse (MLPerf's 0.05 on a trained SSD: a few hundred anchors per image can
+        pass): one pass over ``[B, A, C]`` bounds which anchors can pass, and exact probabilities are computed for
+        those rows only. Dense (more than ``_DENSE_FRACTION`` of the anchors can pass, as an early-training SSD300
+        gives at 0.05): one exact pass over the whole tensor lists the candidates. Saturated (more candidates than
+        ``B * classes * candidates_per_class``, as SSD320's threshold 1e-8 gives): the best
+        ``candidates_per_class`` anchors of every (image, class) are taken with one ``topk`` first.
         """
+        found = self._threshold_candidates(cls_logits.float(), self.config.candidates_per_class)
+        return self._topk_candidates(cls_logits.float()) if found is None else found
+
+    def _threshold_candidates(self, logits: Tensor, saturation_k: int) -> tuple[Tensor, Tensor, Tensor, Tensor] | None:
+        """Every (image, anchor, class) above the threshold, in (image, anchor, class) order; None when there are
+        more than ``B * classes * saturation_k`` of them (then a per-group top-k should come first)."""
         thr = self.config.score_threshold
-        logits = cls_logits.float()
-        b, a, _ = logits.shape
+        b, a, c = logits.shape
+        k = c - 1 if self.classifier == "softmax" else c
         if self.classifier == "softmax":
             # p_c = exp(l_c - logsumexp(l)) > thr needs l_c > l_0 + log(thr): a bound from one pass, missing nothing.
-            fg_max = logits[..., 1:].amax(dim=-1)  # (B, A)
-            passing = fg_max > logits[..., 0] + math.log(thr)  # (B, A)
+            passing = logits[..., 1:].amax(dim=-1) > logits[..., 0] + math.log(thr)  # (B, A)
         else:
             passing = logits.amax(dim=-1) > math.log(thr / (1 - thr))  # sigmoid(l) > thr  <=>  l > logit(thr)
         img, anchor = passing.nonzero(as_tuple=True)  # (N,) each
-        if img.numel() > _DENSE_FRACTION * b * a and a > self.config.candidates_per_class:
-            return self._topk_candidates(logits)
-        rows = logits.reshape(-1, logits.shape[-1]).index_select(0, img * a + anchor)  # (N, C)
+        if img.numel() <= _DENSE_FRACTION * b * a or a <= saturation_k:
+            rows = logits.reshape(-1, c).index_select(0, img * a + anchor)  # (N, C)
+            if self.classifier == "softmax":
+                probs = (rows[:, 1:] - rows.logsumexp(dim=-1, keepdim=True)).exp_()  # (N, K)
+            else:
+                probs = rows.sigmoid()  # (N, K)
+            row, cls = (probs > thr).nonzero(as_tuple=True)
+            return img[row], anchor[row], cls, probs[row, cls]
+        # Dense: a superset of the candidates from one comparison pass (the margin absorbs exp/log rounding), then
+        # the same exact probability test as the sparse case on those entries only.
         if self.classifier == "softmax":
-            probs = (rows[:, 1:] - rows.logsumexp(dim=-1, keepdim=True)).exp_()  # (N, K)
+            lse = logits.logsumexp(dim=-1)  # (B, A)
+            maybe = logits[..., 1:] > (lse + (math.log(thr) - _MARGIN))[..., None]  # (B, A, K)
         else:
-            probs = rows.sigmoid()  # (N, K)
-        row, cls = (probs > thr).nonzero(as_tuple=True)
-        return img[row], anchor[row], cls, probs[row, cls]
+            lse = None
+            maybe = logits > math.log(thr / (1 - thr)) - _MARGIN  # (B, A, K)
+        if int(maybe.sum()) > b * k * saturation_k:
+            return None
+        flat = maybe.view(-1).nonzero().flatten()  # (N,) into (B, A, K), ascending
+        cls, row = flat % k, flat // k  # row = image * A + anchor
+        if lse is None:
+            probs = logits.reshape(-1).index_select(0, flat).sigmoid()
+        else:
+            values = logits.reshape(-1).index_select(0, row * c + cls + 1)  # foreground channel cls + 1
+            probs = (values - lse.view(-1).index_select(0, row)).exp_()
+        ok = (probs > thr).nonzero().flatten()
+        row = row.index_select(0, ok)
+        return row // a, row % a, cls.index_select(0, ok), probs.index_select(0, ok)
 
-    def _topk_candidates(self, logits: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """The dense case of :meth:`candidates`: top ``candidates_per_class`` anchors per (image, class), then the
-        threshold. Equal scores at the cut may be taken in any order (``topk``'s), unlike the sparse case."""
-        k = self.config.candidates_per_class
+    def _topk_candidates(self, logits: Tensor, k: int | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The saturated case of :meth:`candidates`: top ``k`` (default ``candidates_per_class``) anchors per
+        (image, class), then the threshold. Equal scores at the cut may be taken in any order (``topk``'s), unlike
+        the other cases."""
+        k = k or self.config.candidates_per_class
         if self.classifier == "softmax":
             probs = (logits[..., 1:] - logits.logsumexp(dim=-1, keepdim=True)).exp_()  # as the sparse path computes
             scores, anchor = probs.topk(k, dim=1)  # (B, k, K) each
@@ -105,47 +172,116 @@ class PostProcessor(nn.Module):
         order = (img * logits.shape[1] + anchor).argsort(stable=True)
         return img[order], anchor[order], cls[order], score[order]
 
+    def _group_topk(self, logits: Tensor, groups: Tensor, k: int) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """The best ``k`` anchors above the threshold of each listed (image, class) group.
+
+        ``logits [B, A, C]``, ``groups [U]`` flat ids ``image * classes + class`` -> ``(image, anchor, class,
+        score)``, each ``[N]``, N <= U * k."""
+        c = logits.shape[-1]
+        num_cls = c - 1 if self.classifier == "softmax" else c
+        img_u, cls_u = groups // num_cls, groups % num_cls
+        channel = cls_u + 1 if self.classifier == "softmax" else cls_u
+        values = logits[img_u, :, channel]  # (U, A)
+        if self.classifier == "softmax":
+            scores = (values - logits.index_select(0, img_u).logsumexp(dim=-1)).exp_()  # (U, A)
+        else:
+            scores = values.sigmoid()
+        top, anchor = scores.topk(min(k, scores.shape[1]), dim=1)  # (U, k) each
+        u, slot = (top > self.config.score_threshold).nonzero(as_tuple=True)
+        return img_u[u], anchor[u, slot], cls_u[u], top[u, slot]
+
+    # ---------------------------------------------------------------------------------------------- decoding
     def decode_boxes(self, bbox_regression: Tensor) -> Tensor:
         """``[B, A, 4]`` offsets -> ``[B, A, 4]`` xyxy normalized boxes."""
         anchors = default_boxes(self.anchors, bbox_regression.device, torch.float32)
         return box_convert(self.coder.decode(bbox_regression.float(), anchors), "cxcywh", "xyxy")
 
-    @torch.no_grad()
-    def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
-        cfg = self.config
-        b, num_anchors, c = cls_logits.shape
-        k = c - 1 if self.classifier == "softmax" else c
-        img, anchor, cls, score = self.candidates(cls_logits)  # (N,) each
-        group = img * k + cls  # one NMS group per (image, class)
-
-        # Order by (group, descending score), then keep the best candidates_per_class of each group.
+    def _suppress(
+        self,
+        bbox_regression: Tensor,
+        cands: tuple[Tensor, Tensor, Tensor, Tensor],
+        num_cls: int,
+        scale: Tensor,
+        cap_before: int | None,
+        cap_after: int | None,
+    ) -> _Kept:
+        """Candidates ``(image, anchor, class, score)`` -> the boxes greedy NMS keeps per (image, class), with the
+        best ``cap_before`` of each group entering NMS and/or the first ``cap_after`` it keeps staying."""
+        img, anchor, cls, score = cands
+        b, num_anchors = bbox_regression.shape[:2]
+        group = img * num_cls + cls  # one NMS group per (image, class)
+        # Order by (group, descending score), then keep the best cap_before candidates of each group.
         order = group_score_order(group, score)
         group, img, anchor, cls, score = (t.index_select(0, order) for t in (group, img, anchor, cls, score))
-        counts = torch.bincount(group, minlength=b * k)
-        if group.numel() and int(counts.max()) > cfg.candidates_per_class:
-            top = (_rank_within(group, counts) < cfg.candidates_per_class).nonzero().flatten()
-            group, img, anchor, cls, score = (t.index_select(0, top) for t in (group, img, anchor, cls, score))
+        if cap_before is not None and group.numel():
+            counts = torch.bincount(group, minlength=b * num_cls)
+            if int(counts.max()) > cap_before:
+                top = (_rank_within(group, counts) < cap_before).nonzero().flatten()
+                group, img, anchor, cls, score = (t.index_select(0, top) for t in (group, img, anchor, cls, score))
 
-        scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
         rows = img * num_anchors + anchor  # into the flattened (B * A) outputs
         offsets = bbox_regression.reshape(-1, 4).index_select(0, rows).float()
         boxes = self.coder.decode(offsets, default_boxes(self.anchors, img.device).index_select(0, anchor))
         # NMS sees the unclipped boxes, as in both reference implementations; only the returned boxes are clipped.
         boxes = box_convert(boxes, "cxcywh", "xyxy") * scale.index_select(0, img)  # (N, 4) xyxy pixels
+        keep = grouped_nms(boxes, score, group, self.config.nms_iou, max_per_group=cap_after)
+        return _Kept(group, img, cls, score, boxes).select(keep)
 
-        keep = grouped_nms(boxes, score, group, cfg.nms_iou)  # ascending: still ordered by group, then score
+    def _suppress_capped_after(self, bbox_regression: Tensor, logits: Tensor, num_cls: int, scale: Tensor) -> _Kept:
+        """The "after_nms" meaning: all candidates enter NMS, the first ``candidates_per_class`` kept stay.
+
+        When nearly everything passes the threshold (SSD320: 1e-8), sorting every (anchor, class) is avoided
+        exactly: greedy NMS decides each box from the higher-scored ones alone, so NMS over a group's best ``k``
+        candidates keeps the same first boxes as over all of them. A group is settled once it has its cap, or
+        when its best ``k`` were all it had; the others are redone with 4x more (a few rounds at most)."""
+        cap = self.config.candidates_per_class
+        b, a, _ = logits.shape
+        found = self._threshold_candidates(logits, 2 * cap)
+        if found is not None:
+            return self._suppress(bbox_regression, found, num_cls, scale, None, cap)
+        parts: list[_Kept] = []
+        pending = torch.arange(b * num_cls, device=logits.device)
+        k = 2 * cap
+        while pending.numel():
+            if pending.numel() == b * num_cls:
+                cands = self._topk_candidates(logits, k)
+            else:
+                cands = self._group_topk(logits, pending, k)
+            kept = self._suppress(bbox_regression, cands, num_cls, scale, None, cap)
+            if k >= a:  # every candidate of these groups was seen
+                parts.append(kept)
+                break
+            cand_groups = cands[0] * num_cls + cands[2]
+            full = torch.bincount(cand_groups, minlength=b * num_cls) >= k  # its best k all passed: maybe more
+            short = torch.bincount(kept.group, minlength=b * num_cls) < cap
+            redo = full & short  # (B * classes,) bool
+            parts.append(kept.select((~redo.index_select(0, kept.group)).nonzero().flatten()))
+            pending = redo.nonzero().flatten()
+            k *= 4
+        return _Kept.cat(parts)
+
+    @torch.no_grad()
+    def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
+        cfg = self.config
+        b, _, c = cls_logits.shape
+        num_cls = c - 1 if self.classifier == "softmax" else c
+        scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
+        if cfg.per_class_cap == "before_nms":
+            cands = self.candidates(cls_logits)
+            kept = self._suppress(bbox_regression, cands, num_cls, scale, cfg.candidates_per_class, None)
+        else:
+            kept = self._suppress_capped_after(bbox_regression, cls_logits.float(), num_cls, scale)
+
         # Per image, the max_detections best: order kept by (image, descending score) and rank within the image.
-        keep = keep.index_select(0, group_score_order(img.index_select(0, keep), score.index_select(0, keep)))
-        kept_img = img.index_select(0, keep)
-        per_image = torch.bincount(kept_img, minlength=b)
-        keep = keep[_rank_within(kept_img, per_image) < cfg.max_detections]
+        kept = kept.select(group_score_order(kept.img, kept.score))
+        per_image = torch.bincount(kept.img, minlength=b)
+        kept = kept.select((_rank_within(kept.img, per_image) < cfg.max_detections).nonzero().flatten())
         splits = per_image.clamp(max=cfg.max_detections).tolist()
-        kept_img = img.index_select(0, keep)
-        out_boxes = torch.minimum(boxes.index_select(0, keep).clamp(min=0), scale.index_select(0, kept_img))
-        out_scores, out_labels = score.index_select(0, keep), cls.index_select(0, keep) + 1
+        out_boxes = torch.minimum(kept.boxes.clamp(min=0), scale.index_select(0, kept.img))
+        out_labels = kept.cls + 1
         return [
             {"boxes": bx, "scores": sc, "labels": lb}
-            for bx, sc, lb in zip(out_boxes.split(splits), out_scores.split(splits), out_labels.split(splits))
+            for bx, sc, lb in zip(out_boxes.split(splits), kept.score.split(splits), out_labels.split(splits))
         ]
 
 
@@ -155,5 +291,7 @@ def _rank_within(ids: Tensor, counts: Tensor) -> Tensor:
     return torch.arange(ids.numel(), device=ids.device) - (counts.cumsum(0) - counts).index_select(0, ids)
 
 
-# PostProcessor.candidates takes its dense path when more than this share of the anchors can pass the threshold.
+# PostProcessor.candidates leaves its sparse path when more than this share of the anchors can pass the threshold.
 _DENSE_FRACTION = 0.25
+# Logit margin of the dense path's superset test (float32 exp/log rounding is ~1e-6 relative).
+_MARGIN = 1e-3

@@ -3,12 +3,14 @@
 Works for the standard COCO 2017 layout (``train2017/``, ``annotations/instances_train2017.json``) and any
 other image folder + JSON pair (see :func:`singleshot.data.formats.load_dataset` for the layout search).
 
-Conventions, following the MLPerf SSD reference:
+Conventions:
 
-* category ids, sorted ascending, map to contiguous labels 1..K (0 is background);
-* ``iscrowd`` annotations are excluded from the training targets;
-* images left with no target (none annotated, only crowd, or only invalid boxes) are skipped unless
-  ``keep_empty=True``, which keeps them as negatives.
+* category ids, sorted ascending, map to contiguous labels 1..K (0 is background), as the MLPerf reference does;
+* ``iscrowd`` annotations: ``crowd="keep"`` makes them ordinary targets, as both SSD300 references' COCO readers do
+  (the MLPerf reference and NVIDIA SSD300 v1.1 take every annotation's box, crowd or not, so crowd-only images stay);
+  ``crowd="drop"`` (the default) leaves them out of the targets;
+* images left with no target (none annotated, only dropped crowd, or only invalid boxes) are skipped unless
+  ``keep_empty=True``, which keeps them as negatives (the references skip images without annotations).
 
 The JSON is parsed with :mod:`json` and validated record by record rather than through ``pycocotools.COCO``,
 which neither validates nor says which record is broken; evaluation still uses pycocotools on the same file.
@@ -78,6 +80,9 @@ class CocoDetection(DetectionDataset):
         image_dir: folder the ``file_name`` entries are relative to.
         ann_file: the instances JSON.
         keep_empty: keep images without any training box as negatives (default: skip them, as the reference).
+        crowd: "drop" (default) leaves ``iscrowd`` annotations out of the targets; "keep" makes them ordinary
+            targets, as the MLPerf and NVIDIA SSD300 references read COCO. Crowd boxes are counted in
+            ``stats["boxes_crowd"]`` either way.
         on_bad_image: "raise" or "skip"; see :class:`DetectionDataset`.
         strict: raise :class:`DatasetFormatError` on the first malformed record (default); False records it in
             ``problems`` and skips the record (used by ``singleshot data check``).
@@ -96,9 +101,13 @@ class CocoDetection(DetectionDataset):
         ann_file: str | os.PathLike[str],
         *,
         keep_empty: bool = False,
+        crowd: str = "drop",
         on_bad_image: str = "raise",
         strict: bool = True,
     ) -> None:
+        if crowd not in ("drop", "keep"):
+            raise ValueError(f"crowd must be 'drop' or 'keep', got {crowd!r}")
+        self.crowd = crowd
         image_dir, ann_file = os.fspath(image_dir), os.fspath(ann_file)
         self.image_dir, self.ann_file = image_dir, ann_file
         col = _Collector(ann_file, strict)
@@ -193,7 +202,8 @@ class CocoDetection(DetectionDataset):
         images: dict[int, tuple[str, int, int]],
         cat_to_label: dict[int, int],
     ) -> dict[int, tuple[list[list[float]], list[int]]]:
-        """Group valid, non-crowd annotations by image: ``{image_id: (boxes xyxy pixels, labels)}``."""
+        """Group valid annotations (crowd ones only with ``crowd="keep"``) by image: ``{image_id: (boxes xyxy
+        pixels, labels)}``."""
         per_image: dict[int, tuple[list[list[float]], list[int]]] = {}
         for i, ann in enumerate(self._list(data, "annotations", col, required=False)):
             rec = _record("annotations", i, ann)
@@ -219,7 +229,8 @@ class CocoDetection(DetectionDataset):
                 continue
             if ann.get("iscrowd", 0):
                 col.stats["boxes_crowd"] += 1
-                continue
+                if self.crowd == "drop":
+                    continue
             _, h, w = images[ann["image_id"]]
             x, y, bw, bh = (float(v) for v in bbox)
             xyxy = np.array([[x, y, x + bw, y + bh]], np.float32)

@@ -79,6 +79,7 @@ def load_dataset(
     keep_empty: bool = False,
     on_bad_image: str = "raise",
     strict: bool = True,
+    crowd: str = "drop",
 ) -> DetectionDataset:
     """Open a detection dataset of any supported format.
 
@@ -92,6 +93,8 @@ def load_dataset(
         keep_empty: keep images without boxes as negatives (default: skip them for training, as the reference).
         on_bad_image: "raise" (stop at the first unreadable image, naming it) or "skip" (skip and count).
         strict: raise on the first malformed record; False collects problems instead (``data check``).
+        crowd: COCO ``iscrowd`` annotations: "drop" (default) or "keep" as ordinary targets (the SSD300
+            references); see :class:`CocoDetection`.
 
     Returns:
         A :class:`DetectionDataset` yielding ``(image uint8[3, H, W], target)`` with boxes xyxy absolute pixels.
@@ -105,11 +108,11 @@ def load_dataset(
     common = {"keep_empty": keep_empty, "on_bad_image": on_bad_image, "strict": strict}
     if fmt == "coco":
         if p.is_file():
-            return CocoDetection(image_dir or _image_dir_for_json(p), p, **common)
+            return CocoDetection(image_dir or _image_dir_for_json(p), p, crowd=crowd, **common)
         found = find_coco_split(p, split)
         if found is None:
             raise SplitNotFoundError(f"{p}: no COCO annotation file for split '{split}' (looked in annotations/)")
-        return CocoDetection(image_dir or found[0], found[1], **common)
+        return CocoDetection(image_dir or found[0], found[1], crowd=crowd, **common)
     if fmt == "voc":
         return VOCDetection(p, split, classes=classes, **common)
     if fmt == "yolo":

@@ -55,12 +55,16 @@ class DataConfig:
     augment: str = "ssd"
     max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
+    # COCO iscrowd annotations: "drop" (left out of the targets) | "keep" (ordinary targets, and crowd-only images
+    # stay: how both SSD300 references read COCO)
+    crowd: str = "drop"
     # "builtin" (torch DataLoader workers) | "dali" (NVIDIA DALI, pip install 'singleshot[dali]'; nvJPEG on CUDA,
     # its CPU backend elsewhere) | "auto" (builtin on CPU; on CUDA with DALI installed, whichever measures faster)
     backend: str = "auto"
 
     def __post_init__(self) -> None:
         _choice("data.augment", self.augment, ("ssd", "area_crop", "none"))
+        _choice("data.crowd", self.crowd, ("drop", "keep"))
         _choice("data.backend", self.backend, ("auto", "builtin", "dali"))
 
 

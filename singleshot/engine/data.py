@@ -32,19 +32,19 @@ class DataBundle:
     backend_note: str = ""  # why, when data.backend=auto chose it
 
 
-def open_dataset(source: str, split: str) -> DetectionDataset:
+def open_dataset(source: str, split: str, crowd: str = "drop") -> DetectionDataset:
     """``source`` = "synth" (the built-in synthetic set) or a dataset path; ``split`` = "train" | "val"."""
-    return load_dataset(source, split=split)
+    return load_dataset(source, split=split, crowd=crowd)
 
 
-def _open_configured(key: str, source: str, split: str) -> DetectionDataset:
+def _open_configured(key: str, source: str, split: str, crowd: str = "drop") -> DetectionDataset:
     """:func:`open_dataset` for a config key; a path that does not exist is a ConfigError naming the key."""
     if source != "synth" and not Path(source).exists():
         raise ConfigError(
             f"{key}={source!r}: no such file or directory; give a dataset path (a COCO root or JSON, a VOC or YOLO "
             "folder) or 'synth' for the built-in synthetic set"
         )
-    return open_dataset(source, split)
+    return open_dataset(source, split, crowd=crowd)
 
 
 def _worker_init(worker_id: int) -> None:
@@ -72,8 +72,8 @@ def build_data(
     ``cfg.backend``: "builtin", "dali" (batches come out on ``device``, decoded with nvJPEG on CUDA) or "auto"
     (builtin on CPU; on CUDA with DALI installed, the one that delivers training batches faster, measured here).
     """
-    train = _open_configured("data.train", cfg.train, "train")
-    val = _open_configured("data.val", cfg.val, "val") if cfg.val else None
+    train = _open_configured("data.train", cfg.train, "train", cfg.crowd)
+    val = _open_configured("data.val", cfg.val, "val", cfg.crowd) if cfg.val else None
     if val is not None and cfg.val_limit is not None:
         val = val.head(cfg.val_limit)
     if len(train) < cfg.batch_size * world_size:

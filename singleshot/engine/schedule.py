@@ -107,9 +107,20 @@ def build_schedule(
     milestones_epochs: list[float] | tuple[float, ...] = (),
     gamma: float = 0.1,
     min_factor: float = 0.0,
+    train_size: int | None = None,
+    global_batch: int | None = None,
 ) -> WarmupSchedule:
-    """A :class:`WarmupSchedule` from epoch-based recipe numbers (warmup: the longer of steps and epochs)."""
-    warm = max(int(warmup_steps), math.ceil(warmup_epochs * steps_per_epoch))
+    """A :class:`WarmupSchedule` from epoch-based recipe numbers (warmup: the longer of steps and epochs).
+
+    Warmup epochs become ``int(warmup_epochs * train_size / global_batch)`` steps, as the MLPerf reference computes
+    them (not ``warmup_epochs * steps_per_epoch``, which rounds the epoch down first and can be a step longer);
+    without ``train_size``/``global_batch``, ``int(warmup_epochs * steps_per_epoch)``.
+    """
+    if warmup_epochs and train_size and global_batch:
+        epoch_warmup = int(warmup_epochs * train_size / global_batch)
+    else:
+        epoch_warmup = int(warmup_epochs * steps_per_epoch)
+    warm = max(int(warmup_steps), epoch_warmup)
     return WarmupSchedule(
         peak_lr=peak_lr,
         total_steps=total_steps,

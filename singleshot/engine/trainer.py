@@ -28,8 +28,7 @@ from typing import Any
 
 import torch
 
-from singleshot.box import TargetEncoder
-from singleshot.box.factory import build_loss, build_postprocessor
+from singleshot.box.factory import build_encoder, build_loss, build_postprocessor
 from singleshot.data.photometric import DevicePhotometric
 from singleshot.engine import distributed as D
 from singleshot.engine import mlperf as M
@@ -128,6 +127,14 @@ class Trainer:
                 load_backbone_weights(model.backbone, cfg.model.pretrained_backbone, arch=model.backbone_arch)
             except (FileNotFoundError, ValueError) as exc:  # missing, unreadable or mismatched
                 raise ConfigError(f"model.pretrained_backbone: {exc}") from exc
+        if cfg.model.pretrained_backbone is None and spec.reference_backbone_file and self.main:
+            ref_file = spec.reference_backbone_file
+            warnings.warn(
+                f"model.pretrained_backbone is not set: the {cfg.model.name} backbone starts from random weights, "
+                f"while the reference recipe starts from ImageNet weights; give torchvision's {ref_file} with "
+                f"model.pretrained_backbone=/path/to/{ref_file}",
+                stacklevel=1,
+            )
         if cfg.model.frozen_backbone_bn:
             frozen = freeze_batchnorm(model.backbone)
             if self.main and cfg.model.pretrained_backbone is None:
@@ -143,7 +150,7 @@ class Trainer:
         if cfg.train.sync_bn and info.enabled:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
-        self.encoder = TargetEncoder(spec.anchors)
+        self.encoder = build_encoder(spec)  # the preset's matching rule
         self.loss_fn = build_loss(spec)
         post_overrides = {} if cfg.eval.score_threshold is None else {"score_threshold": cfg.eval.score_threshold}
         self.postprocess = build_postprocessor(spec, **post_overrides)
@@ -166,6 +173,7 @@ class Trainer:
             kind=sc.name, peak_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
             warmup_steps=sc.warmup_steps, warmup_epochs=sc.warmup_epochs, warmup_start_factor=sc.warmup_start_factor,
             milestones_epochs=sc.milestones, gamma=sc.gamma, min_factor=sc.min_factor,
+            train_size=len(train_set), global_batch=self.global_batch,
         )  # fmt: skip
         self.scheduler = LRScheduler(self.optimizer, self.schedule)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")

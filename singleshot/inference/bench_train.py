@@ -9,8 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from singleshot.box.coder import TargetEncoder
-from singleshot.box.factory import build_loss
+from singleshot.box.factory import build_encoder, build_loss
 from singleshot.inference.bench import BenchRow, autocast, make_row, time_calls
 
 
@@ -29,7 +28,7 @@ def train_bench(model: nn.Module, backend: str, device: torch.device, precision:
     model.train()
     net: nn.Module = torch.compile(model) if backend == "compile" else model
     loss_fn = build_loss(model.spec)
-    encoder = TargetEncoder(model.spec.anchors)
+    encoder = build_encoder(model.spec)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
     size = model.spec.image_size

@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from singleshot.box.anchors import SSD300_ANCHORS, MultiscaleAnchorSpec, SSDAnchorSpec
+from singleshot.box.coder import TF_ARGMAX_MATCH
 from singleshot.box.postprocess import PostprocessConfig
 from singleshot.models.backbones import load_backbone_weights
 from singleshot.models.spec import DetectorSpec
@@ -37,13 +38,13 @@ _SSD300_EXTRAS = [
 ]
 
 
-@register(DetectorSpec("ssd300_resnet34", 300, SSD300_ANCHORS))
+@register(DetectorSpec("ssd300_resnet34", 300, SSD300_ANCHORS, reference_backbone_file="resnet34-333f7ec4.pth"))
 def ssd300_resnet34(num_classes: int) -> nn.Module:
     """MLPerf Training reference SSD300: ResNet-34 to conv4_x (stride 1), extra blocks with bias, no BN."""
     return SSD(SPECS["ssd300_resnet34"], num_classes, "resnet34", 3, _SSD300_EXTRAS, extra_batch_norm=False)
 
 
-@register(DetectorSpec("ssd300_resnet50", 300, SSD300_ANCHORS))
+@register(DetectorSpec("ssd300_resnet50", 300, SSD300_ANCHORS, reference_backbone_file="resnet50-0676ba61.pth"))
 def ssd300_resnet50(num_classes: int) -> nn.Module:
     """NVIDIA SSD300 v1.1: ResNet-50 to conv4_x (stride 1), extra blocks with BN and no bias."""
     return SSD(SPECS["ssd300_resnet50"], num_classes, "resnet50", 3, _SSD300_EXTRAS, extra_batch_norm=True)
@@ -56,12 +57,31 @@ def ssd300_resnet50(num_classes: int) -> nn.Module:
         MultiscaleAnchorSpec(image_size=320),
         classifier="sigmoid",
         loss="focal",
-        postprocess=PostprocessConfig(score_threshold=1e-8, nms_iou=0.6, candidates_per_class=100, max_detections=100),
+        box_loss_by_codesize=True,  # TF config: normalize_loc_loss_by_codesize: true
+        match=TF_ARGMAX_MATCH,  # ArgMaxMatcher: IoU >= 0.5, first-listed box wins a shared forced anchor
+        postprocess=PostprocessConfig(
+            score_threshold=1e-8,
+            nms_iou=0.6,
+            candidates_per_class=100,  # TF max_detections_per_class: counts boxes kept after NMS
+            max_detections=100,
+            per_class_cap="after_nms",
+        ),
+        reference_backbone_file="resnet50-0676ba61.pth",  # ImageNet ResNet-50 (TF-slim resnet_v1_50 in the recipe)
     )
 )
 def ssd320_resnet50_fpn(num_classes: int) -> nn.Module:
-    """NVIDIA SSD320 v1.2: ResNet-50 + FPN P3-P7, shared 4-conv towers, sigmoid focal-loss classifier."""
-    return SSDFPN(SPECS["ssd320_resnet50_fpn"], num_classes)
+    """NVIDIA SSD320 v1.2: ResNet-50 + TF-style FPN P3-P7, shared 4-conv towers, sigmoid focal-loss classifier;
+    BatchNorm epsilon 1e-3 / momentum 0.003 in FPN and head, FPN weights truncated normal 0.03, head normal 0.01,
+    class bias -4.6 (the TF config's values)."""
+    return SSDFPN(
+        SPECS["ssd320_resnet50_fpn"],
+        num_classes,
+        bn_eps=1e-3,
+        bn_momentum=0.003,
+        fpn_init_std=0.03,
+        head_init_std=0.01,
+        class_bias_init=-4.6,
+    )
 
 
 # The CPU preset: the SSD300 code path at 160 px on ResNet-18's first two stages (stride 8 -> 20x20),

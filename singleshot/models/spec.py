@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from singleshot.box.anchors import AnchorSpec
+from singleshot.box.coder import MatchRule
 from singleshot.box.postprocess import PostprocessConfig
 
 
@@ -18,8 +19,14 @@ class DetectorSpec:
         anchors: the default-box spec; ``default_boxes(anchors)`` has one row per predicted box.
         classifier: "softmax" (num_classes channels, 0 = background) or "sigmoid" (num_classes - 1 channels).
         loss: "multibox" (hard-negative-mined softmax) or "focal".
+        box_loss_by_codesize: divide the box loss by matches x 4 (the code size) instead of by matches, as TF's
+            ``normalize_loc_loss_by_codesize: true`` does (SSD320 v1.2); the class loss is divided by matches.
+        match: how default boxes are matched to ground truth (:class:`~singleshot.box.coder.MatchRule`).
         postprocess: decoding/NMS defaults of the published evaluation.
         mean, std: input normalization the recipe trains with (RGB in [0, 1]).
+        reference_backbone_file: the torchvision ImageNet file the published recipe starts from (its equivalent,
+            for a TF recipe); training without ``model.pretrained_backbone`` warns and names it. None: the preset
+            has no reference recipe.
     """
 
     name: str
@@ -27,9 +34,12 @@ class DetectorSpec:
     anchors: AnchorSpec
     classifier: str = "softmax"
     loss: str = "multibox"
+    box_loss_by_codesize: bool = False
+    match: MatchRule = field(default_factory=MatchRule)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    reference_backbone_file: str | None = None
 
     def num_outputs(self, num_classes: int) -> int:
         """Classification channels for ``num_classes`` labels (background included)."""
