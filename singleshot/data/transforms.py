@@ -157,7 +157,7 @@ class SSDTrainTransform(_Finish):
     """The SSD training augmentation (seed 000 / MLPerf reference), boxes moving with the pixels.
 
     Order: IoU-constrained random crop -> horizontal flip (p=0.5) -> resize to ``size x size`` -> ColorJitter(0.125,
-    0.5, 0.5, 0.05) -> ImageNet normalization.
+    0.5, 0.5, 0.05) -> ImageNet normalization. ``crop=False`` leaves the crop out (``data.augment=light``).
 
     Colour jitter is "a color-jitter implementation of similar distribution" (allowed by the MLPerf rules): the same
     factor ranges and random op order as torchvision's ColorJitter, but the ops are composed into one affine map
@@ -179,8 +179,10 @@ class SSDTrainTransform(_Finish):
         mean: tuple[float, float, float] = IMAGENET_MEAN,
         std: tuple[float, float, float] = IMAGENET_STD,
         defer_photometric: bool = False,
+        crop: bool = True,
     ) -> None:
         super().__init__(size, mean, std, defer_photometric)
+        self.crop = crop
         self.crop_max_trials = crop_max_trials
         self.flip_prob = flip_prob
         self.jitter = jitter
@@ -191,7 +193,7 @@ class SSDTrainTransform(_Finish):
         h, w = int(image.shape[-2]), int(image.shape[-1])
         boxes = target["boxes"].numpy() / np.array([w, h, w, h], dtype=np.float32)  # (N, 4) xyxy normalized
         labels = target["labels"]
-        crop = sample_ssd_crop(boxes, rng, self.crop_max_trials)
+        crop = sample_ssd_crop(boxes, rng, self.crop_max_trials) if self.crop else None
         if crop is not None:
             window, keep = crop
             # Pixel window truncated to integers as the reference does; boxes are re-expressed relative to this

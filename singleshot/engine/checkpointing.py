@@ -17,6 +17,9 @@ from torch import nn
 
 from singleshot.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
 from singleshot.engine.config import config_diff
+from singleshot.engine.ema import ModelEMA
+
+PREVIOUS_LAST = "last.prev.pt"  # the last.pt before the newest one, kept as a fallback for resuming
 
 
 class RunConfigMismatch(RuntimeError):
@@ -71,17 +74,26 @@ def save_training_checkpoint(
     step: int,
     sampler: dict[str, int],
     state: dict[str, Any],
+    previous: str | Path | None = None,
+    ema: ModelEMA | None = None,
 ) -> Path:
     """Write model + full training state atomically.
+
+    With ``ema``, the checkpoint's model (``state_dict``, what eval, predict and export load) is the weight average;
+    the weights the optimizer steps go under ``ema["trained_state_dict"]`` for resuming.
 
     Args:
         epoch: the epoch in progress (0-based), i.e. the one ``sampler`` points into.
         step: optimizer steps taken so far.
         sampler: the training loader's position (``DetectionLoader.state_dict()``).
         state: loop bookkeeping (best mAP, bad-step counter, elapsed time, finished flag, ...).
+        previous: keep the file ``path`` held until now under this name once the new one is complete.
     """
+    averaging = {} if ema is None else {
+        "ema": {"updates": ema.updates, "decay": ema.decay, "trained_state_dict": unwrap(model).state_dict()}
+    }
     ckpt = make_checkpoint(
-        unwrap(model),
+        unwrap(model if ema is None else ema.module),
         classes,
         label_to_category_id,
         config=config,
@@ -93,8 +105,9 @@ def save_training_checkpoint(
         sampler=dict(sampler),
         rng=get_rng_state(),
         train_state=dict(state),
+        **averaging,
     )
-    return atomic_save(ckpt, path)
+    return atomic_save(ckpt, path, previous=previous)
 
 
 def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -103,26 +116,70 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
     for key in ("config", "optimizer", "scheduler", "epoch", "step", "sampler", "rng"):
         if key not in ckpt:
             raise ValueError(f"checkpoint {path} has no training state (missing {key!r}); it cannot be resumed")
+    if not isinstance(ckpt["config"], dict):
+        raise ValueError(f"checkpoint {path}: field 'config' must be a mapping")
     return ckpt
 
 
-def find_resume_checkpoint(run_dir: Path, config: dict[str, Any], mutable: set[str]) -> dict[str, Any] | None:
-    """The last checkpoint of ``run_dir`` (None for a new run), after checking that it was made with ``config``.
+class NoUsableCheckpoint(RuntimeError):
+    """A run folder has checkpoints but none can be resumed from."""
 
-    Keys in ``mutable`` may differ (they change how a run is watched or how long it is, not what it computes).
-    A folder with a ``config.yaml`` but no checkpoint yet (killed early) is checked the same way and starts over.
+
+def find_resume_checkpoint(run_dir: Path, config: dict[str, Any], mutable: set[str]) -> dict[str, Any] | None:
+    """The checkpoint a run in ``run_dir`` resumes from (None for a new run); see :func:`resume_point`."""
+    return resume_point(run_dir, config, mutable)[0]
+
+
+def resume_point(
+    run_dir: Path, config: dict[str, Any], mutable: set[str], set_aside: bool = False
+) -> tuple[dict[str, Any] | None, str]:
+    """``(checkpoint, note)``: the newest readable training checkpoint of ``run_dir``, checked against ``config``.
+
+    Candidates are ``checkpoints/last.pt``, then the other ``checkpoints/*.pt`` files (``last.prev.pt``,
+    ``best.pt``, ...) newest first; an empty, corrupt, foreign or state-less file is passed over and named in
+    ``note`` (which says which file is used and why). Keys in ``mutable`` may differ (they change how a run is
+    watched or how long it is, not what it computes). With ``set_aside`` (the run's main process), a file passed
+    over is renamed to ``<name>.unreadable`` when an older one is used, so that the next save does not keep it as
+    ``last.prev.pt`` and the evidence stays for inspection. A folder with a ``config.yaml`` but no checkpoint yet
+    (killed early) is checked the same way and starts over; an unreadable ``config.yaml`` there is ignored.
 
     Raises:
         RunConfigMismatch: naming the folder and the differing keys with old and new values.
+        NoUsableCheckpoint: checkpoints exist but none is usable (each is named with its fault).
     """
-    last = run_dir / "checkpoints" / "last.pt"
-    if last.is_file():
-        ckpt = load_training_checkpoint(last)
+    folder = run_dir / "checkpoints"
+    files = sorted(folder.glob("*.pt"), key=lambda p: (p.name != "last.pt", -p.stat().st_mtime))
+    ckpt, used, passed = None, None, []
+    for path in files:
+        try:
+            ckpt = load_training_checkpoint(path)
+        except (OSError, ValueError) as exc:
+            passed.append(f"{path.name}: {' '.join(str(exc).split())}")
+            continue
+        used = path
+        break
+    if used is None and passed:
+        raise NoUsableCheckpoint(
+            f"run folder {run_dir}: no checkpoint can be resumed from ({'; '.join(passed)}). Move "
+            f"{folder} away to start the run over, or pick another folder with run.name=NAME or run.dir=PATH"
+        )
+    note = ""
+    if used is not None:
         old = ckpt["config"]
+        note = f"resuming {run_dir} from checkpoints/{used.name}"
+        if passed:
+            note += f" (passed over {'; '.join(passed)})"
+            for path in files[: files.index(used)] if set_aside else []:
+                path.replace(path.with_name(path.name + ".unreadable"))
     elif (run_dir / "config.yaml").is_file():
-        ckpt, old = None, yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        try:
+            old = yaml.safe_load((run_dir / "config.yaml").read_text())
+        except (yaml.YAMLError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict):
+            return None, ""  # damaged and nothing to resume: the run starts over and rewrites it
     else:
-        return None
+        return None, ""
     changed = [k for k in config_diff(old, config) if k not in mutable]
     if changed:
         details = "; ".join(f"{k}: {_lookup(old, k)!r} -> {_lookup(config, k)!r}" for k in changed[:8])
@@ -130,7 +187,7 @@ def find_resume_checkpoint(run_dir: Path, config: dict[str, Any], mutable: set[s
             f"run folder {run_dir} holds a run with a different configuration ({details}). "
             "Re-run with the same settings to resume it, or pick another folder with run.name=NAME or run.dir=PATH."
         )
-    return ckpt
+    return ckpt, note
 
 
 def _lookup(d: Any, dotted: str) -> Any:

@@ -13,6 +13,8 @@ arguments runs the ``cpu_tiny`` preset.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import inspect
 import types
 import typing
 from dataclasses import dataclass, field
@@ -29,16 +31,27 @@ class ConfigError(ValueError):
 
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
-        raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}")
+        close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}{hint}")
 
 
 @dataclass
 class ModelConfig:
-    name: str = "ssd_tiny"  # a name from singleshot.list_models()
+    # ssd_tiny | ssd300_resnet34 | ssd300_resnet50 | ssd320_resnet50_fpn (singleshot.list_models())
+    name: str = "ssd_tiny"
     num_classes: int | None = None  # labels incl. background; None = taken from the training set
     pretrained_backbone: str | None = None  # torchvision ImageNet .pth of the backbone (never downloaded)
     # Freeze the backbone's BatchNorm (statistics and affine) after loading pretrained_backbone: NVIDIA SSD320 v1.2.
     frozen_backbone_bn: bool = False
+    # Start from a trained detector (fine-tuning): a singleshot, MLPerf or NVIDIA SSD300 checkpoint. Tensors load by
+    # name and shape; class-head rows of classes in both class lists carry over by name; training state does not.
+    weights: str | None = None
+
+    def __post_init__(self) -> None:
+        from singleshot.models import list_models  # here, not at the top: reading --help must not load torch
+
+        _choice("model.name", self.name, tuple(list_models()))
 
 
 @dataclass
@@ -48,36 +61,44 @@ class DataConfig:
     train: str = "synth"
     val: str | None = "synth"  # None = no evaluation
     batch_size: int = 32  # per process; the global batch is batch_size x world size
-    val_batch_size: int = 32
+    val_batch_size: int = 32  # per process, for evaluation
     num_workers: int = 0  # loader processes per training process (0 = load in the training process)
     # "ssd" (IoU crop, flip, colour jitter: MLPerf, NVIDIA v1.1) | "area_crop" (crop of 75-100% area, aspect
-    # 0.75-3, flip: NVIDIA SSD320 v1.2) | "none" (resize + normalize only)
+    # 0.75-3, flip: NVIDIA SSD320 v1.2) | "light" (flip + colour jitter, no crop) | "none" (resize + normalize only)
     augment: str = "ssd"
     max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
-    # COCO iscrowd annotations: "drop" (left out of the targets) | "keep" (ordinary targets, and crowd-only images
-    # stay: how both SSD300 references read COCO)
-    crowd: str = "drop"
+    train_images: str | None = None  # image folder of a COCO JSON given as data.train (default: found near the JSON)
+    val_images: str | None = None  # image folder of a COCO JSON given as data.val (default: found near the JSON)
+    on_bad_image: str = "raise"  # unreadable image: "raise" (stop, naming the file) | "skip" (skip it and count it)
     # "builtin" (torch DataLoader workers) | "dali" (NVIDIA DALI, pip install 'singleshot[dali]'; nvJPEG on CUDA,
     # its CPU backend elsewhere) | "auto" (builtin on CPU; on CUDA with DALI installed, whichever measures faster)
     backend: str = "auto"
+    # COCO iscrowd annotations: "drop" (left out of the targets) | "keep" (ordinary targets, and crowd-only images
+    # stay: how both SSD300 references read COCO)
+    crowd: str = "drop"
 
     def __post_init__(self) -> None:
-        _choice("data.augment", self.augment, ("ssd", "area_crop", "none"))
+        _choice("data.augment", self.augment, ("ssd", "area_crop", "light", "none"))
         _choice("data.crowd", self.crowd, ("drop", "keep"))
+        _choice("data.on_bad_image", self.on_bad_image, ("raise", "skip"))
         _choice("data.backend", self.backend, ("auto", "builtin", "dali"))
 
 
 @dataclass
 class OptimConfig:
+    name: str = "sgd"  # "sgd" (the recipes) | "adamw" (decoupled weight decay, betas (momentum, 0.999))
     lr: float = 0.1  # base learning rate at `reference_batch` images per step
     reference_batch: int = 32  # lr is scaled by global_batch / reference_batch (the recipes' linear rule)
-    scale_lr: bool = True
-    momentum: float = 0.9
-    nesterov: bool = False
-    weight_decay: float = 5e-4
+    scale_lr: bool = True  # apply that scaling (false: lr is used as given)
+    momentum: float = 0.9  # SGD momentum (AdamW: beta1)
+    nesterov: bool = False  # Nesterov momentum
+    weight_decay: float = 5e-4  # L2 penalty (SGD weight_decay; AdamW: decoupled decay)
     no_decay_bn_bias: bool = False  # NVIDIA recipe: no weight decay on 1-D parameters (BN) and biases
     grad_clip: float | None = None  # max global gradient norm, None = no clipping
+
+    def __post_init__(self) -> None:
+        _choice("optim.name", self.name, ("sgd", "adamw"))
 
 
 @dataclass
@@ -104,13 +125,17 @@ class TrainLoopConfig:
     compile: bool = False  # torch.compile the model
     sync_bn: bool = False  # SyncBatchNorm across ranks (CUDA)
     freeze_bn: bool = False  # BatchNorm uses and keeps its running statistics (its weights still train)
-    seed: int = 0
+    seed: int = 0  # seeds weights, data order and augmentation (each rank adds its rank)
     deterministic: bool = False  # torch.use_deterministic_algorithms; needed for bit-exact resume on GPU
     threads: int | None = None  # torch intra-op threads on CPU (None = torch's default)
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     log_every: int = 10  # steps between JSONL/TensorBoard scalars
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = at epoch ends only)
     progress: str = "auto"  # "auto" (bar on a terminal, log lines otherwise) | "bar" | "log" | "none"
+    # Exponential moving average of the weights (None = off): the average is what is evaluated, saved as the
+    # checkpoint's model and deployed; the decay ramps up as decay * (1 - exp(-step / ema_warmup_steps)).
+    ema_decay: float | None = None
+    ema_warmup_steps: float = 100.0  # steps over which the EMA decay ramps up
 
     def __post_init__(self) -> None:
         _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
@@ -129,10 +154,10 @@ class EvalConfig:
 @dataclass
 class RunConfig:
     name: str = "cpu_tiny"  # run folder name under `root`
-    root: str = "runs"
+    root: str = "runs"  # parent folder of run folders
     dir: str | None = None  # explicit run folder (overrides root/name)
     mlperf_log: bool = False  # also write MLPerf mllog events to <run>/mlperf.log
-    tensorboard: bool = True
+    tensorboard: bool = True  # write TensorBoard scalars to <run>/tensorboard
     report: bool = True  # plot PNG + prediction pictures at the end
 
 
@@ -154,6 +179,75 @@ class TrainConfig:
 
     def run_dir(self) -> Path:
         return Path(self.run.dir) if self.run.dir else Path(self.run.root) / self.run.name
+
+
+def _sections() -> list[tuple[str, type]]:
+    hints = typing.get_type_hints(TrainConfig)
+    return [(f.name, hints[f.name]) for f in dataclasses.fields(TrainConfig)]
+
+
+def all_keys() -> list[str]:
+    """Every dotted key of :class:`TrainConfig` (``model.name``, ``optim.lr``, ...), in declaration order."""
+    return [f"{name}.{f.name}" for name, cls in _sections() for f in dataclasses.fields(cls)]
+
+
+def suggest_keys(key: str) -> str:
+    """``"; did you mean 'optim.lr'?"`` for a mistyped key (closest dotted keys, else same-looking field names)."""
+    keys = all_keys()
+    scores = {k: difflib.SequenceMatcher(None, key, k).ratio() for k in keys}
+    best = max(scores.values())
+    # the best match and any nearly as good (a tie is worth showing; a distant third is noise)
+    close = sorted((k for k, v in scores.items() if v >= max(0.6, best - 0.06)), key=lambda k: -scores[k])[:3]
+    if not close:  # a right field name in the wrong section, or a section left out ("lr" -> "optim.lr")
+        leaf = key.rsplit(".", 1)[-1]
+        leaves = {k.rsplit(".", 1)[-1] for k in keys}
+        near = set(difflib.get_close_matches(leaf, leaves, n=3, cutoff=0.75))
+        close = [k for k in keys if k.rsplit(".", 1)[-1] in near][:3]
+    return f"; did you mean {' or '.join(repr(k) for k in close)}?" if close else ""
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    """``{field: comment}`` from the dataclass source: the field line's trailing comment, else the comment block
+    right above it (continuation lines joined). The comments are the documentation, so they are read, not copied."""
+    try:
+        lines = inspect.getsource(cls).splitlines()
+    except (OSError, TypeError):  # no source (e.g. a frozen build): keys and types are still listed
+        return {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    out: dict[str, str] = {}
+    block: list[str] = []
+    for line in lines:
+        text = line.strip()
+        if text.startswith("#"):
+            block.append(text.lstrip("#").strip())
+            continue
+        name = text.split(":", 1)[0].strip()
+        if name in names and ":" in text:
+            trailing = text.partition("  #")[2]
+            out[name] = " ".join(block + ([trailing.strip()] if trailing else []))
+        block = []
+    return out
+
+
+def help_config() -> str:
+    """Every key with its type, default and comment: what ``singleshot train --help-config`` prints.
+
+    Built from the dataclasses without instantiating them, so it needs no model registry (and no torch).
+    """
+    rows: list[tuple[str, str, str, str]] = []
+    for section, cls in _sections():
+        comments = _field_comments(cls)
+        for f in dataclasses.fields(cls):
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            rows.append((f"{section}.{f.name}", tp, yaml.safe_dump(default, default_flow_style=True).strip()
+                         .removesuffix("...").strip(), comments.get(f.name, "")))
+    wk = max(len(r[0]) for r in rows)
+    wt = max(len(r[1]) for r in rows)
+    wd = min(max(len(r[2]) for r in rows), 14)
+    lines = [f"{'key':<{wk}}  {'type':<{wt}}  {'default':<{wd}}  meaning"]
+    lines += [f"{k:<{wk}}  {t:<{wt}}  {d:<{wd}}  {c}" for k, t, d, c in rows]
+    return "\n".join(lines)
 
 
 # Keys that may differ when resuming a run: they change how it is watched, not what it computes.
@@ -210,7 +304,10 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ConfigError(f"unknown config key {prefix + unknown[0]!r}; valid keys here: {', '.join(sorted(names))}")
+        key = prefix + str(unknown[0])
+        raise ConfigError(
+            f"unknown config key {key!r}{suggest_keys(key)}; valid keys here: {', '.join(sorted(names))}"
+        )
     kwargs = {}
     for name, value in data.items():
         tp = hints[name]
@@ -245,7 +342,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         for i, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
                 where = ".".join(parts[: i + 1])
-                raise ConfigError(f"unknown config key {where!r} in override {item!r}")
+                raise ConfigError(f"unknown config key {where!r} in override {item!r}{suggest_keys(key.strip())}")
             if i < len(parts) - 1:
                 node = node[part]
         if isinstance(node[parts[-1]], dict):

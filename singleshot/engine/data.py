@@ -32,19 +32,38 @@ class DataBundle:
     backend_note: str = ""  # why, when data.backend=auto chose it
 
 
-def open_dataset(source: str, split: str, crowd: str = "drop") -> DetectionDataset:
-    """``source`` = "synth" (the built-in synthetic set) or a dataset path; ``split`` = "train" | "val"."""
-    return load_dataset(source, split=split, crowd=crowd)
+def open_dataset(
+    source: str,
+    split: str,
+    *,
+    image_dir: str | None = None,
+    on_bad_image: str = "raise",
+    image_dir_key: str = "--images",
+    crowd: str = "drop",
+) -> DetectionDataset:
+    """``source`` = "synth" (the built-in synthetic set) or a dataset path; ``split`` = "train" | "val".
+
+    ``image_dir``: the image folder of a COCO JSON whose images live elsewhere; ``image_dir_key`` names the setting
+    that gives it, for the error when the images are not found. ``crowd``: COCO ``iscrowd`` boxes "drop" | "keep".
+    """
+    return load_dataset(source, split=split, image_dir=image_dir, on_bad_image=on_bad_image,
+                        image_dir_key=image_dir_key, crowd=crowd)
 
 
-def _open_configured(key: str, source: str, split: str, crowd: str = "drop") -> DetectionDataset:
+def _open_configured(key: str, source: str, split: str, cfg: DataConfig) -> DetectionDataset:
     """:func:`open_dataset` for a config key; a path that does not exist is a ConfigError naming the key."""
     if source != "synth" and not Path(source).exists():
         raise ConfigError(
             f"{key}={source!r}: no such file or directory; give a dataset path (a COCO root or JSON, a VOC or YOLO "
-            "folder) or 'synth' for the built-in synthetic set"
+            "folder, an Ultralytics data.yaml) or 'synth' for the built-in synthetic set"
         )
-    return open_dataset(source, split, crowd=crowd)
+    images_key = f"{key}_images"  # data.train_images / data.val_images
+    image_dir = getattr(cfg, images_key.split(".")[1])
+    if image_dir is not None and not Path(image_dir).is_dir():
+        raise ConfigError(f"{images_key}={image_dir!r}: no such folder")
+    return open_dataset(
+        source, split, image_dir=image_dir, on_bad_image=cfg.on_bad_image, image_dir_key=images_key, crowd=cfg.crowd
+    )
 
 
 def _worker_init(worker_id: int) -> None:
@@ -72,8 +91,8 @@ def build_data(
     ``cfg.backend``: "builtin", "dali" (batches come out on ``device``, decoded with nvJPEG on CUDA) or "auto"
     (builtin on CPU; on CUDA with DALI installed, the one that delivers training batches faster, measured here).
     """
-    train = _open_configured("data.train", cfg.train, "train", cfg.crowd)
-    val = _open_configured("data.val", cfg.val, "val", cfg.crowd) if cfg.val else None
+    train = _open_configured("data.train", cfg.train, "train", cfg)
+    val = _open_configured("data.val", cfg.val, "val", cfg) if cfg.val else None
     if val is not None and cfg.val_limit is not None:
         val = val.head(cfg.val_limit)
     if len(train) < cfg.batch_size * world_size:
@@ -94,10 +113,12 @@ def build_data(
         )
     elif cfg.augment == "area_crop":
         train_tf = AreaCropTrainTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
+    elif cfg.augment == "light":
+        train_tf = SSDTrainTransform(image_size, crop=False, mean=mean, std=std, defer_photometric=defer_photometric)
     elif cfg.augment == "none":
         train_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
     else:
-        raise ConfigError(f"data.augment must be 'ssd', 'area_crop' or 'none', got {cfg.augment!r}")
+        raise ConfigError(f"data.augment must be 'ssd', 'area_crop', 'light' or 'none', got {cfg.augment!r}")
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
         "num_threads": cfg.num_workers, "device": device or torch.device("cpu"), "crop_attempts": cfg.max_samples,

@@ -1,4 +1,5 @@
-"""SGD with momentum, with the NVIDIA recipe's option of no weight decay on 1-D parameters (BN) and biases."""
+"""SGD with momentum (the recipes) or AdamW, with the NVIDIA recipe's option of no weight decay on 1-D parameters
+(BN) and biases."""
 
 from __future__ import annotations
 
@@ -23,15 +24,21 @@ def param_groups(model: nn.Module, weight_decay: float, no_decay_bn_bias: bool) 
 def build_optimizer(
     model: nn.Module,
     *,
+    name: str = "sgd",
     lr: float,
     momentum: float = 0.9,
     weight_decay: float = 5e-4,
     nesterov: bool = False,
     no_decay_bn_bias: bool = False,
-) -> torch.optim.SGD:
-    """``torch.optim.SGD`` over ``model``'s trainable parameters (see :func:`param_groups`)."""
+) -> torch.optim.Optimizer:
+    """``torch.optim.SGD`` (``name="sgd"``) or ``torch.optim.AdamW`` (``"adamw"``, betas ``(momentum, 0.999)``)
+    over ``model``'s trainable parameters (see :func:`param_groups`)."""
     groups = param_groups(model, weight_decay, no_decay_bn_bias)
     # foreach=True: one fused kernel launch per group instead of one per tensor (same maths).
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
+    if name != "sgd":
+        raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
     if all(p.is_cuda for g in groups for p in g["params"]):
         # CUDA: the fused kernel, one launch per step, which also takes the fp16 gradient scaler's overflow flag on
         # the device (with foreach SGD, GradScaler reads that flag on the host every step).

@@ -33,14 +33,17 @@ from singleshot.data.photometric import DevicePhotometric
 from singleshot.engine import distributed as D
 from singleshot.engine import mlperf as M
 from singleshot.engine.checkpointing import (
-    find_resume_checkpoint,
+    PREVIOUS_LAST,
+    resume_point,
     save_training_checkpoint,
     set_rng_state,
 )
 from singleshot.engine.config import RESUME_MUTABLE, ConfigError, TrainConfig
 from singleshot.engine.data import build_data
+from singleshot.engine.ema import ModelEMA
 from singleshot.engine.monitor import Monitor
 from singleshot.engine.optim import build_optimizer
+from singleshot.engine.runfolder import RunLock, remove_stale_temporaries, trim_metrics, write_text_atomic
 from singleshot.engine.runtime import (
     SectionTimer,
     StopRequest,
@@ -51,13 +54,31 @@ from singleshot.engine.runtime import (
 )
 from singleshot.engine.schedule import LRScheduler, build_schedule, scaled_lr
 from singleshot.engine.step import TrainStep
-from singleshot.evaluation import STAT_NAMES, evaluate
+from singleshot.evaluation import STAT_NAMES, category_ids_by_name, evaluate
+from singleshot.interop.weights import load_weights
 from singleshot.models import SPECS, build_model, list_models
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
 
 
 class TrainingDiverged(RuntimeError):
     """Too many non-finite losses in a row."""
+
+
+class EvaluationInterrupted(Exception):
+    """A signal arrived during an evaluation in a single-process run."""
+
+
+class _Interruptible:
+    """Iterates a loader but raises :class:`EvaluationInterrupted` at the first batch after a signal."""
+
+    def __init__(self, loader: Any, stop: StopRequest) -> None:
+        self.loader, self.stop = loader, stop  # ``.loader``: evaluate() finds the dataset through it
+
+    def __iter__(self) -> Any:
+        for batch in self.loader:
+            if self.stop.signum:
+                raise EvaluationInterrupted
+            yield batch
 
 
 @dataclass
@@ -85,6 +106,7 @@ class Trainer:
         self.run_dir = cfg.run_dir()
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.main = self.info.is_main
+        self.lock = RunLock(self.run_dir) if self.main else None
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _setup(self) -> None:
@@ -95,10 +117,11 @@ class Trainer:
         self.mllog = M.MLPerfLogger(self.run_dir / "mlperf.log", cfg.run.mlperf_log and self.main)
         self.mllog.start(M.INIT_START)
         seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, device)
-        self.resume = find_resume_checkpoint(self.run_dir, cfg.to_dict(), RESUME_MUTABLE)
-        if self.main:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(cfg.to_yaml())
+        if self.lock is not None:
+            self.lock.acquire()  # one live run per folder; a killed run's lock went with its process
+            for tmp in remove_stale_temporaries(self.ckpt_dir):
+                print(f"removed {tmp}, left by a run killed while writing a checkpoint")
+        self.resume, self.resume_note = resume_point(self.run_dir, cfg.to_dict(), RESUME_MUTABLE, self.main)
 
         if cfg.model.name not in SPECS:
             raise ConfigError(f"unknown model.name {cfg.model.name!r}; available: {', '.join(list_models())}")
@@ -110,6 +133,10 @@ class Trainer:
             rank=info.rank, world_size=info.world_size, defer_photometric=cuda, pin_memory=cuda, device=device,
         )  # fmt: skip
         train_set = self.data.train
+        for key, ds in (("data.train", train_set), ("data.val", self.data.val)):
+            note = ds.repairs_summary() if ds is not None and self.main else None
+            if note:  # the training data are not what the files say: never silently
+                print(f"{key}: {note}")
         num_classes = cfg.model.num_classes or train_set.num_classes
         if num_classes != train_set.num_classes:
             raise ConfigError(
@@ -118,6 +145,13 @@ class Trainer:
                 f"model.num_classes={train_set.num_classes}, or model.num_classes=null to take it from the data"
             )
         self.classes, self.label_to_category_id = train_set.classes, train_set.label_to_category_id
+        self.val_label_to_category_id: dict[int, int] | None = None
+        if self.data.val is not None:
+            # The model's labels are the training set's; the validation set may list the same names in another
+            # order (another source or format), so its category ids are looked up by name.
+            self.val_label_to_category_id = category_ids_by_name(
+                self.classes, self.data.val, f"training set {train_set.root}"
+            )
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = build_model(cfg.model.name, num_classes)
@@ -127,6 +161,12 @@ class Trainer:
                 load_backbone_weights(model.backbone, cfg.model.pretrained_backbone, arch=model.backbone_arch)
             except (FileNotFoundError, ValueError) as exc:  # missing, unreadable or mismatched
                 raise ConfigError(f"model.pretrained_backbone: {exc}") from exc
+        if cfg.model.weights is not None and self.resume is None:
+            # Starting weights only: a resumed run continues from its own checkpoint, training state included.
+            try:
+                load_weights(model, cfg.model.weights, self.classes, log=print if self.main else None)
+            except (FileNotFoundError, ValueError) as exc:  # missing, unreadable, or nothing matches
+                raise ConfigError(f"model.weights: {exc}") from exc
         if cfg.model.pretrained_backbone is None and spec.reference_backbone_file and self.main:
             ref_file = spec.reference_backbone_file
             warnings.warn(
@@ -165,8 +205,9 @@ class Trainer:
             self.total_steps = math.ceil(cfg.train.epochs * self.steps_per_epoch)
         self.base_lr = scaled_lr(cfg.optim.lr, self.global_batch, cfg.optim.reference_batch, cfg.optim.scale_lr)
         self.optimizer = build_optimizer(
-            model, lr=self.base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
-            nesterov=cfg.optim.nesterov, no_decay_bn_bias=cfg.optim.no_decay_bn_bias,
+            model, name=cfg.optim.name, lr=self.base_lr, momentum=cfg.optim.momentum,
+            weight_decay=cfg.optim.weight_decay, nesterov=cfg.optim.nesterov,
+            no_decay_bn_bias=cfg.optim.no_decay_bn_bias,
         )  # fmt: skip
         sc = cfg.schedule
         self.schedule = build_schedule(
@@ -190,7 +231,8 @@ class Trainer:
         self.epoch, self.step = 0, 0
         if self.resume is not None:
             ck = self.resume
-            model.load_state_dict(ck["state_dict"])
+            # With weight averaging, "state_dict" is the average and the stepped weights are kept apart.
+            model.load_state_dict(ck["ema"]["trained_state_dict"] if "ema" in ck else ck["state_dict"])
             self.optimizer.load_state_dict(ck["optimizer"])
             self.scheduler.load_state_dict(ck["scheduler"])
             if ck.get("scaler") and self.scaler.is_enabled():
@@ -199,6 +241,11 @@ class Trainer:
             self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
             self.state.update(ck.get("train_state", {}))
 
+        self.ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_warmup_steps) if cfg.train.ema_decay else None
+        if self.ema is not None and self.resume is not None and "ema" in self.resume:
+            self.ema.load_state_dict({"module": self.resume["state_dict"], "updates": self.resume["ema"]["updates"]})
+        # What is evaluated, saved as the checkpoint's model and deployed: the weight average when there is one.
+        self.eval_model = self.ema.module if self.ema is not None else self.model
         if cfg.train.compile:
             model = torch.compile(model)
         self.train_model = D.wrap_model(model, device, info)
@@ -211,6 +258,8 @@ class Trainer:
         if self.resume is not None:
             set_rng_state(self.resume["rng"])  # last: nothing after this may draw random numbers before the loop
         self._log_hyperparameters()
+        if self.main:  # only now: a set-up that failed leaves no config.yaml to block or mislead the next start
+            write_text_atomic(self.run_dir / "config.yaml", cfg.to_yaml())
         self.mllog.end(M.INIT_STOP)
 
     def _log_hyperparameters(self) -> None:
@@ -229,7 +278,8 @@ class Trainer:
         if not self.main:
             return
         save_training_checkpoint(
-            self.ckpt_dir / name, model=self.model, classes=self.classes,
+            self.ckpt_dir / name, previous=self.ckpt_dir / PREVIOUS_LAST if name == "last.pt" else None,
+            model=self.model, ema=self.ema, classes=self.classes,
             label_to_category_id=self.label_to_category_id, config=self.cfg.to_dict(), optimizer=self.optimizer,
             scheduler=self.scheduler, scaler=self.scaler, epoch=self.epoch if epoch is None else epoch,
             step=self.step, sampler=sampler or self.data.train_loader.state_dict(), state=self._state_now(),
@@ -238,18 +288,25 @@ class Trainer:
     def _state_now(self) -> dict[str, Any]:
         return {**self.state, "elapsed": self.state["elapsed"] + time.perf_counter() - self._t_start}
 
-    def run_eval(self) -> list[float] | None:
-        """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers)."""
+    def run_eval(self, stop: StopRequest | None = None) -> list[float] | None:
+        """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers).
+
+        With ``stop`` in a single-process run, a signal interrupts it at the next batch (EvaluationInterrupted);
+        several processes finish it, since every rank must leave the evaluation together.
+        """
         if self.data.val_loader is None:
             return None
-        D.average_bn_stats(self.model)
+        val_loader: Any = self.data.val_loader
+        if stop is not None and not self.info.enabled:
+            val_loader = _Interruptible(val_loader, stop)
+        D.average_bn_stats(self.eval_model)
         self.mllog.start(M.EVAL_START, epoch_num=self.epoch + 1)
         if self.main:
             self.monitor.print(f"evaluation after epoch {self.epoch + 1} (step {self.step}):")
         t0 = time.perf_counter()
         result = evaluate(
-            self.model, self.data.val_loader, self.postprocess, prepare=self.finish, precision=self.precision,
-            log=self.monitor.print if self.main else None,
+            self.eval_model, val_loader, self.postprocess, prepare=self.finish, precision=self.precision,
+            label_to_category_id=self.val_label_to_category_id, log=self.monitor.print if self.main else None,
             results_file=str(self.run_dir / "coco_results.json") if self.main and self.cfg.run.report else None,
         )  # fmt: skip
         stats = [float(result[name]) for name in STAT_NAMES]
@@ -265,7 +322,7 @@ class Trainer:
             from singleshot.engine.report import evaluation_report
 
             evaluation_report(
-                self.run_dir, dataset=self.data.val, model=self.model, postprocess=self.postprocess,
+                self.run_dir, dataset=self.data.val, model=self.eval_model, postprocess=self.postprocess,
                 device=self.device, step=self.step, classes=self.classes, num_pictures=self.cfg.eval.num_pictures,
                 tensorboard=self.monitor.tensorboard, log=self.monitor.print,
             )  # fmt: skip
@@ -297,7 +354,10 @@ class Trainer:
                 return self._result("already_finished", 0)
             self.state["finished"] = False
             if self.resume is not None and self.main:
-                print(f"resuming {self.run_dir} from checkpoints/last.pt: epoch {self.epoch + 1}, step {self.step}")
+                print(f"{self.resume_note}: epoch {self.epoch + 1}, step {self.step}")
+            if self.main:  # records of steps after the checkpoint would be written twice
+                last_eval = int(self.state.get("last_eval_step", -1)) if self.resume is not None else -1
+                trim_metrics(self.run_dir / "metrics.jsonl", self.step, last_eval)
             self.monitor = Monitor(
                 self.run_dir if self.main else None, self.total_steps, self.step, self.cfg.train.progress,
                 self.cfg.run.tensorboard, self.cfg.train.log_every,
@@ -312,6 +372,8 @@ class Trainer:
             return self._result(status, stop.signum)
         finally:
             D.cleanup_distributed()
+            if self.lock is not None:
+                self.lock.release()
 
     def _result(self, status: str, signum: int) -> TrainResult:
         best, final = self.state["best_map"], self.state["final_stats"]
@@ -334,14 +396,19 @@ class Trainer:
         window = {"loss": 0.0, "box": 0.0, "cls": 0.0, "n": 0, "t": time.perf_counter(), "images": 0}
         status = "finished"
         sampler_state = loader.state_dict()
-        while self.step < self.total_steps:
+        pending_eval = bool(self.state.pop("eval_pending", False))  # an evaluation a signal interrupted
+        while self.step < self.total_steps or pending_eval:
+            pending_eval = False
             epoch_num = self.epoch + 1
             loader.set_epoch(self.epoch)
             self.mllog.start(M.BLOCK_START, first_epoch_num=epoch_num, epoch_count=1)
             self.mllog.start(M.EPOCH_START, epoch_num=epoch_num)
             in_epoch = loader.sampler.start // cfg.data.batch_size
             it = iter(loader)
-            while True:
+            while self.step < self.total_steps:
+                if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
+                    self._sync_steps(window)
+                    return self._interrupted(stop)
                 with self.timer("data"):
                     batch = next(it, None)
                 if batch is None:
@@ -352,21 +419,15 @@ class Trainer:
                     start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.finish.mean,
                                  std=self.finish.std, tensorboard=self.monitor.tensorboard)
                 self.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
+                if self.ema is not None:
+                    self.ema.update(self.model)  # after a skipped step the weights are unchanged: harmless
                 self.step += 1
                 in_epoch += 1
                 self.timer.steps += 1
                 with self.timer("logging"):
                     window["images"] += len(batch["image_ids"]) * self.info.world_size
-                    agreed = self._log_step(window)  # ranks read the stop flag at the same steps
-                if agreed or (stop.signum and not self.info.enabled):  # one process has nobody to agree with
-                    self._sync_steps(window)
-                    self.save()
-                    self.monitor.print(
-                        f"signal {stop.signum}: saved {self.ckpt_dir / 'last.pt'} at step {self.step}; "
-                        "re-run the same command to resume"
-                    )
-                    self.mllog.end(M.RUN_STOP, status=M.ABORTED)
-                    return "interrupted"
+                    if self._log_step(window):  # every rank read the stop flag at the same step
+                        return self._interrupted(stop)
                 if self.step >= self.total_steps:
                     break
                 every = cfg.train.checkpoint_every_steps
@@ -380,7 +441,12 @@ class Trainer:
             self.mllog.end(M.BLOCK_STOP, first_epoch_num=epoch_num)
             last = self.step >= self.total_steps
             if (complete and self._eval_due(epoch_num)) or last:
-                self.run_eval()
+                try:
+                    self.run_eval(stop)
+                except EvaluationInterrupted:
+                    # Saved with the loader at this epoch's end and a flag: the resumed run evaluates again first.
+                    self.state["eval_pending"] = True
+                    return self._interrupted(stop)
                 self._train_mode()
                 best = self.state["best_map"]
                 if self.main and best is not None and self.state["final_stats"][0] >= best:
@@ -401,6 +467,15 @@ class Trainer:
         ok = status == "target_reached" or self.cfg.eval.target_map is None
         self.mllog.end(M.RUN_STOP, status=M.SUCCESS if ok else M.ABORTED)
         return status
+
+    def _interrupted(self, stop: StopRequest) -> str:
+        self.save()
+        self.monitor.print(
+            f"signal {stop.signum}: saved {self.ckpt_dir / 'last.pt'} at step {self.step}; "
+            "re-run the same command to resume"
+        )
+        self.mllog.end(M.RUN_STOP, status=M.ABORTED)
+        return "interrupted"
 
     def _train_mode(self) -> None:
         self.train_model.train()
@@ -463,8 +538,8 @@ class Trainer:
         from singleshot.engine.report import write_report
 
         paths = write_report(
-            self.run_dir, model=self.model, dataset=self.data.val, postprocess=self.postprocess,
-            device=self.device, num_pictures=self.cfg.eval.num_pictures,
+            self.run_dir, model=self.eval_model, dataset=self.data.val, postprocess=self.postprocess,
+            device=self.device, num_pictures=self.cfg.eval.num_pictures, classes=self.classes,
         )  # fmt: skip
         for p in paths:
             print(f"wrote {p}")
