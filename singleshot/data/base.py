@@ -22,6 +22,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2.functional import to_dtype
 
 from singleshot.data.errors import BadImageError, Problem
 
@@ -37,7 +38,10 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
 
     JPEG (grayscale and CMYK included), PNG, WebP and GIF go through ``torchvision.io.decode_image`` (libjpeg-turbo);
     other formats (BMP, TIFF, ...) fall back to Pillow. Grayscale, palette, alpha and CMYK images are converted to
-    RGB. The result may be a channels-last strided view; call ``.contiguous()`` if you need NCHW memory.
+    RGB; 16-bit images are scaled to 8 bits (``value >> 8``, not clipped); 32-bit integer and float images are
+    refused. Pixels are used as stored: an EXIF orientation tag is not applied, as the COCO and VOC annotation
+    tools and their evaluation code did not (``singleshot data check`` warns about such images). The result may be
+    a channels-last strided view; call ``.contiguous()`` if you need NCHW memory.
 
     Raises:
         BadImageError: the file is missing, empty, truncated, corrupt or in an unknown format; the message names it.
@@ -45,12 +49,14 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     try:
         with open(path, "rb") as f:
             raw = f.read()
-    except OSError as e:
-        raise BadImageError(f"cannot read image {os.fspath(path)}: {e.strerror or e}") from None
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise BadImageError(f"cannot read image {os.fspath(path)!r}: {getattr(e, 'strerror', None) or e}") from None
     if not raw:
         raise BadImageError(f"cannot decode image {os.fspath(path)}: file is empty")
     try:
-        return decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
+        # 16-bit PNGs decode to uint16; normalizing those as 8-bit values would give a near-white image.
+        return image if image.dtype == torch.uint8 else to_dtype(image, torch.uint8, scale=True)
     except RuntimeError as e:
         first = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
         reason = first.split(", ")[-1] if ".cpp:" in first else first
@@ -65,8 +71,18 @@ def _read_with_pil(path: str | os.PathLike[str]) -> Tensor:
 
     try:
         with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError, ValueError) as e:
+            if im.mode.startswith("I;16"):  # Pillow's convert("RGB") would clip 16-bit values to 255
+                gray = (np.asarray(im).astype(np.uint16) >> 8).astype(np.uint8)
+                rgb = np.repeat(gray[..., None], 3, axis=2)
+            elif im.mode in ("I", "F"):
+                kind = "integer" if im.mode == "I" else "float"
+                raise BadImageError(
+                    f"cannot decode image {os.fspath(path)}: mode {im.mode!r} (32-bit {kind}) pixels have no defined "
+                    "8-bit range; convert the image to 8 or 16 bits per channel"
+                )
+            else:
+                rgb = np.asarray(im.convert("RGB"))
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(f"cannot decode image {os.fspath(path)}: {e}") from None
     return torch.from_numpy(rgb.copy()).permute(2, 0, 1)
 
@@ -229,6 +245,26 @@ class DetectionDataset(Dataset):
             "orig_size": (h, w),
         }
         return image, target
+
+    def repairs_summary(self, first: int = 2) -> str | None:
+        """One line on what parsing dropped or changed (None if nothing): counts by kind, then the first problems.
+
+        Crowd and difficult boxes and images without boxes are left out by convention and not listed here.
+        """
+        kinds = (("boxes_unknown_category", "boxes with an unknown category dropped"),
+                 ("boxes_unknown_image", "boxes of an unknown image dropped"),
+                 ("boxes_dropped", "boxes with no area inside the image dropped"),
+                 ("boxes_clipped", "boxes clipped to the image"),
+                 ("records_invalid", "malformed records skipped"))  # fmt: skip
+        counts = [f"{self.stats[k]} {text}" for k, text in kinds if self.stats.get(k)]
+        errors = sum(p.severity == "error" for p in self.problems)
+        if errors and not self.stats.get("records_invalid"):
+            counts.append(f"{errors} malformed records skipped")
+        if not counts:
+            return None
+        shown = "; ".join(str(p) for p in self.problems[:first])
+        return (f"{', '.join(counts)}" + (f" (first: {shown})" if shown else "")
+                + f"; `singleshot data check {self.root}` lists every one")
 
     def summary(self) -> str:
         """One line: format, images, boxes, classes and repairs."""

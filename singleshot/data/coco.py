@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 from collections import Counter
 from typing import Any
 
@@ -50,13 +51,30 @@ class _Collector:
             self.stats[counter] += 1
 
 
+# Ids are stored as int64 and written back to results files; sizes and coordinates beyond these bounds describe no
+# real image (and would overflow the int64/float32 arrays they are parsed into), so they are errors, not clipped.
+ID_RANGE = (-(2**63), 2**63 - 1)
+MAX_SIDE = 2**31 - 1  # pixels
+MAX_COORD = 2.0**31  # pixels, absolute value
+
+
 def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _is_id(v: Any) -> bool:
+    return _is_int(v) and ID_RANGE[0] <= v <= ID_RANGE[1]
+
+
+def _short(v: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters: a fuzzed or broken file can hold huge values."""
+    text = repr(v)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _record(kind: str, i: int, rec: Any) -> str:
     rid = rec.get("id") if isinstance(rec, dict) else None
-    return f"{kind}[{i}]" + (f" (id={rid})" if rid is not None else "")
+    return f"{kind}[{i}]" + (f" (id={_short(rid, 30)})" if rid is not None else "")
 
 
 def load_coco_json(path: str) -> dict[str, Any]:
@@ -68,6 +86,8 @@ def load_coco_json(path: str) -> dict[str, Any]:
         raise DatasetFormatError(f"{path}: invalid JSON at line {e.lineno} column {e.colno}: {e.msg}") from None
     except (OSError, UnicodeDecodeError) as e:
         raise DatasetFormatError(f"{path}: cannot read annotation file: {e}") from None
+    except (ValueError, RecursionError) as e:  # an integer of over 4,300 digits; nesting deeper than the stack
+        raise DatasetFormatError(f"{path}: invalid JSON: {str(e)[:120]}") from None
     if not isinstance(data, dict):
         raise DatasetFormatError(f"{path}: top level must be a JSON object, got {type(data).__name__}")
     return data
@@ -113,6 +133,7 @@ class CocoDetection(DetectionDataset):
         col = _Collector(ann_file, strict)
         data = load_coco_json(ann_file)
         categories = self._parse_categories(data, col)
+        self.dropped_category = _drop_roboflow_project_category(data, categories, col)
         cat_ids = sorted(categories)
         cat_to_label = {cid: i + 1 for i, cid in enumerate(cat_ids)}
         images = self._parse_images(data, col)
@@ -158,8 +179,8 @@ class CocoDetection(DetectionDataset):
         categories: dict[int, str] = {}
         for i, cat in enumerate(self._list(data, "categories", col)):
             rec = _record("categories", i, cat)
-            if not isinstance(cat, dict) or not _is_int(cat.get("id")):
-                col.error("category needs an integer 'id'", rec, "id")
+            if not isinstance(cat, dict) or not _is_id(cat.get("id")):
+                col.error("category needs an integer 'id' (64-bit)", rec, "id")
                 continue
             name = cat.get("name")
             if not isinstance(name, str):
@@ -177,21 +198,21 @@ class CocoDetection(DetectionDataset):
         images: dict[int, tuple[str, int, int]] = {}
         for i, img in enumerate(self._list(data, "images", col)):
             rec = _record("images", i, img)
-            if not isinstance(img, dict) or not _is_int(img.get("id")):
-                col.error("image needs an integer 'id'", rec, "id")
+            if not isinstance(img, dict) or not _is_id(img.get("id")):
+                col.error("image needs an integer 'id' (64-bit)", rec, "id")
                 continue
-            if not isinstance(img.get("file_name"), str) or not img["file_name"]:
-                col.error("image needs a non-empty string 'file_name'", rec, "file_name")
+            if not isinstance(img.get("file_name"), str) or not img["file_name"] or "\0" in img["file_name"]:
+                col.error("image needs a non-empty string 'file_name' (without NUL bytes)", rec, "file_name")
                 continue
             if img["id"] in images:
                 col.error(f"duplicate image id {img['id']}", rec, "id")
                 continue
             h, w = img.get("height", -1), img.get("width", -1)
             for field, v in (("height", h), ("width", w)):
-                if not (_is_int(v) and v > 0) and v != -1:
-                    col.error(f"'{field}' must be a positive integer, got {v!r}", rec, field)
-            h = h if _is_int(h) and h > 0 else -1
-            w = w if _is_int(w) and w > 0 else -1
+                if not (_is_int(v) and 0 < v <= MAX_SIDE) and v != -1:
+                    col.error(f"'{field}' must be a positive integer up to {MAX_SIDE}, got {_short(v)}", rec, field)
+            h = h if _is_int(h) and 0 < h <= MAX_SIDE else -1
+            w = w if _is_int(w) and 0 < w <= MAX_SIDE else -1
             images[img["id"]] = (img["file_name"], h, w)
         return images
 
@@ -212,13 +233,14 @@ class CocoDetection(DetectionDataset):
                 continue
             bbox = ann.get("bbox")
             if not (isinstance(bbox, list) and len(bbox) == 4 and all(_is_num(v) for v in bbox)):
-                col.error(f"'bbox' must be 4 finite numbers [x, y, w, h], got {bbox!r}", rec, "bbox")
+                col.error(f"'bbox' must be 4 numbers [x, y, w, h] of magnitude up to 2**31, got {_short(bbox)}",
+                          rec, "bbox")
                 continue
-            if not _is_int(ann.get("image_id")):
-                col.error("annotation needs an integer 'image_id'", rec, "image_id")
+            if not _is_id(ann.get("image_id")):
+                col.error("annotation needs an integer 'image_id' (64-bit)", rec, "image_id")
                 continue
-            if not _is_int(ann.get("category_id")):
-                col.error("annotation needs an integer 'category_id'", rec, "category_id")
+            if not _is_id(ann.get("category_id")):
+                col.error("annotation needs an integer 'category_id' (64-bit)", rec, "category_id")
                 continue
             if ann["image_id"] not in images:
                 col.warn(f"unknown image_id {ann['image_id']}; dropped", rec, "image_id", "boxes_unknown_image")
@@ -226,6 +248,9 @@ class CocoDetection(DetectionDataset):
             if ann["category_id"] not in cat_to_label:
                 msg = f"unknown category_id {ann['category_id']}; dropped"
                 col.warn(msg, rec, "category_id", "boxes_unknown_category")
+                continue
+            if ann.get("iscrowd", 0) not in (0, 1, False, True):
+                col.error(f"'iscrowd' must be 0 or 1, got {_short(ann.get('iscrowd'))}", rec, "iscrowd")
                 continue
             if ann.get("iscrowd", 0):
                 col.stats["boxes_crowd"] += 1
@@ -236,15 +261,38 @@ class CocoDetection(DetectionDataset):
             xyxy = np.array([[x, y, x + bw, y + bh]], np.float32)
             clipped, keep, changed = sanitize_boxes(xyxy, w if w > 0 else math.inf, h if h > 0 else math.inf)
             if not keep[0]:
-                col.warn(f"box {bbox} has no area inside the {w}x{h} image; dropped", rec, "bbox", "boxes_dropped")
+                col.warn(f"box {_short(bbox)} has no area inside the {w}x{h} image; dropped", rec, "bbox",
+                         "boxes_dropped")
                 continue
             if changed[0]:
-                col.warn(f"box {bbox} extends outside the {w}x{h} image; clipped", rec, "bbox", "boxes_clipped")
+                col.warn(f"box {_short(bbox)} extends outside the {w}x{h} image; clipped", rec, "bbox",
+                         "boxes_clipped")
             boxes, labels = per_image.setdefault(ann["image_id"], ([], []))
             boxes.append(clipped[0].tolist())
             labels.append(cat_to_label[ann["category_id"]])
         return per_image
 
 
+def _drop_roboflow_project_category(data: dict[str, Any], categories: dict[int, str], col: _Collector) -> str | None:
+    """Remove Roboflow's category 0 from ``categories`` (in place); return its name, or None if there is none.
+
+    Roboflow's COCO exports list the project itself as category 0 (the supercategory of every real class) with no
+    annotations; kept, it would become a class the model must learn and never sees. Dropped only when it is id 0,
+    has no annotation and other categories exist, and noted in one line.
+    """
+    if 0 not in categories or len(categories) < 2:
+        return None
+    anns = data.get("annotations") if isinstance(data.get("annotations"), list) else []
+    if any(isinstance(a, dict) and a.get("category_id") == 0 for a in anns):
+        return None
+    name = categories.pop(0)
+    note = f"category 0 {name!r} has no annotations (Roboflow's project category); dropped, not a class"
+    col.warn(note, "categories", "id", "categories_dropped")
+    if col.strict:
+        print(f"note: {col.file}: {note}", file=sys.stderr)
+    return name
+
+
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    """A JSON number usable as a pixel coordinate: finite, magnitude up to :data:`MAX_COORD`."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and abs(v) <= MAX_COORD

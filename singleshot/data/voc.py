@@ -33,30 +33,40 @@ def _text(node: ET.Element | None, path: str, field: str) -> str:
     return node.text.strip()
 
 
+MAX_SIDE = 2**31 - 1  # pixels: a larger stated size describes no real image
+MAX_COORD = 2.0**31  # pixels, absolute value
+
+
+def _number(text: str, path: str, field: str, limit: float) -> float:
+    """A finite number of magnitude up to ``limit``; anything else is an error naming the file and field."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise DatasetFormatError(f"{path}: field '{field}' must be a number, got {text[:40]!r}") from None
+    if not abs(v) <= limit:  # also rejects NaN
+        raise DatasetFormatError(f"{path}: field '{field}' is out of range ({text[:40]}; magnitude up to {limit:g})")
+    return v
+
+
 def _parse_xml(path: str) -> tuple[str, int, int, list[tuple[str, list[float], bool]]]:
     """``(filename, height, width, [(name, [xmin, ymin, xmax, ymax] as written, difficult)])``; -1 if no size."""
     try:
         root = ET.parse(path).getroot()
-    except (ET.ParseError, OSError) as e:
+    except (ET.ParseError, OSError, ValueError) as e:  # ValueError: e.g. an encoding expat cannot read
         raise DatasetFormatError(f"{path}: invalid XML: {e}") from None
     filename = (root.findtext("filename") or "").strip()
     size = root.find("size")
-    try:
-        w = int(float(size.findtext("width") or -1)) if size is not None else -1
-        h = int(float(size.findtext("height") or -1)) if size is not None else -1
-    except ValueError:
-        raise DatasetFormatError(f"{path}: field 'size' must hold numbers") from None
+    w = int(_number(size.findtext("width") or "-1", path, "size.width", MAX_SIDE)) if size is not None else -1
+    h = int(_number(size.findtext("height") or "-1", path, "size.height", MAX_SIDE)) if size is not None else -1
     objects = []
     for k, obj in enumerate(root.findall("object")):
         name = _text(obj.find("name"), path, f"object[{k}].name")
         bb = obj.find("bndbox")
         if bb is None:
             raise DatasetFormatError(f"{path}: object[{k}] ({name}) has no 'bndbox'")
-        try:
-            tags = ("xmin", "ymin", "xmax", "ymax")
-            coords = [float(_text(bb.find(t), path, f"object[{k}].bndbox.{t}")) for t in tags]
-        except ValueError:
-            raise DatasetFormatError(f"{path}: object[{k}] field 'bndbox' must hold numbers") from None
+        tags = ("xmin", "ymin", "xmax", "ymax")
+        field = f"object[{k}].bndbox."
+        coords = [_number(_text(bb.find(t), path, field + t), path, field + t, MAX_COORD) for t in tags]
         objects.append((name, coords, (obj.findtext("difficult") or "0").strip() == "1"))
     return filename, h, w, objects
 
@@ -92,7 +102,10 @@ class VOCDetection(DetectionDataset):
         split_file = voc / "ImageSets" / "Main" / f"{split}.txt"
         xml_all = sorted((voc / "Annotations").glob("*.xml"))
         if split_file.exists():
-            stems = [s.split()[0] for s in split_file.read_text().splitlines() if s.strip()]
+            try:
+                stems = [s.split()[0] for s in split_file.read_text().splitlines() if s.strip()]
+            except (OSError, UnicodeDecodeError) as e:
+                raise DatasetFormatError(f"{split_file}: cannot read split list: {e}") from None
         elif not (voc / "ImageSets" / "Main").is_dir():
             stems = [p.stem for p in xml_all]
         else:
@@ -165,9 +178,10 @@ def _all_names(xml_files: Sequence[Path]) -> set[str]:
 
 def _image_file(folder: Path, stem: str, filename: str) -> Path:
     """The image of an annotation: the XML's ``filename`` if it exists, else ``stem`` with a known extension."""
-    if filename and (folder / filename).exists():
-        return folder / filename
-    for ext in _IMAGE_EXTS:
-        if (folder / f"{stem}{ext}").exists():
-            return folder / f"{stem}{ext}"
+    for cand in ([folder / filename] if filename else []) + [folder / f"{stem}{ext}" for ext in _IMAGE_EXTS]:
+        try:
+            if cand.exists():
+                return cand
+        except (OSError, ValueError):  # a name too long or holding a NUL byte: no such file
+            continue
     return folder / (filename or f"{stem}.jpg")  # missing: reported when read

@@ -23,6 +23,7 @@ from singleshot.data.errors import DatasetFormatError, Problem, SplitNotFoundErr
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLIT_ALIASES = {"val": ("val", "valid", "validation"), "train": ("train",), "test": ("test",)}
+NEAR_EDGE = 1e-3  # normalized; box coordinates this close outside the image are rounding, not annotation errors
 
 
 def _yaml(root: Path) -> dict[str, Any] | None:
@@ -86,18 +87,37 @@ def _class_names(root: Path, data: dict[str, Any] | None) -> list[str] | None:
     return None
 
 
+MAX_CLASS = 65535  # a larger class index is a broken file (and, without a names file, would name that many classes)
+MAX_VALUE = 1e6  # normalized coordinates: beyond this magnitude a value is no overshoot of [0, 1] but garbage
+
+
 def _parse_label_file(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """``(classes int64[n], boxes float32[n, 4] xyxy normalized)``; malformed lines raise naming file and line."""
+    """``(classes int64[n], boxes float32[n, 4] xyxy normalized)``; malformed lines raise naming file and line.
+
+    Out-of-range numbers are malformed: a class outside 0..65535, a coordinate that is not finite or whose
+    magnitude exceeds 1e6 (values slightly outside [0, 1] are clipped later and counted).
+    """
     classes, boxes = [], []
-    for lineno, line in enumerate(path.read_text().splitlines(), start=1):
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetFormatError(f"{path}: cannot read label file: {e}") from None
+    for lineno, line in enumerate(text.splitlines(), start=1):
         vals = line.split()
         if not vals:
             continue
         try:
             cls, nums = int(vals[0]), [float(v) for v in vals[1:]]
         except ValueError:
-            msg = f"{path}: line {lineno}: expected 'class cx cy w h' numbers, got {line!r}"
+            msg = f"{path}: line {lineno}: expected 'class cx cy w h' numbers, got {line[:80]!r}"
             raise DatasetFormatError(msg) from None
+        if not 0 <= cls <= MAX_CLASS:
+            msg = f"{path}: line {lineno} field 'class': {vals[0][:40]} is out of range 0..{MAX_CLASS}"
+            raise DatasetFormatError(msg)
+        if not all(abs(v) <= MAX_VALUE for v in nums):  # also NaN
+            raise DatasetFormatError(
+                f"{path}: line {lineno} field 'box': a coordinate is not finite or out of range (|v| <= {MAX_VALUE:g})"
+            )
         if len(nums) == 4:
             cx, cy, w, h = nums
             box = [cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2]
@@ -125,15 +145,18 @@ class YOLODetection(DetectionDataset):
         keep_empty: bool = False,
         on_bad_image: str = "raise",
         strict: bool = True,
+        images: Sequence[Path] | None = None,
     ) -> None:
+        """``images``: the split's image files when a ``data.yaml`` lists them (then ``root`` is only a name)."""
         root = Path(root)
-        image_dir = yolo_image_dir(root, split)
-        if image_dir is None:
-            raise SplitNotFoundError(f"{root}: no YOLO image folder for split '{split}'")
+        if images is None:
+            image_dir = yolo_image_dir(root, split)
+            if image_dir is None:
+                raise SplitNotFoundError(f"{root}: no YOLO image folder for split '{split}'")
+            images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         names = list(classes) if classes is not None else _class_names(root, _yaml(root))
         problems: list[Problem] = []
         stats: Counter[str] = Counter()
-        images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         parsed: list[tuple[Path, np.ndarray, np.ndarray]] = []
         for img in images:
             lbl = label_path(img)
@@ -158,6 +181,10 @@ class YOLODetection(DetectionDataset):
             for k in np.flatnonzero(~known):
                 problems.append(Problem("warning", lbl, f"unknown class {cls[k]}; dropped", f"line {k + 1}", "class"))
             stats["boxes_unknown_category"] += int((~known).sum())
+            # Coordinates written with 6 decimals overshoot the edge by rounding (1.0000005): snap anything within
+            # NEAR_EDGE of [0, 1] onto it silently, so that only real overshoots are reported as clipped.
+            boxes = np.where((boxes < 0) & (boxes > -NEAR_EDGE), 0.0, boxes)
+            boxes = np.where((boxes > 1) & (boxes < 1 + NEAR_EDGE), 1.0, boxes).astype(np.float32)
             clipped, keep, changed = sanitize_boxes(boxes, 1.0, 1.0)
             for k in np.flatnonzero(known & ~keep):
                 problems.append(Problem("warning", lbl, "degenerate box; dropped", f"line {k + 1}", "box"))

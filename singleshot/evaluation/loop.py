@@ -176,11 +176,11 @@ def evaluate(
         start = time.perf_counter()
         metrics = coco_bbox_metrics(ground_truth, all_rows, image_ids=all_seen)  # type: ignore[arg-type]
         result = metrics_dict(metrics, inference_s, time.perf_counter() - start)
-        if results_file:
-            write_results_json(all_rows, results_file)
         if log is not None:
             log(metrics.summary)
             log(format_per_class(metrics.per_class))
+        if results_file:  # after the numbers are shown: a failed write then loses no result
+            write_results_json(all_rows, results_file)
     return _broadcast(result)
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import collections
-import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from singleshot.checkpoint import CheckpointError, read_torch_file
 from singleshot.interop.convert import InteropError, detect_kind, from_foreign
 from singleshot.interop.keymaps import FORMATS
 from singleshot.safetensors_io import is_safetensors, read_safetensors
@@ -23,20 +23,10 @@ def load_file(path: str | Path, map_location: str | torch.device = "cpu", trust_
     ``trust_pickle=True`` lifts the ``weights_only`` restriction: only for files from a source you trust, since
     unpickling can run arbitrary code.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        with torch.serialization.safe_globals([collections.Counter]):
-            return torch.load(path, map_location=map_location, weights_only=not trust_pickle)
-    except pickle.UnpicklingError as exc:
-        detail = next((ln.strip() for ln in str(exc).splitlines() if "Unsupported global" in ln), str(exc)[:300])
-        raise InteropError(
-            f"cannot read {path} safely: it holds Python objects beyond tensors and containers ({detail}). "
-            "If the file comes from a source you trust, load it with trust_pickle=True (CLI: --trust-pickle)."
-        ) from exc
-    except Exception as exc:  # torch raises many kinds for a truncated or non-checkpoint file
-        raise InteropError(f"cannot read checkpoint {path}: {exc}") from exc
+        return read_torch_file(path, map_location, weights_only=not trust_pickle, safe_globals=[collections.Counter])
+    except CheckpointError as exc:  # this module's callers catch InteropError; keep the one-line message
+        raise InteropError(str(exc)) from exc
 
 
 def read_checkpoint(
