@@ -33,8 +33,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="autocast for the forward (auto: fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--score-threshold", type=float, default=None, help="override the preset's (0.05 for SSD300)")
-    p.add_argument("--results", default=None,
-                   help="COCO results JSON to write (default: eval_<split>_results.json next to the checkpoint)")
+    p.add_argument("--out", default=None, metavar="FOLDER",
+                   help="where eval_<split>_results.json goes (default: the checkpoint's run folder when it sits in "
+                        "RUN/checkpoints/, else the current folder); checked before evaluating")
+    p.add_argument("--results", default=None, help="COCO results JSON to write (overrides --out for this file)")
     p.add_argument("--metrics-json", default=None, help="also write the returned metrics as JSON here")
     p.set_defaults(func=run)
 
@@ -42,6 +44,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     from singleshot.box.factory import build_postprocessor
     from singleshot.checkpoint import model_from_checkpoint
+    from singleshot.cli import describe_error
     from singleshot.data.errors import DataError
     from singleshot.data.loader import build_loader
     from singleshot.data.transforms import SSDValTransform
@@ -56,12 +59,19 @@ def run(args: argparse.Namespace) -> int:
         device = select_device(args.device, info)
         ckpt = read_checkpoint(args.checkpoint)
         dataset = open_dataset(args.data, args.split)
+        if len(dataset) == 0:
+            raise ValueError(f"{dataset.summary()}: no image with annotations to evaluate on (an empty annotation "
+                             "list, or every box dropped; `singleshot data check` says which)")
+        results = args.results or str(_output_folder(args) / f"eval_{args.split}_results.json")
+        if info.is_main:  # found out now, not after the whole evaluation
+            for target in filter(None, (results, args.metrics_json)):
+                _check_writable(Path(target))
     except (OSError, ValueError, RuntimeError, DataError) as e:
-        print(f"singleshot eval: error: {e}", file=sys.stderr)
+        print(f"singleshot eval: error: {describe_error(e)}", file=sys.stderr)
         return 2
     init_distributed(info, device)
     try:
-        model = model_from_checkpoint(ckpt).to(device).eval()
+        model = model_from_checkpoint(ckpt, source=args.checkpoint).to(device).eval()
         spec = model.spec
         if len(dataset.classes) != model.num_classes - 1:
             print(f"singleshot eval: error: the checkpoint has {model.num_classes - 1} classes, the dataset "
@@ -83,7 +93,6 @@ def run(args: argparse.Namespace) -> int:
                                   num_workers=args.workers, num_replicas=info.world_size, rank=info.rank)
         overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
         post = build_postprocessor(spec, **overrides)
-        results = args.results or str(Path(args.checkpoint).with_name(f"eval_{args.split}_results.json"))
         if info.is_main:
             print(f"evaluating {Path(args.checkpoint).name} ({spec.name}) on {dataset.summary()} "
                   f"[{device}, {info.world_size} process(es)]")
@@ -102,3 +111,23 @@ def run(args: argparse.Namespace) -> int:
     finally:
         cleanup_distributed()
     return 0
+
+
+def _output_folder(args: argparse.Namespace) -> Path:
+    """``--out``, else the run folder of a checkpoint in ``RUN/checkpoints/``, else the current folder."""
+    if args.out:
+        return Path(args.out)
+    ckpt = Path(args.checkpoint).resolve()
+    return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else Path.cwd()
+
+
+def _check_writable(target: Path) -> None:
+    """Create ``target``'s folder and a scratch file in it; raises the OSError (read-only, full) with the name."""
+    import tempfile
+
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"):
+            pass
+    except OSError as e:  # name the file the user asked for, not the scratch file
+        raise OSError(e.errno, e.strerror, str(target)) from e

@@ -118,8 +118,18 @@ def _image_size(path: str, decode: bool) -> tuple[int, int]:
     try:
         with Image.open(path) as im:
             return im.height, im.width
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, Image.DecompressionBombError) as e:
         raise BadImageError(f"cannot open image {path}: {e}") from None
+
+
+def _exif_orientation(path: str) -> int:
+    """The EXIF orientation tag (1 = upright, as stored; 2-8 = flipped/rotated views), 1 when absent/unreadable."""
+    try:
+        with Image.open(path) as im:
+            value = im.getexif().get(0x0112, 1)
+    except Exception:  # a broken EXIF block is no reason to stop a check; the decode reports a broken file
+        return 1
+    return value if isinstance(value, int) else 1
 
 
 def _check_split(ds: DetectionDataset, split: str, decode: bool, report: CheckReport) -> SplitReport:
@@ -132,6 +142,11 @@ def _check_split(ds: DetectionDataset, split: str, decode: bool, report: CheckRe
             report.problems.append(Problem("error", path, str(e).split(": ", 1)[-1], f"image_id={ds.image_id(i)}"))
             continue
         stated = ds.image_size(i)
+        orientation = _exif_orientation(path)
+        if orientation != 1:
+            msg = (f"EXIF orientation {orientation}: singleshot uses the pixels as stored and ignores it; if the boxes "
+                   "were drawn on the rotated view, save the image upright")
+            report.problems.append(Problem("warning", path, msg, f"image_id={ds.image_id(i)}", "EXIF Orientation"))
         if stated[0] > 0 and stated != (h, w):
             msg = f"annotations state {stated[1]}x{stated[0]} but the image is {w}x{h}"
             report.problems.append(Problem("error", path, msg, f"image_id={ds.image_id(i)}", "width/height"))
@@ -168,7 +183,8 @@ def check_dataset(
     """
     fmt = format or detect_format(path)
     report = CheckReport(path=str(path), format=fmt)
-    candidates = splits or (["train"] if Path(path).is_file() else ["train", "val", "test"])
+    lone_json = Path(path).is_file()
+    candidates = splits or (["train"] if lone_json else ["train", "val", "test"])
     for split in candidates:
         try:
             ds = load_dataset(path, split, format=fmt, keep_empty=True, strict=False)
@@ -185,4 +201,14 @@ def check_dataset(
         report.splits.append(_check_split(ds, split, decode, report))
     if not report.splits and not report.problems:
         report.problems.append(Problem("error", str(path), "no split found"))
+    found = [s.split for s in report.splits]
+    if splits is None and not lone_json and found and "train" not in found:
+        msg = f"no 'train' split found (found {', '.join(found)}); to check those alone, name them with --split"
+        report.problems.append(Problem("error", str(path), msg, "split train"))
+    for s in report.splits:
+        if s.images == 0:
+            report.problems.append(Problem("error", str(path), "no usable images", f"split {s.split}"))
+        elif not sum(s.boxes_per_class.values()) and (lone_json or s.split in ("train", "val")):
+            msg = "no usable annotations (every image is without boxes): nothing to train or evaluate on"
+            report.problems.append(Problem("error", str(path), msg, f"split {s.split}"))
     return report
