@@ -1,22 +1,43 @@
 """singleshot: SSD object detectors (MLPerf SSD300-ResNet-34, NVIDIA SSD300 v1.1, SSD320 v1.2) in PyTorch."""
 
+import importlib
 import os
+from typing import Any
 
 # Back large CPU tensors (input batches, IoU scratch) with transparent huge pages: fresh multi-megabyte buffers
 # otherwise pay a page fault per 4 KiB. Read by torch when it is first imported; a user's own setting wins.
 os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
-from singleshot.box import (
-    BoxCoder,
-    FocalLoss,
-    MultiBoxLoss,
-    PostProcessor,
-    TargetEncoder,
-    default_boxes,
-)
-from singleshot.box.factory import build_loss, build_postprocessor
-from singleshot.inference import Detector
-from singleshot.models import DetectorSpec, build_model, list_models
+# Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
+# loading torch; `from singleshot... import X` works as before.
+_LAZY = {
+    "BoxCoder": "singleshot.box",
+    "FocalLoss": "singleshot.box",
+    "MultiBoxLoss": "singleshot.box",
+    "PostProcessor": "singleshot.box",
+    "TargetEncoder": "singleshot.box",
+    "default_boxes": "singleshot.box",
+    "build_loss": "singleshot.box.factory",
+    "build_postprocessor": "singleshot.box.factory",
+    "Detector": "singleshot.inference",
+    "build_model": "singleshot.interop.weights",
+    "DetectorSpec": "singleshot.models",
+    "list_models": "singleshot.models",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __version__ = "0.1.0"
 

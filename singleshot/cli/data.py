@@ -48,7 +48,9 @@ def register(subparsers: Any) -> None:
     s.set_defaults(func=run_synth)
 
     c = sub.add_parser("check", help="validate a dataset and print a summary")
-    c.add_argument("path", help="dataset folder (COCO, VOC or YOLO) or COCO JSON file")
+    c.add_argument("path", help="dataset folder (COCO, VOC or YOLO), COCO JSON file or Ultralytics data.yaml")
+    c.add_argument("--images", default=None, metavar="FOLDER",
+                   help="image folder of a COCO JSON whose images are elsewhere (default: found near the JSON)")
     c.add_argument("--split", action="append", help="split to check (repeatable; default: all found)")
     c.add_argument("--format", choices=["coco", "voc", "yolo"], help="skip format detection")
     c.add_argument("--quick", action="store_true", help="read image headers only (misses truncated files)")
@@ -84,7 +86,8 @@ def run_check(args: argparse.Namespace) -> int:
     from singleshot.data.errors import DataError
 
     try:
-        report = check_dataset(args.path, splits=args.split, decode=not args.quick, format=args.format)
+        report = check_dataset(args.path, splits=args.split, decode=not args.quick, format=args.format,
+                               image_dir=args.images)
     except DataError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

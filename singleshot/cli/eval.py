@@ -14,8 +14,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import torch
-
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="COCO bbox evaluation of a checkpoint",
@@ -23,6 +21,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--checkpoint", required=True, help="singleshot, MLPerf or NVIDIA SSD300 checkpoint")
     p.add_argument("--data", default="synth",
                    help="dataset folder or COCO JSON (COCO/VOC/YOLO); default: the built-in synthetic set")
+    p.add_argument("--images", default=None, metavar="FOLDER",
+                   help="image folder of a COCO JSON whose images are elsewhere (default: found near the JSON)")
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass, per process")
     p.add_argument("--workers", type=int, default=None, help="loader worker processes (default: cores - 1, max 8)")
@@ -42,6 +42,8 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    import torch
+
     from singleshot.box.factory import build_postprocessor
     from singleshot.checkpoint import model_from_checkpoint
     from singleshot.cli import describe_error
@@ -51,14 +53,14 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.engine.data import open_dataset
     from singleshot.engine.distributed import cleanup_distributed, detect_environment, init_distributed
     from singleshot.engine.runtime import select_device
-    from singleshot.evaluation import evaluate
+    from singleshot.evaluation import category_ids_by_name, evaluate
     from singleshot.interop import read_checkpoint
 
     info = detect_environment()
     try:
         device = select_device(args.device, info)
         ckpt = read_checkpoint(args.checkpoint)
-        dataset = open_dataset(args.data, args.split)
+        dataset = open_dataset(args.data, args.split, image_dir=args.images)
         if len(dataset) == 0:
             raise ValueError(f"{dataset.summary()}: no image with annotations to evaluate on (an empty annotation "
                              "list, or every box dropped; `singleshot data check` says which)")
@@ -73,10 +75,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         model = model_from_checkpoint(ckpt, source=args.checkpoint).to(device).eval()
         spec = model.spec
-        if len(dataset.classes) != model.num_classes - 1:
-            print(f"singleshot eval: error: the checkpoint has {model.num_classes - 1} classes, the dataset "
-                  f"{dataset.root} has {len(dataset.classes)}", file=sys.stderr)
-            return 2
+        # The checkpoint's labels meet the dataset's by class name: same names in another order score the same.
+        label_to_category_id = category_ids_by_name(list(ckpt["classes"]), dataset, f"checkpoint {args.checkpoint}")
         if device.type == "cuda":
             model = model.to(memory_format=torch.channels_last)
         if args.backend == "dali":
@@ -97,7 +97,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"evaluating {Path(args.checkpoint).name} ({spec.name}) on {dataset.summary()} "
                   f"[{device}, {info.world_size} process(es)]")
         metrics = evaluate(model, loader, post, precision=None if args.precision == "auto" else args.precision,
-                           results_file=results, log=print if info.is_main else None)
+                           label_to_category_id=label_to_category_id, results_file=results,
+                           log=print if info.is_main else None)
         if info.is_main:
             print(f"{metrics['num_images']} images, {metrics['num_detections']} detections; inference "
                   f"{metrics['inference_s']:.1f}s, metrics {metrics['metrics_s']:.1f}s; results: {results}")

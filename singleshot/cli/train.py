@@ -16,19 +16,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
             "(e.g. optim.lr=0.05 data.batch_size=16 run.name=exp1). Re-running the same command resumes the run "
             "in its folder. Multi-GPU: torchrun --nproc_per_node=N -m singleshot train ... (or srun under SLURM)."
         ),
+        epilog=(
+            "Every key, with its type, default and meaning: singleshot train --help-config. Fine-tuning: "
+            "model.weights=CHECKPOINT (singleshot, MLPerf or NVIDIA SSD300) with --config finetune_tiny or lower "
+            "optim.lr, a short schedule.warmup_steps and few train.epochs (README: 'Fine-tune on your own data')."
+        ),
     )
     p.add_argument(
         "--config", "-c", default=None, help="YAML file or preset name (default: cpu_tiny); see --list-presets"
     )
     p.add_argument("--list-presets", action="store_true", help="list the shipped recipe presets and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
+    p.add_argument("--help-config", action="store_true", help="list every config key (type, default, meaning) and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides, e.g. train.epochs=10")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from singleshot.engine.config import ConfigError, load_config, preset_names
+    from singleshot.engine.config import ConfigError, help_config, load_config, preset_names
 
+    if args.help_config:
+        print(help_config())
+        return 0
     if args.list_presets:
         print("\n".join(preset_names()))
         return 0

@@ -12,22 +12,53 @@ Typical use::
 Knows nothing of models or the training engine.
 """
 
-from singleshot.data.base import DetectionDataset, read_image
-from singleshot.data.coco import CocoDetection
-from singleshot.data.errors import BadImageError, DataError, DataLoadError, DatasetFormatError, Problem
-from singleshot.data.formats import detect_format, load_dataset
-from singleshot.data.loader import (
-    DetectionLoader,
-    ResumableSampler,
-    TransformedDataset,
-    build_loader,
-    collate_detection,
-)
-from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, DevicePhotometric
-from singleshot.data.synth import default_dataset_path, generate
-from singleshot.data.transforms import AreaCropTrainTransform, ColorJitterParams, SSDTrainTransform, SSDValTransform
-from singleshot.data.voc import VOCDetection
-from singleshot.data.yolo import YOLODetection
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
+# loading torch; `from singleshot... import X` works as before.
+_LAZY = {
+    "DetectionDataset": "singleshot.data.base",
+    "read_image": "singleshot.data.base",
+    "CocoDetection": "singleshot.data.coco",
+    "BadImageError": "singleshot.data.errors",
+    "DataError": "singleshot.data.errors",
+    "DataLoadError": "singleshot.data.errors",
+    "DatasetFormatError": "singleshot.data.errors",
+    "Problem": "singleshot.data.errors",
+    "detect_format": "singleshot.data.formats",
+    "load_dataset": "singleshot.data.formats",
+    "DetectionLoader": "singleshot.data.loader",
+    "ResumableSampler": "singleshot.data.loader",
+    "TransformedDataset": "singleshot.data.loader",
+    "build_loader": "singleshot.data.loader",
+    "collate_detection": "singleshot.data.loader",
+    "IMAGENET_MEAN": "singleshot.data.photometric",
+    "IMAGENET_STD": "singleshot.data.photometric",
+    "DevicePhotometric": "singleshot.data.photometric",
+    "default_dataset_path": "singleshot.data.synth",
+    "generate": "singleshot.data.synth",
+    "AreaCropTrainTransform": "singleshot.data.transforms",
+    "ColorJitterParams": "singleshot.data.transforms",
+    "SSDTrainTransform": "singleshot.data.transforms",
+    "SSDValTransform": "singleshot.data.transforms",
+    "VOCDetection": "singleshot.data.voc",
+    "YOLODetection": "singleshot.data.yolo",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "IMAGENET_MEAN",

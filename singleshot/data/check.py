@@ -173,21 +173,28 @@ def label_summary(ds: DetectionDataset, split: str = "train") -> SplitReport:
 
 
 def check_dataset(
-    path: str | os.PathLike[str], *, splits: list[str] | None = None, decode: bool = True, format: str | None = None
+    path: str | os.PathLike[str],
+    *,
+    splits: list[str] | None = None,
+    decode: bool = True,
+    format: str | None = None,
+    image_dir: str | os.PathLike[str] | None = None,
 ) -> CheckReport:
-    """Validate a dataset folder (or COCO JSON file) and summarize it.
+    """Validate a dataset folder (COCO JSON file, Ultralytics data.yaml) and summarize it.
 
     Args:
         splits: splits to check; default every one of train/val/test that exists.
         decode: fully decode every image (default; finds truncated files) rather than reading headers only.
+        image_dir: image folder of a COCO JSON whose images live elsewhere (``--images``).
     """
     fmt = format or detect_format(path)
     report = CheckReport(path=str(path), format=fmt)
-    lone_json = Path(path).is_file()
+    lone_json = Path(path).is_file() and Path(path).suffix.lower() == ".json"
     candidates = splits or (["train"] if lone_json else ["train", "val", "test"])
     for split in candidates:
         try:
-            ds = load_dataset(path, split, format=fmt, keep_empty=True, strict=False)
+            ds = load_dataset(path, split, format=fmt, keep_empty=True, strict=False, image_dir=image_dir,
+                              image_dir_key="--images")
         except SplitNotFoundError as e:
             if splits is not None:
                 report.problems.append(Problem("error", str(path), str(e).split(": ", 1)[-1], f"split {split}"))

@@ -9,6 +9,7 @@ from pathlib import Path
 from singleshot.data.base import DetectionDataset
 from singleshot.data.coco import CocoDetection
 from singleshot.data.errors import DatasetFormatError, SplitNotFoundError
+from singleshot.data.ultralytics import YAML_NAMES, find_data_yaml, read_data_yaml
 from singleshot.data.voc import VOCDetection, find_voc_root
 from singleshot.data.yolo import YOLODetection, yolo_image_dir
 
@@ -48,6 +49,23 @@ def _image_dir_for_json(ann: Path) -> Path:
     return ann.parent
 
 
+def _check_images_found(ds: CocoDetection, *, guessed: bool, key: str, probe: int = 16) -> None:
+    """Stop early, naming the folder and the setting, when none of the first ``probe`` images exists there.
+
+    A wrong image folder otherwise surfaces as "cannot read image" on the first batch (or, with skipping, as an
+    empty epoch); a few missing files among present ones stay the loader's business (``on_bad_image``).
+    """
+    n = min(probe, len(ds))
+    if n == 0 or any(os.path.exists(ds.image_path(i)) for i in range(n)):
+        return
+    how = "guessed from the JSON's location" if guessed else "as given"
+    first = os.path.relpath(ds.image_path(0), ds.image_dir)
+    raise DatasetFormatError(
+        f"{ds.ann_file}: images not found: looked for {first!r} (and {n - 1} more) in {ds.image_dir} ({how}); "
+        f"set {key}=FOLDER to the folder holding the images"
+    )
+
+
 def detect_format(path: str | os.PathLike[str]) -> str:
     """"coco", "voc" or "yolo" for a dataset folder (or a COCO JSON file); raises :class:`DatasetFormatError`."""
     p = Path(path)
@@ -56,9 +74,15 @@ def detect_format(path: str | os.PathLike[str]) -> str:
     if p.is_file():
         if p.suffix.lower() == ".json":
             return "coco"
-        raise DatasetFormatError(f"{p}: not a dataset folder or COCO JSON file")
+        if p.suffix.lower() in (".yaml", ".yml"):
+            return "yolo"  # an Ultralytics data.yaml
+        raise DatasetFormatError(
+            f"{p}: not a dataset folder, COCO JSON file or Ultralytics data.yaml ({', '.join(YAML_NAMES)})"
+        )
     if any(find_coco_split(p, s) for s in ("train", "val", "test")) or any((p / "annotations").glob("*.json")):
         return "coco"
+    if find_data_yaml(p) is not None:
+        return "yolo"
     if find_voc_root(p) is not None:
         return "voc"
     if any(yolo_image_dir(p, s) for s in ("train", "val", "test")):
@@ -79,13 +103,14 @@ def load_dataset(
     keep_empty: bool = False,
     on_bad_image: str = "raise",
     strict: bool = True,
+    image_dir_key: str = "image_dir",
     crowd: str = "drop",
 ) -> DetectionDataset:
     """Open a detection dataset of any supported format.
 
     Args:
-        path: dataset folder (COCO, VOC or YOLO layout) or a COCO JSON file; None or "synth" means the built-in
-            synthetic dataset, generated into the cache on first use.
+        path: dataset folder (COCO, VOC or YOLO layout), a COCO JSON file or an Ultralytics ``data.yaml``; None or
+            "synth" means the built-in synthetic dataset, generated into the cache on first use.
         split: "train", "val" (also matches "valid"/"validation" folders), "test", ...
         format: force "coco", "voc" or "yolo" instead of detecting it.
         image_dir: image folder for a COCO JSON given as ``path`` (default: guessed from the file name).
@@ -93,6 +118,8 @@ def load_dataset(
         keep_empty: keep images without boxes as negatives (default: skip them for training, as the reference).
         on_bad_image: "raise" (stop at the first unreadable image, naming it) or "skip" (skip and count).
         strict: raise on the first malformed record; False collects problems instead (``data check``).
+        image_dir_key: the setting that gives ``image_dir`` where the caller takes it from (``data.train_images``,
+            ``--images``), named in the error when a COCO set's images are not where they were looked for.
         crowd: COCO ``iscrowd`` annotations: "drop" (default) or "keep" as ordinary targets (the SSD300
             references); see :class:`CocoDetection`.
 
@@ -108,13 +135,22 @@ def load_dataset(
     common = {"keep_empty": keep_empty, "on_bad_image": on_bad_image, "strict": strict}
     if fmt == "coco":
         if p.is_file():
-            return CocoDetection(image_dir or _image_dir_for_json(p), p, crowd=crowd, **common)
-        found = find_coco_split(p, split)
-        if found is None:
-            raise SplitNotFoundError(f"{p}: no COCO annotation file for split '{split}' (looked in annotations/)")
-        return CocoDetection(image_dir or found[0], found[1], crowd=crowd, **common)
+            ds = CocoDetection(image_dir or _image_dir_for_json(p), p, crowd=crowd, **common)
+        else:
+            found = find_coco_split(p, split)
+            if found is None:
+                raise SplitNotFoundError(f"{p}: no COCO annotation file for split '{split}' (looked in annotations/)")
+            ds = CocoDetection(image_dir or found[0], found[1], crowd=crowd, **common)
+        _check_images_found(ds, guessed=image_dir is None, key=image_dir_key)
+        return ds
     if fmt == "voc":
         return VOCDetection(p, split, classes=classes, **common)
     if fmt == "yolo":
+        yaml_file = p if p.is_file() else find_data_yaml(p)
+        if yaml_file is not None:
+            desc = read_data_yaml(yaml_file)
+            if desc.split_key(split) is not None or p.is_file():
+                names = list(classes) if classes is not None else desc.names
+                return YOLODetection(yaml_file, split, classes=names, images=desc.images(split), **common)
         return YOLODetection(p, split, classes=classes, **common)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")

@@ -283,7 +283,7 @@ class DetectionLoader:
             if not sample.bad_image:
                 raise DataLoadError(sample.message)
             if self.on_bad_image == "raise":
-                raise BadImageError(f"{sample.message} (pass on_bad_image='skip' to skip unreadable images)")
+                raise BadImageError(f"{sample.message} (set data.on_bad_image=skip to skip unreadable images)")
             self.num_skipped += 1
             warnings.warn(f"skipped unreadable image: {sample.message}", stacklevel=3)
 

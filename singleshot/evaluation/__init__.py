@@ -1,7 +1,7 @@
 """COCO bbox evaluation: the 12 pycocotools numbers (computed by faster-coco-eval), per-class AP, results JSON,
 and the evaluation loop used by training and ``singleshot eval``."""
 
-from singleshot.evaluation.groundtruth import build_ground_truth, coco_ground_truth, find_dataset
+from singleshot.evaluation.groundtruth import build_ground_truth, category_ids_by_name, coco_ground_truth, find_dataset
 from singleshot.evaluation.loop import detections_to_rows, evaluate
 from singleshot.evaluation.metrics import (
     STAT_NAMES,
@@ -16,6 +16,7 @@ __all__ = [
     "STAT_NAMES",
     "CocoMetrics",
     "build_ground_truth",
+    "category_ids_by_name",
     "coco_bbox_metrics",
     "coco_ground_truth",
     "detections_to_rows",

@@ -13,6 +13,7 @@ from typing import Any
 from PIL import Image
 
 from singleshot.data.base import DetectionDataset
+from singleshot.data.classes import label_map_by_name
 
 
 def find_dataset(obj: Any) -> DetectionDataset | None:
@@ -25,6 +26,17 @@ def find_dataset(obj: Any) -> DetectionDataset | None:
             return None
         obj = nxt
     return None
+
+
+def category_ids_by_name(classes: list[str], dataset: DetectionDataset, what: str = "the model") -> dict[int, int]:
+    """``{model label: dataset category id}`` matching the model's class names to the dataset's by name.
+
+    ``classes`` are the model's K names (label ``k`` is ``classes[k - 1]``); the dataset may list the same names in
+    any order. Raises :class:`~singleshot.data.classes.ClassMismatchError` (printing both lists) when the sets
+    differ; ``what`` names the model's side in that message (e.g. "checkpoint best.pt").
+    """
+    to_data = label_map_by_name(classes, dataset.classes, source_what=what, target_what=f"dataset {dataset.root}")
+    return {label: int(dataset.label_to_category_id[d]) for label, d in to_data.items()}
 
 
 def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any] | str:

@@ -14,25 +14,56 @@ Usage::
     from singleshot.interop import from_nvidia, to_nvidia   # in-memory conversions, both directions
     nvidia_ckpt = to_nvidia(ckpt)                            # {"model": state_dict, "label_map": {...}}
 
+    from singleshot.interop import load_weights             # fine-tuning: by name and shape, class rows by name
+    load_weights(new_model, "nvidia_ssdpyt_amp_200703.pt", classes=["person", "bicycle", "kite"])
+
 Conversion is a strict renaming (every source tensor used once, every target tensor filled, shapes checked):
 the references and singleshot share the head channel layout and the default-box order, so no tensor is permuted.
 Importing this package is cheap: nothing is built until a function is called.
 """
 
-from singleshot.interop.coco import COCO_CATEGORIES, COCO_CLASSES, COCO_LABEL_TO_CATEGORY_ID
-from singleshot.interop.convert import (
-    InteropError,
-    detect_kind,
-    extract_state_dict,
-    from_foreign,
-    from_mlperf,
-    from_nvidia,
-    to_foreign,
-    to_mlperf,
-    to_nvidia,
-)
-from singleshot.interop.keymaps import FORMATS, MLPERF, NVIDIA, ForeignFormat
-from singleshot.interop.reader import KINDS, load_file, read_checkpoint
+import importlib
+from typing import Any
+
+# Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
+# loading torch; `from singleshot... import X` works as before.
+_LAZY = {
+    "COCO_CATEGORIES": "singleshot.interop.coco",
+    "COCO_CLASSES": "singleshot.interop.coco",
+    "COCO_LABEL_TO_CATEGORY_ID": "singleshot.interop.coco",
+    "InteropError": "singleshot.interop.convert",
+    "detect_kind": "singleshot.interop.convert",
+    "extract_state_dict": "singleshot.interop.convert",
+    "from_foreign": "singleshot.interop.convert",
+    "from_mlperf": "singleshot.interop.convert",
+    "from_nvidia": "singleshot.interop.convert",
+    "to_foreign": "singleshot.interop.convert",
+    "to_mlperf": "singleshot.interop.convert",
+    "to_nvidia": "singleshot.interop.convert",
+    "FORMATS": "singleshot.interop.keymaps",
+    "MLPERF": "singleshot.interop.keymaps",
+    "NVIDIA": "singleshot.interop.keymaps",
+    "ForeignFormat": "singleshot.interop.keymaps",
+    "KINDS": "singleshot.interop.reader",
+    "load_file": "singleshot.interop.reader",
+    "read_checkpoint": "singleshot.interop.reader",
+    "WeightsReport": "singleshot.interop.weights",
+    "load_weights": "singleshot.interop.weights",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})
+
 
 __all__ = [
     "COCO_CATEGORIES",
@@ -44,12 +75,14 @@ __all__ = [
     "NVIDIA",
     "ForeignFormat",
     "InteropError",
+    "WeightsReport",
     "detect_kind",
     "extract_state_dict",
     "from_foreign",
     "from_mlperf",
     "from_nvidia",
     "load_file",
+    "load_weights",
     "read_checkpoint",
     "to_foreign",
     "to_mlperf",
