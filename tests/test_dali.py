@@ -258,5 +258,5 @@ def test_train_with_dali_resumes_exactly(tmp_path: Path) -> None:
 
     data = tiny_config(tmp_path).data.train
     code = main(["eval", "--checkpoint", str(tmp_path / "straight" / "checkpoints" / "last.pt"), "--data", data,
-                 "--backend", "dali", "--batch-size", "4", "--out", str(tmp_path / "eval")])  # fmt: skip
-    assert code == 0
+                 "--backend", "dali", "--batch-size", "4", "--results", str(tmp_path / "results.json")])  # fmt: skip
+    assert code == 0 and (tmp_path / "results.json").exists()
