@@ -87,8 +87,9 @@ def test_results_csv_has_one_row_per_evaluation_with_the_12_numbers(run_dir) -> 
     evals = [json.loads(ln) for ln in (run_dir / "metrics.jsonl").read_text().splitlines() if '"eval"' in ln]
     assert len(rows) == len(evals) == 2
     assert [int(r["step"]) for r in rows] == [4, 8] and [int(r["epoch"]) for r in rows] == [1, 2]
+    assert float(rows[0]["lr"]) > 0  # the cosine schedule ends at 0 on the last step
     for row, ev in zip(rows, evals):
-        assert float(row["lr"]) > 0 and float(row["loss"]) > 0
+        assert float(row["lr"]) >= 0 and float(row["loss"]) > 0
         for name in STAT_NAMES:
             assert float(row[name]) == pytest.approx(ev[name], abs=1e-4)
 
@@ -97,7 +98,7 @@ def test_report_pictures_exist_and_are_not_blank(run_dir) -> None:
     for name in ("pr_curves.png", "confusion_matrix.png", "labels.png", "train_batch.jpg", "curves.png"):
         with Image.open(run_dir / name) as im:
             pixels = np.asarray(im.convert("L"))
-        assert pixels.shape[0] > 200 and pixels.std() > 5, name  # drawn on, not a uniform canvas
+        assert pixels.shape[0] > 150 and pixels.std() > 5, name  # drawn on, not a uniform canvas
     with Image.open(run_dir / "train_batch.jpg") as im:
         assert im.size == (4 * 160 + 5 * 4, 160 + 2 * 4)  # 4 images of the first batch in one row, padded
     pictures = sorted((run_dir / "predictions").glob("*.jpg"))
