@@ -65,7 +65,7 @@ def describe_error(exc: BaseException) -> str:
         return (f"disk full (no space left on device){' writing ' + where if where else ''}; "
                 "free some space or point the output elsewhere, then re-run the same command")
     text = " ".join(str(exc).split())
-    if type(exc).__module__.startswith("singleshot") and text:  # ours: already one line naming the file
+    if text and (type(exc).__module__.startswith("singleshot") or _raised_by_us(exc)):  # meant for the user
         return text
     if os_error is not None and os_error.errno == errno.EROFS:
         return (f"read-only file system: cannot write {where or 'the output'}; choose a folder you can write "
@@ -87,6 +87,15 @@ def _chain(exc: BaseException) -> list[BaseException]:
         seen.append(cur)
         cur = cur.__cause__ if cur.__cause__ is not None else (None if cur.__suppress_context__ else cur.__context__)
     return seen
+
+
+def _raised_by_us(exc: BaseException) -> bool:
+    """A ValueError/RuntimeError raised by singleshot's own code (a checked condition with a message, not a bug)."""
+    if not isinstance(exc, (ValueError, RuntimeError)) or exc.__traceback__ is None:
+        return False
+    frames = traceback.extract_tb(exc.__traceback__)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return bool(frames) and os.path.abspath(frames[-1].filename).startswith(package + os.sep)
 
 
 def _filename(exc: OSError) -> str:

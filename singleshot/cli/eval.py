@@ -62,8 +62,8 @@ def run(args: argparse.Namespace) -> int:
         ckpt = read_checkpoint(args.checkpoint)
         dataset = open_dataset(args.data, args.split, image_dir=args.images)
         if len(dataset) == 0:
-            raise ValueError(f"{dataset.summary()}: no image with annotations to evaluate on (an empty annotation "
-                             "list, or every box dropped; `singleshot data check` says which)")
+            raise DataError(f"{dataset.summary()}: no image with annotations to evaluate on (an empty annotation "
+                            "list, or every box dropped; `singleshot data check` says which)")
         results = args.results or str(_output_folder(args) / f"eval_{args.split}_results.json")
         if info.is_main:  # found out now, not after the whole evaluation
             for target in filter(None, (results, args.metrics_json)):
