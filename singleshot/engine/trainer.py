@@ -150,7 +150,7 @@ class Trainer:
             # The model's labels are the training set's; the validation set may list the same names in another
             # order (another source or format), so its category ids are looked up by name.
             self.val_label_to_category_id = category_ids_by_name(
-                self.classes, self.data.val, f"training set {train_set.root}"
+                self.classes, self.data.val, f"training set {train_set.root}", "validation set"
             )
 
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
@@ -167,7 +167,8 @@ class Trainer:
                 load_weights(model, cfg.model.weights, self.classes, log=print if self.main else None)
             except (FileNotFoundError, ValueError) as exc:  # missing, unreadable, or nothing matches
                 raise ConfigError(f"model.weights: {exc}") from exc
-        if cfg.model.pretrained_backbone is None and spec.reference_backbone_file and self.main:
+        pretrained = cfg.model.pretrained_backbone is not None or cfg.model.weights is not None
+        if not pretrained and spec.reference_backbone_file and self.main:
             ref_file = spec.reference_backbone_file
             warnings.warn(
                 f"model.pretrained_backbone is not set: the {cfg.model.name} backbone starts from random weights, "
@@ -177,7 +178,7 @@ class Trainer:
             )
         if cfg.model.frozen_backbone_bn:
             frozen = freeze_batchnorm(model.backbone)
-            if self.main and cfg.model.pretrained_backbone is None:
+            if self.main and not pretrained:
                 warnings.warn(
                     f"model.frozen_backbone_bn froze {frozen} BatchNorm layers of a backbone that was not pretrained "
                     "(model.pretrained_backbone is null): at their initial statistics they are identities. The "

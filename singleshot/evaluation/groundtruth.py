@@ -28,14 +28,16 @@ def find_dataset(obj: Any) -> DetectionDataset | None:
     return None
 
 
-def category_ids_by_name(classes: list[str], dataset: DetectionDataset, what: str = "the model") -> dict[int, int]:
+def category_ids_by_name(
+    classes: list[str], dataset: DetectionDataset, what: str = "the model", data_what: str = "dataset"
+) -> dict[int, int]:
     """``{model label: dataset category id}`` matching the model's class names to the dataset's by name.
 
     ``classes`` are the model's K names (label ``k`` is ``classes[k - 1]``); the dataset may list the same names in
     any order. Raises :class:`~singleshot.data.classes.ClassMismatchError` (printing both lists) when the sets
-    differ; ``what`` names the model's side in that message (e.g. "checkpoint best.pt").
+    differ; ``what`` and ``data_what`` name the two sides in that message (e.g. "checkpoint best.pt", "dataset").
     """
-    to_data = label_map_by_name(classes, dataset.classes, source_what=what, target_what=f"dataset {dataset.root}")
+    to_data = label_map_by_name(classes, dataset.classes, source_what=what, target_what=f"{data_what} {dataset.root}")
     return {label: int(dataset.label_to_category_id[d]) for label, d in to_data.items()}
 
 
