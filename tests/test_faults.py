@@ -217,7 +217,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from singleshot.engine.runfolder import RunLock
-RunLock(Path(sys.argv[1])).acquire()
+lock = RunLock(Path(sys.argv[1])).acquire()  # kept referenced: a collected lock is released
 print("locked", flush=True)
 time.sleep(120)
 """
