@@ -271,7 +271,7 @@ def test_metrics_free_of_duplicates_after_kill_and_resume(tmp_path: Path) -> Non
         # kill between checkpoints, after an evaluation: records past the checkpoint exist
         while time.monotonic() < deadline:
             lines = metrics.read_text().splitlines() if metrics.exists() else []
-            steps = [json.loads(x)["step"] for x in lines if '"train"' in x]
+            steps = [json.loads(x)["step"] for x in lines if '"train"' in x and x.endswith("}")]  # whole lines
             if any('"eval"' in x for x in lines) and steps and steps[-1] >= 5 and steps[-1] % 3 != 0:
                 break
             time.sleep(0.05)
