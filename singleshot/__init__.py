@@ -1,8 +1,8 @@
 """singleshot: SSD object detectors (MLPerf SSD300-ResNet-34, NVIDIA SSD300 v1.1, SSD320 v1.2) in PyTorch."""
 
-import importlib
 import os
-from typing import Any
+
+from singleshot._lazy import lazy_exports
 
 # Back large CPU tensors (input batches, IoU scratch) with transparent huge pages: fresh multi-megabyte buffers
 # otherwise pay a page fault per 4 KiB. Read by torch when it is first imported; a user's own setting wins.
@@ -26,17 +26,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __version__ = "0.1.0"

@@ -121,7 +121,7 @@ def test_eval_cli_on_a_small_synthetic_coco_set(tmp_path, capsys) -> None:
     ckpt = tmp_path / "m.pt"
     atomic_save(make_checkpoint(singleshot.build_model("ssd_tiny", num_classes=len(CLASSES) + 1), list(CLASSES)), ckpt)
     code = main(["eval", "--checkpoint", str(ckpt), "--data", str(data), "--workers", "0", "--batch-size", "2",
-                 "--metrics-json", str(tmp_path / "metrics.json")])
+                 "--metrics-json", str(tmp_path / "metrics.json"), "--out", str(tmp_path)])
     out = capsys.readouterr().out
     assert code == 0
     assert "Average Precision  (AP) @[ IoU=0.50:0.95 | area=   all | maxDets=100 ]" in out

@@ -22,8 +22,7 @@ the references and singleshot share the head channel layout and the default-box 
 Importing this package is cheap: nothing is built until a function is called.
 """
 
-import importlib
-from typing import Any
+from singleshot._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
 # loading torch; `from singleshot... import X` works as before.
@@ -52,17 +51,7 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LAZY})
+__getattr__, __dir__ = lazy_exports(__name__, _LAZY, globals())
 
 
 __all__ = [
