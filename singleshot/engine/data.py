@@ -123,11 +123,14 @@ def build_data(
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
         "num_threads": cfg.num_workers, "device": device or torch.device("cpu"), "crop_attempts": cfg.max_samples,
     }  # fmt: skip
-    dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}[cfg.augment]
+    dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}.get(cfg.augment)  # "light": none in DALI
     backend, note = cfg.backend, ""
+    if backend == "dali" and dali_mode is None:
+        raise ConfigError(f"data.backend=dali has no pipeline for data.augment={cfg.augment}; use data.backend=builtin "
+                          "or data.augment=ssd|area_crop|none")
     if backend == "auto":
         backend = "builtin"
-        if device is not None and device.type == "cuda":
+        if device is not None and device.type == "cuda" and dali_mode is not None:
             backend, note = _choose_on_cuda(
                 lambda: _builtin(build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True,
                                               drop_last=True, **common)),
