@@ -54,3 +54,18 @@ def test_ema_checkpoint_holds_the_average_and_resumes_exactly(tmp_path: Path) ->
             torch.testing.assert_close(b[part][k], v, atol=1e-6, rtol=0, msg=k)
     for k, v in trained.items():
         torch.testing.assert_close(b["ema"]["trained_state_dict"][k], v, atol=1e-6, rtol=0, msg=k)
+
+
+def test_the_default_preset_trains(tmp_path: Path) -> None:
+    """The default recipe itself (AdamW, EMA, flip + jitter, batch 16 -> 4 here), not the engine tests' pinned one."""
+    from train_helpers import tiny_dataset
+
+    from singleshot.engine.config import load_config
+
+    cfg = load_config(None, [f"data.train={tiny_dataset()}", "data.val=null", "data.batch_size=4", "data.num_workers=0",
+                             "train.max_steps=3", "train.threads=1", "train.progress=none", f"run.dir={tmp_path}",
+                             "run.tensorboard=false", "run.report=false"])
+    assert (cfg.optim.name, cfg.data.augment, cfg.train.ema_decay) == ("adamw", "light", 0.995)
+    result = train(cfg)
+    assert result.status == "finished" and result.step == 3
+    assert load_checkpoint(tmp_path / "checkpoints" / "last.pt")["ema"]["updates"] == 3
