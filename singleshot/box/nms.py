@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+from typing import Any
 
 import numpy as np
 import torch
@@ -135,34 +136,32 @@ def _blocked_torchvision_nms(boxes: Tensor, scores: Tensor, groups: Tensor, iou_
 _NMS_BLOCK = 256
 
 _compiled = None
-
-
-def _kernel():
-    """The numba-compiled greedy kernel, compiled on first use (cached on disk by numba)."""
-    global _compiled
-    if _compiled is None:
-        import numba
-
-        try:
-            _compiled = numba.njit(cache=True, nogil=True, error_model="numpy")(_greedy_kernel)
-        except RuntimeError:  # no writable cache folder (read-only install and home): compile in memory instead
-            _compiled = numba.njit(cache=False, nogil=True, error_model="numpy")(_greedy_kernel)
-    return _compiled
-
-
 _compiled_capped = None
 
 
-def _capped_kernel():
+def _jit(fn: Any) -> Any:
+    """``fn`` compiled by numba, cached on disk; in memory when no cache folder is writable (read-only installs)."""
+    import numba
+
+    try:
+        return numba.njit(cache=True, nogil=True, error_model="numpy")(fn)
+    except RuntimeError:
+        return numba.njit(cache=False, nogil=True, error_model="numpy")(fn)
+
+
+def _kernel() -> Any:
+    """The numba-compiled greedy kernel, compiled on first use."""
+    global _compiled
+    if _compiled is None:
+        _compiled = _jit(_greedy_kernel)
+    return _compiled
+
+
+def _capped_kernel() -> Any:
     """The numba-compiled greedy kernel with a per-group cap, compiled on first use."""
     global _compiled_capped
     if _compiled_capped is None:
-        import numba
-
-        try:
-            _compiled_capped = numba.njit(cache=True, nogil=True, error_model="numpy")(_greedy_capped_kernel)
-        except RuntimeError:  # no writable cache folder: compile in memory instead
-            _compiled_capped = numba.njit(cache=False, nogil=True, error_model="numpy")(_greedy_capped_kernel)
+        _compiled_capped = _jit(_greedy_capped_kernel)
     return _compiled_capped
 
 
