@@ -7,6 +7,7 @@ logging. "Overhead" is everything except forward and backward. On CUDA the timer
 
     python benchmarks/bench_train_overhead.py                        # ssd_tiny and ssd300_resnet34
     python benchmarks/bench_train_overhead.py --models ssd_tiny --steps 30 --workers 1
+    python benchmarks/bench_train_overhead.py --models ssd_tiny --override data.augment=none
 """
 
 from __future__ import annotations
@@ -34,7 +35,9 @@ PRESETS = {
 ORDER = ("data", "to_device", "encode", "forward", "loss", "guard", "zero_grad", "backward", "optimizer", "logging")
 
 
-def measure(model: str, batch: int, steps: int, warmup: int, workers: int | None, device: str) -> dict[str, float]:
+def measure(
+    model: str, batch: int, steps: int, warmup: int, workers: int | None, device: str, overrides: list[str] = ()
+) -> dict[str, float]:
     run = Path(tempfile.mkdtemp(prefix="bench-train-"))
     try:
         cfg = load_config(PRESETS.get(model, "cpu_tiny"), [
@@ -42,7 +45,7 @@ def measure(model: str, batch: int, steps: int, warmup: int, workers: int | None
             f"data.batch_size={batch}", f"train.max_steps={steps + warmup}",
             f"train.device={device}", "train.progress=none", "train.log_every=10", "eval.target_map=null",
             f"run.dir={run}", "run.tensorboard=true", "run.report=false", "run.mlperf_log=false",
-        ] + ([f"data.num_workers={workers}"] if workers is not None else []))  # fmt: skip
+        ] + ([f"data.num_workers={workers}"] if workers is not None else []) + list(overrides))  # fmt: skip
         timer = SectionTimer(True, torch.device("cuda") if device.startswith("cuda") else None, skip_steps=warmup)
         t0 = time.perf_counter()
         Trainer(cfg, timer=timer).run()
@@ -80,6 +83,7 @@ def main() -> None:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--workers", type=int, default=None, help="loader workers (default: the preset's)")
     p.add_argument("--device", default="auto")
+    p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="extra config overrides")
     args = p.parse_args()
     cuda = torch.cuda.is_available() and args.device != "cpu"
     print(
@@ -90,7 +94,7 @@ def main() -> None:
         small = model == "ssd_tiny"
         batch = args.batch[i] if args.batch else (32 if small or cuda else 8)
         steps = args.steps or (20 if small or cuda else 4)
-        per_step = measure(model, batch, steps, args.warmup, args.workers, args.device)
+        per_step = measure(model, batch, steps, args.warmup, args.workers, args.device, args.override)
         report(model, batch, per_step)
 
 

@@ -232,6 +232,9 @@ def test_second_start_refused_and_killed_runs_lock_and_tmp_recovered(
         assert train_cli(run, **{"train.max_steps": 3}) == 1
         line = one_error_line(capsys)
         assert f"pid {holder.pid}" in line and "in use by a live run" in line and "run.name" in line
+        assert train_cli(run, **{"train.max_steps": 3, "run.mlperf_log": "true"}) == 1
+        assert not (run / "mlperf.log").exists()  # a refused start writes nothing into the live run's folder
+        capsys.readouterr()
     finally:
         holder.send_signal(signal.SIGKILL)  # a killed run: its lock must not outlive it
         holder.wait()
@@ -261,7 +264,7 @@ def test_metrics_free_of_duplicates_after_kill_and_resume(tmp_path: Path) -> Non
     run = tmp_path / "run"
     data = tiny_overrides(tmp_path)[0].split("=", 1)[1]
     extra = {"train.max_steps": 24, "train.checkpoint_every_steps": 3, "data.val": data, "eval.every": 1,
-             "data.val_batch_size": 8}  # fmt: skip
+             "data.val_batch_size": 8, "run.tensorboard": "true"}  # fmt: skip
     args = [sys.executable, "-m", "singleshot", "train", *tiny_overrides(run, **extra)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen(args, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -286,6 +289,12 @@ def test_metrics_free_of_duplicates_after_kill_and_resume(tmp_path: Path) -> Non
     eval_steps = [r["step"] for r in records if r["kind"] == "eval"]
     assert train_steps == list(range(1, 25))
     assert eval_steps == [4, 8, 12, 16, 20, 24]
+    # TensorBoard too: the resumed run hides the killed run's events past the checkpoint (purge_step)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run / "tensorboard")).Reload()
+    assert [e.step for e in events.Scalars("train/loss")] == list(range(1, 25))
+    assert [e.step for e in events.Scalars("eval/AP")] == [4, 8, 12, 16, 20, 24]
 
 
 def test_trim_metrics_rules(tmp_path: Path) -> None:

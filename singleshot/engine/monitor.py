@@ -45,7 +45,10 @@ class Monitor:
         if self.active and tensorboard:
             from torch.utils.tensorboard import SummaryWriter  # imported lazily: it pulls in tensorboard
 
-            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"))
+            # On resume, events a killed run wrote after its checkpoint (steps > initial_step) are hidden, as
+            # trim_metrics does for metrics.jsonl; the resumed run writes those steps again.
+            purge = initial_step + 1 if initial_step > 0 else None
+            self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge)
         self._bar = None
         if self.mode == "bar":
             self._bar = tqdm(total=total_steps, initial=initial_step, unit="step", dynamic_ncols=True, smoothing=0.1)
@@ -69,6 +72,7 @@ class Monitor:
             for k, v in record.items():
                 if k not in ("time", "step", "kind", "epoch") and isinstance(v, (int, float)) and math.isfinite(v):
                     self._tb.add_scalar(f"{prefix}/{k}", v, record["step"])
+            self._tb.flush()  # on disk as soon as metrics.jsonl: a killed run loses neither
 
     def step(self, step: int, epoch: int, loss: float, lr: float, img_per_s: float) -> None:
         """Called after every optimizer step with the latest numbers (``loss`` may lag by a few steps)."""

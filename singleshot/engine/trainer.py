@@ -114,13 +114,13 @@ class Trainer:
         if cfg.train.threads and device.type == "cpu":
             torch.set_num_threads(cfg.train.threads)
         D.init_distributed(info, device)
-        self.mllog = M.MLPerfLogger(self.run_dir / "mlperf.log", cfg.run.mlperf_log and self.main)
-        self.mllog.start(M.INIT_START)
-        seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, device)
-        if self.lock is not None:
+        if self.lock is not None:  # before anything writes into the folder (mlperf.log included)
             self.lock.acquire()  # one live run per folder; a killed run's lock went with its process
             for tmp in remove_stale_temporaries(self.ckpt_dir):
                 print(f"removed {tmp}, left by a run killed while writing a checkpoint")
+        self.mllog = M.MLPerfLogger(self.run_dir / "mlperf.log", cfg.run.mlperf_log and self.main)
+        self.mllog.start(M.INIT_START)
+        seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, device)
         self.resume, self.resume_note = resume_point(self.run_dir, cfg.to_dict(), RESUME_MUTABLE, self.main)
 
         if cfg.model.name not in SPECS:
