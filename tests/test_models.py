@@ -81,8 +81,9 @@ def test_pretrained_backbone_loads_torchvision_file(tmp_path):
     torch.save(net.state_dict(), path)
     model = singleshot.build_model("ssd_tiny", num_classes=3, pretrained_backbone=path)
     assert torch.equal(model.backbone.conv1.weight, net.conv1.weight)
-    assert torch.equal(model.backbone.layer2[1].bn2.running_var, net.layer2[1].bn2.running_var)
+    assert torch.equal(model.backbone.layer2[0].bn2.running_var, net.layer2[0].bn2.running_var)
     assert torch.equal(model.backbone.layer1[0].conv2.weight, net.layer1[0].conv2.weight)
+    assert len(model.backbone.layer1) == len(model.backbone.layer2) == 1  # ssd_tiny keeps each layer's first block
 
 
 def test_pretrained_backbone_rejects_wrong_file(tmp_path):
@@ -106,7 +107,7 @@ def test_pretrained_backbone_file_without_bn_counters_loads(tmp_path):
     path = tmp_path / "resnet18-old.pth"
     torch.save({k: v for k, v in net.state_dict().items() if not k.endswith("num_batches_tracked")}, path)
     model = singleshot.build_model("ssd_tiny", num_classes=3, pretrained_backbone=path)
-    assert torch.equal(model.backbone.layer2[1].bn2.running_mean, net.layer2[1].bn2.running_mean)
+    assert torch.equal(model.backbone.layer2[0].bn2.running_mean, net.layer2[0].bn2.running_mean)
 
 
 def test_freeze_batchnorm_keeps_eval_outputs_and_state_dict_keys():

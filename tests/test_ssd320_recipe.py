@@ -335,7 +335,8 @@ def test_nvidia_ssd320_preset_trains_on_synth_and_evaluates(tmp_path) -> None:
 
     run = tmp_path / "run"
     overrides = {
-        "data.train": "synth", "data.val": "synth", "train.max_steps": 20, "data.batch_size": 4,
+        "data.train": "synth", "data.val": "synth", "model.num_classes": "null", "train.max_steps": 20,
+        "data.batch_size": 4,
         "data.val_batch_size": 8, "data.val_limit": 16, "data.num_workers": 0, "train.freeze_bn": "false",
         "train.log_every": 1, "train.progress": "none", "run.dir": str(run), "run.report": "false",
         "run.tensorboard": "false",

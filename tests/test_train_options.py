@@ -88,5 +88,5 @@ def test_pretrained_backbone_loads_and_stays_frozen(tmp_path: Path, recwarn: pyt
     assert Trainer(cfg).run().step == 2
     assert not [w for w in recwarn if "not pretrained" in str(w.message)]
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state_dict"]
-    assert torch.equal(state["backbone.layer2.1.bn2.running_mean"], net.layer2[1].bn2.running_mean)
+    assert torch.equal(state["backbone.layer2.0.bn2.running_mean"], net.layer2[0].bn2.running_mean)
     assert torch.equal(state["backbone.bn1.weight"], net.bn1.weight.detach())

@@ -21,7 +21,7 @@ _RESNETS = {
 }
 
 
-def resnet_trunk(arch: str, last_layer: int, stride1_last: bool) -> nn.Sequential:
+def resnet_trunk(arch: str, last_layer: int, stride1_last: bool, blocks_per_layer: int | None = None) -> nn.Sequential:
     """``conv1 .. layer{last_layer}`` of a torchvision ResNet as an ``nn.Sequential`` with torchvision's names.
 
     Args:
@@ -29,12 +29,17 @@ def resnet_trunk(arch: str, last_layer: int, stride1_last: bool) -> nn.Sequentia
         last_layer: keep ``layer1 .. layer{last_layer}`` (2, 3 or 4).
         stride1_last: make the first block of the last kept layer stride 1 (its conv and downsample), the SSD300
             modification that keeps conv4_x at 38x38 for a 300 px input.
+        blocks_per_layer: keep only the first N blocks of each layer (``None``: all). The kept blocks have the
+            ResNet's own names, so an ImageNet file of ``arch`` still loads into them (the rest of it is ignored).
     """
     if arch not in _RESNETS:
         raise ValueError(f"unknown backbone {arch!r}; choose from {sorted(_RESNETS)}")
     net = _RESNETS[arch](weights=None)
     names = ["conv1", "bn1", "relu", "maxpool"] + [f"layer{i}" for i in range(1, last_layer + 1)]
     trunk = nn.Sequential(OrderedDict((n, getattr(net, n)) for n in names))
+    if blocks_per_layer is not None:
+        for i in range(1, last_layer + 1):
+            setattr(trunk, f"layer{i}", getattr(trunk, f"layer{i}")[:blocks_per_layer])
     if stride1_last:
         block = getattr(trunk, f"layer{last_layer}")[0]
         for conv in (block.conv1, getattr(block, "conv2", None), block.downsample[0]):

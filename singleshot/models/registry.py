@@ -99,14 +99,18 @@ TINY_ANCHORS = SSDAnchorSpec(
 # IoU > 0.4 rather than SSD300's 0.5: more positive default boxes per object for a model this small.
 @register(DetectorSpec("ssd_tiny", 160, TINY_ANCHORS, match=MatchRule(iou_threshold=0.4)))
 def ssd_tiny(num_classes: int) -> nn.Module:
-    """Small SSD for CPUs, the demo and the tests (~1M parameters): ResNet-18 through layer2 + 4 extra blocks."""
+    """Small SSD for CPUs, the demo and the tests (~0.9M parameters): ResNet-18 through layer2, the first block of
+    each layer only (1.7x faster training steps on 2 CPU cores than both blocks), + 4 extra blocks."""
     extras = [
         ExtraBlock(64, 128, 2, 1),
         ExtraBlock(64, 128, 2, 1),
         ExtraBlock(64, 128, 2, 1),
         ExtraBlock(64, 128, 1, 0),
     ]
-    return SSD(SPECS["ssd_tiny"], num_classes, "resnet18", 2, extras, extra_batch_norm=True, stride1_last=False)
+    return SSD(
+        SPECS["ssd_tiny"], num_classes, "resnet18", 2, extras, extra_batch_norm=True, stride1_last=False,
+        blocks_per_layer=1,
+    )
 
 
 def list_models() -> list[str]:

@@ -59,12 +59,15 @@ class SSD(nn.Module):
         extras: list[ExtraBlock],
         extra_batch_norm: bool,
         stride1_last: bool = True,
+        blocks_per_layer: int | None = None,
     ) -> None:
         super().__init__()
         self.spec = spec
         self.num_classes = num_classes
         self.backbone_arch = backbone
-        self.backbone = resnet_trunk(backbone, backbone_layers, stride1_last=stride1_last)
+        self.backbone = resnet_trunk(
+            backbone, backbone_layers, stride1_last=stride1_last, blocks_per_layer=blocks_per_layer
+        )
         channels = [resnet_out_channels(backbone, backbone_layers)]
         blocks = []
         for blk in extras:
