@@ -264,7 +264,8 @@ def section_infer(s: Settings, budget: Budget, workdir: Path, compiled: bool) ->
         return rows
     run("eager", lambda: bench.infer_eager_or_compiled(fresh(), "eager", s.device, precision, s.infer_batches,
                                                        s.seconds), 10)  # fmt: skip
-    run("onnxruntime", lambda: bench.infer_onnxruntime(fresh().cpu().float().contiguous(), str(workdir / "m.onnx"),
+    run("onnxruntime", lambda: bench.infer_onnxruntime(fresh().cpu().float().to(memory_format=torch.contiguous_format),
+                                                       str(workdir / "m.onnx"),
                                                        s.device, s.infer_batches, s.seconds), 20)  # fmt: skip
     run("tensorrt", lambda: infer_tensorrt(fresh().cpu(), workdir, s), 60 if not s.dry else 5)
     return rows

@@ -1,12 +1,6 @@
 """singleshot: SSD object detectors (MLPerf SSD300-ResNet-34, NVIDIA SSD300 v1.1, SSD320 v1.2) in PyTorch."""
 
-import os
-
 from singleshot._lazy import lazy_exports
-
-# Back large CPU tensors (input batches, IoU scratch) with transparent huge pages: fresh multi-megabyte buffers
-# otherwise pay a page fault per 4 KiB. Read by torch when it is first imported; a user's own setting wins.
-os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
 
 # Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
 # loading torch; `from singleshot... import X` works as before.

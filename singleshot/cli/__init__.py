@@ -33,6 +33,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     debug = args.debug or os.environ.get("SINGLESHOT_DEBUG", "") not in ("", "0")
+    # Back large CPU tensors (input batches, IoU scratch) with transparent huge pages: fresh multi-megabyte buffers
+    # otherwise pay a page fault per 4 KiB. The command line sets it before any command imports torch (which reads
+    # it at its first large allocation); `import singleshot` changes nothing, and a user's own setting wins.
+    os.environ.setdefault("THP_MEM_ALLOC_ENABLE", "1")
     command = getattr(args, "command", None) or "singleshot"
     try:
         result = args.func(args)

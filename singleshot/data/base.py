@@ -12,7 +12,6 @@ of docs/ARCHITECTURE.md::
 from __future__ import annotations
 
 import os
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
@@ -25,10 +24,6 @@ from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2.functional import to_dtype
 
 from singleshot.data.errors import BadImageError, Problem
-
-# torchvision 0.29 warns on every decode that TorchCodec will take over image I/O; the decoders still work and
-# are the fastest available here, so silence exactly that message.
-warnings.filterwarnings("ignore", message=r"The image decoding and encoding capabilities of TorchVision")
 
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
