@@ -17,6 +17,8 @@ from typing import Any
 
 import torch
 
+from singleshot._extras import require
+
 SUFFIX = ".safetensors"
 
 
@@ -37,6 +39,7 @@ def save_safetensors(
     state_dict: Mapping[str, torch.Tensor], path: str | os.PathLike[str], metadata: Mapping[str, Any]
 ) -> Path:
     """Write ``state_dict`` (contiguous CPU copies; shared storage is fine) and ``metadata`` to ``path``."""
+    require("safetensors", "export", "writing safetensors files")
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -48,7 +51,7 @@ def save_safetensors(
 
 def read_safetensors_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The header metadata of a safetensors file, JSON values decoded (other tools' plain strings kept)."""
-    from safetensors import safe_open
+    safe_open = require("safetensors", "export", "reading safetensors files").safe_open
 
     with safe_open(os.fspath(path), framework="pt") as f:
         raw = f.metadata() or {}
@@ -69,6 +72,7 @@ def read_safetensors(path: str | os.PathLike[str], map_location: str | torch.dev
         FileNotFoundError: no such file.
         ValueError: unreadable, or the header lacks the fields that say which model the weights belong to.
     """
+    require("safetensors", "export", "reading safetensors files")
     from safetensors.torch import load_file
 
     path = Path(path)

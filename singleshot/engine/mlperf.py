@@ -12,8 +12,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from mlperf_logging import mllog
-from mlperf_logging.mllog import constants as C
+from singleshot._extras import require
 
 
 class MLPerfLogger:
@@ -24,6 +23,7 @@ class MLPerfLogger:
         self._log: Any = None
         if not self.enabled:
             return
+        mllog = require("mlperf_logging.mllog", "mlperf", "run.mlperf_log=true")
         logger = logging.getLogger(f"singleshot.mlperf.{Path(path).resolve()}")
         logger.setLevel(logging.INFO)
         logger.propagate = False
@@ -61,6 +61,9 @@ class MLPerfLogger:
         bn_span: int,
     ) -> None:
         """The submission and hyperparameter keys, logged once between init_start and init_stop."""
+        if not self.enabled:
+            return
+        C = require("mlperf_logging.mllog.constants", "mlperf", "run.mlperf_log=true")
         for key, value in (
             (C.SUBMISSION_BENCHMARK, C.SSD),
             (C.SUBMISSION_ORG, "singleshot"),
@@ -84,10 +87,11 @@ class MLPerfLogger:
             self.event(key, value)
 
 
-# Re-exported names so the loop does not import mllog itself.
-INIT_START, INIT_STOP = C.INIT_START, C.INIT_STOP
-RUN_START, RUN_STOP = C.RUN_START, C.RUN_STOP
-BLOCK_START, BLOCK_STOP = C.BLOCK_START, C.BLOCK_STOP
-EPOCH_START, EPOCH_STOP = C.EPOCH_START, C.EPOCH_STOP
-EVAL_START, EVAL_STOP, EVAL_ACCURACY = C.EVAL_START, C.EVAL_STOP, C.EVAL_ACCURACY
-SUCCESS, ABORTED = C.SUCCESS, C.ABORTED
+# The events the loop logs: MLPerf's key names (``mlperf_logging.mllog.constants`` holds the same strings; they are
+# spelled out here so that the loop runs without the optional package when logging is off).
+INIT_START, INIT_STOP = "init_start", "init_stop"
+RUN_START, RUN_STOP = "run_start", "run_stop"
+BLOCK_START, BLOCK_STOP = "block_start", "block_stop"
+EPOCH_START, EPOCH_STOP = "epoch_start", "epoch_stop"
+EVAL_START, EVAL_STOP, EVAL_ACCURACY = "eval_start", "eval_stop", "eval_accuracy"
+SUCCESS, ABORTED = "success", "aborted"

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from singleshot._extras import require
 from singleshot.box.factory import build_postprocessor
 
 BACKENDS = ("eager", "compile", "onnxruntime")
@@ -125,7 +126,7 @@ def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device
 def infer_onnxruntime(model: nn.Module, onnx_path: str, device: torch.device, batch_sizes: Sequence[int],
                       min_seconds: float) -> list[BenchRow]:
     """ONNX Runtime on the graph with decoding + NMS inside (exported here, fp32)."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "export", "the ONNX Runtime benchmark")
 
     from singleshot.inference.export import export_onnx
 

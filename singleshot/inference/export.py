@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from singleshot._extras import require
 from singleshot.box.anchors import default_boxes
 from singleshot.box.factory import build_postprocessor
 from singleshot.box.nms import group_score_order
@@ -71,7 +72,7 @@ def _grouped_nms_fake(boxes: Tensor, scores: Tensor, iou_threshold: float, score
 
 def _grouped_nms_onnx(boxes, scores, iou_threshold: float, score_threshold: float):  # type: ignore[no-untyped-def]
     """onnxscript translation: ``NonMaxSuppression`` with groups as the batch axis and a single class."""
-    from onnxscript import opset18 as op
+    op = require("onnxscript", "export", "ONNX export").opset18
 
     max_out = op.Constant(value_ints=[2**31 - 1])
     iou = op.Constant(value_floats=[iou_threshold])
@@ -185,6 +186,8 @@ def export_onnx(
     module = export_module(model, with_nms=with_nms, uint8_input=uint8_input, **postprocess_overrides)
     example = example_input(model, 2, uint8_input)
     outputs = output_names(with_nms)
+    for module_name in ("onnx", "onnxscript"):  # torch.onnx.export(dynamo=True) needs both
+        require(module_name, "export", "ONNX export")
     batch = torch.export.Dim("batch", min=1, max=4096)
     with torch.no_grad():
         program = torch.onnx.export(
@@ -207,7 +210,7 @@ def export_onnx(
 
 def write_onnx_metadata(path: str | os.PathLike[str], metadata: Mapping[str, Any]) -> None:
     """Replace the ``metadata_props`` of an ONNX file with ``metadata`` (one JSON-encoded value per key)."""
-    import onnx
+    onnx = require("onnx", "export", "ONNX export")
 
     from singleshot.inference.metadata import encode_metadata
 
@@ -220,7 +223,7 @@ def write_onnx_metadata(path: str | os.PathLike[str], metadata: Mapping[str, Any
 
 def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The metadata dict of an ONNX file written by :func:`export_onnx` (read without loading the weights)."""
-    import onnx
+    onnx = require("onnx", "export", "reading ONNX metadata")
 
     from singleshot.inference.metadata import decode_metadata
 
@@ -231,7 +234,7 @@ def read_onnx_metadata(path: str | os.PathLike[str]) -> dict[str, Any]:
 def run_onnx(path: str | os.PathLike[str], images: Tensor) -> list[np.ndarray]:
     """Run an exported graph in ONNX Runtime (CPU) on ``images`` ``[B, 3, S, S]`` (float32 normalized, or uint8
     for a ``uint8_input`` graph); outputs in graph order."""
-    import onnxruntime as ort
+    ort = require("onnxruntime", "export", "running an ONNX graph")
 
     session = ort.InferenceSession(os.fspath(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from singleshot._extras import require
 from singleshot.inference.export import example_input, export_module, export_onnx, output_names, read_onnx_metadata
 from singleshot.inference.metadata import export_metadata
 
@@ -128,7 +129,7 @@ def load_runner(path: str | os.PathLike[str], fmt: str | None = None, *, threads
     fmt = fmt or guess_format(path)
     meta = read_metadata(path, fmt)
     if fmt == "onnx":
-        import onnxruntime as ort
+        ort = require("onnxruntime", "export", "loading an ONNX file")
 
         options = ort.SessionOptions()
         if threads:

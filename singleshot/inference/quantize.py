@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from singleshot._extras import require
 from singleshot.inference.export import export_onnx, write_onnx_metadata
 from singleshot.inference.preprocess import resize_square
 
@@ -53,7 +54,7 @@ def _finish(chunk: list[Tensor], m: Tensor, s: Tensor, uint8_input: bool) -> np.
 
 def head_nodes(onnx_path: str | os.PathLike[str]) -> list[str]:
     """Names of the Conv nodes whose weight is a head parameter (``head.*``): the last layer before the outputs."""
-    import onnx
+    onnx = require("onnx", "export", "INT8 export")
 
     graph = onnx.load(os.fspath(onnx_path)).graph
     return [n.name for n in graph.node if n.op_type == "Conv" and len(n.input) > 1 and "head" in n.input[1]]
@@ -81,6 +82,7 @@ def quantize_onnx(
     Returns:
         ``out``; its metadata gains ``int8`` with the settings used.
     """
+    require("onnxruntime", "export", "INT8 export")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
