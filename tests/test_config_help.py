@@ -96,3 +96,16 @@ def test_every_preset_reads_and_the_finetune_recipe_is_one() -> None:
     ft, base = load_config("finetune_tiny"), load_config("cpu_tiny")
     assert ft.optim.lr < base.optim.lr and ft.train.epochs < base.train.epochs and ft.model.weights is None
     assert dataclasses.asdict(ft.data) == dataclasses.asdict(base.data)
+
+
+def test_choices_are_literal_types_checked_once_with_a_suggestion() -> None:
+    import typing
+
+    from singleshot.engine.config import AUGMENTS, ConfigError, DataConfig, OptimConfig, load_config
+
+    assert typing.get_type_hints(OptimConfig)["name"] == typing.Literal["sgd", "adamw"]
+    assert AUGMENTS == ("ssd", "area_crop", "light", "none")
+    with pytest.raises(ConfigError, match=r"'optim.name': expected one of sgd, adamw; got 'adamx' \(did you mean 'ad"):
+        load_config(None, ["optim.name=adamx"])
+    with pytest.raises(ConfigError, match=r"'data.augment': expected one of .*got 'bogus'"):
+        DataConfig(augment="bogus")  # built in Python, not from YAML: checked too

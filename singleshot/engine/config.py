@@ -20,7 +20,7 @@ import typing
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 
@@ -34,6 +34,23 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
         close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}{hint}")
+
+
+# Fields with a fixed set of values are typed as Literal[...]: the one checker (_check_value) enforces them when a
+# config is read, naming the key and the closest valid value; the code that uses a value trusts it.
+Augment = Literal["ssd", "area_crop", "light", "none"]
+AUGMENTS: tuple[str, ...] = typing.get_args(Augment)
+
+
+class _Choices:
+    """Checks the ``Literal`` fields of a section built directly in Python too (``DataConfig(augment=...)``)."""
+
+    def __post_init__(self) -> None:
+        section = next((name for name, cls in _sections() if cls is type(self)), type(self).__name__)
+        hints = typing.get_type_hints(type(self))
+        for f in dataclasses.fields(self):  # type: ignore[arg-type]
+            if typing.get_origin(hints[f.name]) is Literal:
+                _check_value(getattr(self, f.name), hints[f.name], f"{section}.{f.name}")
 
 
 @dataclass
@@ -55,7 +72,7 @@ class ModelConfig:
 
 
 @dataclass
-class DataConfig:
+class DataConfig(_Choices):
     # "synth" = the built-in synthetic COCO set (generated once into a cache folder), or a dataset path that
     # singleshot.data can read (COCO folder/JSON, VOC, YOLO).
     train: str = "synth"
@@ -65,29 +82,25 @@ class DataConfig:
     num_workers: int = 0  # loader processes per training process (0 = load in the training process)
     # "ssd" (IoU crop, flip, colour jitter: MLPerf, NVIDIA v1.1) | "area_crop" (crop of 75-100% area, aspect
     # 0.75-3, flip: NVIDIA SSD320 v1.2) | "light" (flip + colour jitter, no crop) | "none" (resize + normalize only)
-    augment: str = "ssd"
+    augment: Augment = "ssd"
     max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
     train_images: str | None = None  # image folder of a COCO JSON given as data.train (default: found near the JSON)
     val_images: str | None = None  # image folder of a COCO JSON given as data.val (default: found near the JSON)
-    on_bad_image: str = "raise"  # unreadable image: "raise" (stop, naming the file) | "skip" (skip it and count it)
+    # unreadable image: "raise" (stop, naming the file) | "skip" (skip it and count it)
+    on_bad_image: Literal["raise", "skip"] = "raise"
     # "builtin" (torch DataLoader workers) | "dali" (NVIDIA DALI, pip install 'singleshot[dali]'; nvJPEG on CUDA,
     # its CPU backend elsewhere) | "auto" (builtin on CPU; on CUDA with DALI installed, whichever measures faster)
-    backend: str = "auto"
+    backend: Literal["auto", "builtin", "dali"] = "auto"
     # COCO iscrowd annotations: "drop" (left out of the targets) | "keep" (ordinary targets, and crowd-only images
     # stay: how both SSD300 references read COCO)
-    crowd: str = "drop"
-
-    def __post_init__(self) -> None:
-        _choice("data.augment", self.augment, ("ssd", "area_crop", "light", "none"))
-        _choice("data.crowd", self.crowd, ("drop", "keep"))
-        _choice("data.on_bad_image", self.on_bad_image, ("raise", "skip"))
-        _choice("data.backend", self.backend, ("auto", "builtin", "dali"))
+    crowd: Literal["drop", "keep"] = "drop"
 
 
 @dataclass
-class OptimConfig:
-    name: str = "sgd"  # "sgd" (the recipes) | "adamw" (decoupled weight decay, betas (momentum, 0.999))
+class OptimConfig(_Choices):
+    # "sgd" (the recipes) | "adamw" (decoupled weight decay, betas (momentum, 0.999))
+    name: Literal["sgd", "adamw"] = "sgd"
     lr: float = 0.1  # base learning rate at `reference_batch` images per step
     reference_batch: int = 32  # lr is scaled by global_batch / reference_batch (the recipes' linear rule)
     scale_lr: bool = True  # apply that scaling (false: lr is used as given)
@@ -97,13 +110,10 @@ class OptimConfig:
     no_decay_bn_bias: bool = False  # NVIDIA recipe: no weight decay on 1-D parameters (BN) and biases
     grad_clip: float | None = None  # max global gradient norm, None = no clipping
 
-    def __post_init__(self) -> None:
-        _choice("optim.name", self.name, ("sgd", "adamw"))
-
 
 @dataclass
-class ScheduleConfig:
-    name: str = "multistep"  # "multistep" | "cosine" | "constant"
+class ScheduleConfig(_Choices):
+    name: Literal["multistep", "cosine", "constant"] = "multistep"  # learning-rate decay after the warmup
     warmup_steps: int = 0  # linear warmup length in steps ...
     warmup_epochs: float = 0.0  # ... or in epochs (MLPerf states it in epochs); the larger of the two wins
     warmup_start_factor: float = 0.0  # lr at step 0 as a fraction of the base lr
@@ -111,15 +121,12 @@ class ScheduleConfig:
     gamma: float = 0.1  # multistep decay factor
     min_factor: float = 0.0  # cosine: final lr as a fraction of the base lr
 
-    def __post_init__(self) -> None:
-        _choice("schedule.name", self.name, ("multistep", "cosine", "constant"))
-
 
 @dataclass
-class TrainLoopConfig:
+class TrainLoopConfig(_Choices):
     epochs: float = 65.0  # length of the run in epochs ...
     max_steps: int | None = None  # ... or in optimizer steps (wins when set)
-    precision: str = "auto"  # "auto" (fp16+GradScaler on CUDA, fp32 on CPU) | "fp32" | "bf16" | "fp16"
+    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"  # auto: fp16 + GradScaler on CUDA, fp32 on CPU
     device: str = "auto"  # "auto" | "cpu" | "cuda" | "cuda:N"
     channels_last: bool | None = None  # None = on for CUDA
     compile: bool = False  # torch.compile the model
@@ -131,15 +138,11 @@ class TrainLoopConfig:
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     log_every: int = 10  # steps between JSONL/TensorBoard scalars
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = at epoch ends only)
-    progress: str = "auto"  # "auto" (bar on a terminal, log lines otherwise) | "bar" | "log" | "none"
+    progress: Literal["auto", "bar", "log", "none"] = "auto"  # auto: a bar on a terminal, log lines otherwise
     # Exponential moving average of the weights (None = off): the average is what is evaluated, saved as the
     # checkpoint's model and deployed; the decay ramps up as decay * (1 - exp(-step / ema_warmup_steps)).
     ema_decay: float | None = None
     ema_warmup_steps: float = 100.0  # steps over which the EMA decay ramps up
-
-    def __post_init__(self) -> None:
-        _choice("train.precision", self.precision, ("auto", "fp32", "bf16", "fp16"))
-        _choice("train.progress", self.progress, ("auto", "bar", "log", "none"))
 
 
 @dataclass
@@ -237,9 +240,12 @@ def help_config() -> str:
     rows: list[tuple[str, str, str, str]] = []
     for section, cls in _sections():
         comments = _field_comments(cls)
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
             tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+            if typing.get_origin(hints[f.name]) is Literal:  # the choices themselves, not the annotation
+                tp = "|".join(typing.get_args(hints[f.name]))
             rows.append((f"{section}.{f.name}", tp, yaml.safe_dump(default, default_flow_style=True).strip()
                          .removesuffix("...").strip(), comments.get(f.name, "")))
     wk = max(len(r[0]) for r in rows)
@@ -271,6 +277,13 @@ RESUME_MUTABLE = {
 def _check_value(value: Any, tp: Any, key: str) -> Any:
     """Coerce ``value`` to the annotated type ``tp`` (int -> float allowed), or raise naming ``key``."""
     origin = typing.get_origin(tp)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if isinstance(value, str) and value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}{hint}")
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:

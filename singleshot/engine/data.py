@@ -115,10 +115,8 @@ def build_data(
         train_tf = AreaCropTrainTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
     elif cfg.augment == "light":
         train_tf = SSDTrainTransform(image_size, crop=False, mean=mean, std=std, defer_photometric=defer_photometric)
-    elif cfg.augment == "none":
+    else:  # "none" (DataConfig.augment is a Literal: the config checker admits nothing else)
         train_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
-    else:
-        raise ConfigError(f"data.augment must be 'ssd', 'area_crop', 'light' or 'none', got {cfg.augment!r}")
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
         "num_threads": cfg.num_workers, "device": device or torch.device("cpu"), "crop_attempts": cfg.max_samples,

@@ -39,10 +39,6 @@ class WarmupSchedule:
     gamma: float = 0.1
     min_factor: float = 0.0
 
-    def __post_init__(self) -> None:
-        if self.kind not in ("multistep", "cosine", "constant"):
-            raise ValueError(f"schedule.name must be multistep, cosine or constant, got {self.kind!r}")
-
     def factor(self, step: int) -> float:
         """Multiplier of ``peak_lr`` for the optimizer step ``step`` (0-based)."""
         warm = 1.0
