@@ -26,7 +26,7 @@ def trained_checkpoint() -> Path:
     """``checkpoints/last.pt`` of the cached tiny run (trained on first use, atomic rename)."""
     if os.environ.get("SINGLESHOT_TEST_CHECKPOINT"):
         return Path(os.environ["SINGLESHOT_TEST_CHECKPOINT"])
-    final = Path(tempfile.gettempdir()) / f"singleshot-test-trained-v1-{STEPS}"
+    final = Path(tempfile.gettempdir()) / f"singleshot-test-trained-{_architecture_fingerprint()}-{STEPS}"
     if (final / ".complete").exists():
         return final / "checkpoints" / "last.pt"
     tmp = final.parent / f".{final.name}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
@@ -43,6 +43,20 @@ def trained_checkpoint() -> Path:
     except OSError:  # another process finished first
         shutil.rmtree(tmp, ignore_errors=True)
     return final / "checkpoints" / "last.pt"
+
+
+def _architecture_fingerprint() -> str:
+    """A short hash of ssd_tiny's tensor names and shapes: a cached run of an older architecture is not reused."""
+    import hashlib
+
+    from singleshot.models import build_model
+
+    state = build_model("ssd_tiny", num_classes=TINY_CLASSES).state_dict()
+    text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in state.items())
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+TINY_CLASSES = 7  # the tiny set's 6 shapes + background; the fingerprint only needs a fixed count
 
 
 def images_with_objects(size: int = 160, count: int = 4) -> torch.Tensor:

@@ -58,6 +58,7 @@ from singleshot.evaluation import STAT_NAMES, category_ids_by_name, evaluate
 from singleshot.interop.weights import load_weights
 from singleshot.models import SPECS, build_model, list_models
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
+from singleshot.models.spec import DetectorSpec
 
 
 class TrainingDiverged(RuntimeError):
@@ -110,6 +111,18 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _setup(self) -> None:
+        """Everything the loop needs, in an order that matters: the run folder and seeds, the data (the model's
+        classes come from it), the model, the optimization objects, then the resumed state; random numbers are
+        restored last."""
+        self._start_run()
+        spec, num_classes = self._setup_data()
+        self._setup_model(spec, num_classes)
+        self._setup_optimization(len(self.data.train))
+        self._restore_state()
+        self._setup_step()
+
+    def _start_run(self) -> None:
+        """Threads, process group, the run folder's lock, MLPerf's init_start, seeds, and the checkpoint to resume."""
         cfg, info, device = self.cfg, self.info, self.device
         if cfg.train.threads and device.type == "cpu":
             torch.set_num_threads(cfg.train.threads)
@@ -123,6 +136,10 @@ class Trainer:
         seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, device)
         self.resume, self.resume_note = resume_point(self.run_dir, cfg.to_dict(), RESUME_MUTABLE, self.main)
 
+    def _setup_data(self) -> tuple[DetectorSpec, int]:
+        """Datasets and loaders; the class list, its category ids (validation ids looked up by name) and the
+        number of classes the model gets."""
+        cfg, info, device = self.cfg, self.info, self.device
         if cfg.model.name not in SPECS:
             raise ConfigError(f"unknown model.name {cfg.model.name!r}; available: {', '.join(list_models())}")
         spec = SPECS[cfg.model.name]
@@ -152,7 +169,12 @@ class Trainer:
             self.val_label_to_category_id = category_ids_by_name(
                 self.classes, self.data.val, f"training set {train_set.root}", "validation set"
             )
+        return spec, num_classes
 
+    def _setup_model(self, spec: DetectorSpec, num_classes: int) -> None:
+        """The model (pretrained backbone or starting weights loaded, BatchNorm frozen when asked, on the device)
+        and the batched box modules of its spec: target encoder, loss, post-processing, device photometric."""
+        cfg, info, device = self.cfg, self.info, self.device
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = build_model(cfg.model.name, num_classes)
         if cfg.model.pretrained_backbone is not None:
@@ -198,8 +220,11 @@ class Trainer:
         self.finish = DevicePhotometric(device, mean=spec.mean, std=spec.std, channels_last=self.channels_last)
         self.autocast = autocast_factory(device, self.precision)
 
+    def _setup_optimization(self, train_size: int) -> None:
+        """Run length in steps, the scaled learning rate, optimizer, schedule and gradient scaler."""
+        cfg, info, model = self.cfg, self.info, self.model
         self.global_batch = cfg.data.batch_size * info.world_size
-        self.steps_per_epoch = len(train_set) // self.global_batch
+        self.steps_per_epoch = train_size // self.global_batch
         if cfg.train.max_steps is not None:
             self.total_steps = cfg.train.max_steps
         else:
@@ -215,11 +240,15 @@ class Trainer:
             kind=sc.name, peak_lr=self.base_lr, steps_per_epoch=self.steps_per_epoch, total_steps=self.total_steps,
             warmup_steps=sc.warmup_steps, warmup_epochs=sc.warmup_epochs, warmup_start_factor=sc.warmup_start_factor,
             milestones_epochs=sc.milestones, gamma=sc.gamma, min_factor=sc.min_factor,
-            train_size=len(train_set), global_batch=self.global_batch,
+            train_size=train_size, global_batch=self.global_batch,
         )  # fmt: skip
         self.scheduler = LRScheduler(self.optimizer, self.schedule)
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
 
+    def _restore_state(self) -> None:
+        """Run state, and on resume everything the checkpoint holds (weights, optimizer, schedule, scaler, sampler);
+        the weight average (EMA) and the module that is evaluated and saved."""
+        cfg, model = self.cfg, self.model
         self.state: dict[str, Any] = {
             "best_map": None,
             "last_eval_step": -1,
@@ -247,6 +276,10 @@ class Trainer:
             self.ema.load_state_dict({"module": self.resume["state_dict"], "updates": self.resume["ema"]["updates"]})
         # What is evaluated, saved as the checkpoint's model and deployed: the weight average when there is one.
         self.eval_model = self.ema.module if self.ema is not None else self.model
+
+    def _setup_step(self) -> None:
+        """The module that trains (compiled, DDP-wrapped), the step, random state on resume, config.yaml."""
+        cfg, model, device, info = self.cfg, self.model, self.device, self.info
         if cfg.train.compile:
             model = torch.compile(model)
         self.train_model = D.wrap_model(model, device, info)
