@@ -415,16 +415,10 @@ class Trainer:
         return TrainResult(self.run_dir, status, self.step, self.epoch, best, final, wall, signum, self.main)
 
     def _loop(self, stop: StopRequest) -> str:
-        cfg, loader = self.cfg, self.data.train_loader
-        if self.main:
-            where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
-            print(
-                f"training {cfg.model.name} on {len(self.data.train)} images ({self.steps_per_epoch} steps/epoch, "
-                f"{self.total_steps} steps, global batch {self.global_batch}, lr {self.base_lr:.4g}, {where}, "
-                f"{self.precision}, data {self.data.backend}); run folder: {self.run_dir}"
-                + (f"\n{self.data.backend_note}" if self.data.backend_note and cfg.data.backend == "auto" else ""),
-                flush=True,
-            )
+        """Epochs until the run's steps are done (or the target is reached, or a signal stops it): train, the
+        epoch's checkpoint, evaluation when due. Returns the run's status."""
+        loader = self.data.train_loader
+        self._announce()
         self.mllog.start(M.RUN_START)
         self._train_mode()
         window = {"loss": 0.0, "box": 0.0, "cls": 0.0, "n": 0, "t": time.perf_counter(), "images": 0}
@@ -437,62 +431,94 @@ class Trainer:
             loader.set_epoch(self.epoch)
             self.mllog.start(M.BLOCK_START, first_epoch_num=epoch_num, epoch_count=1)
             self.mllog.start(M.EPOCH_START, epoch_num=epoch_num)
-            in_epoch = loader.sampler.start // cfg.data.batch_size
-            it = iter(loader)
-            while self.step < self.total_steps:
-                if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
-                    self._sync_steps(window)
-                    return self._interrupted(stop)
-                with self.timer("data"):
-                    batch = next(it, None)
-                if batch is None:
-                    break
-                if self.step == 0 and self.main and cfg.run.report:  # what the model is fed, before it changes
-                    from singleshot.engine.report import start_report
-
-                    start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.finish.mean,
-                                 std=self.finish.std, tensorboard=self.monitor.tensorboard)
-                self.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
-                if self.ema is not None:
-                    self.ema.update(self.model)  # after a skipped step the weights are unchanged: harmless
-                self.step += 1
-                in_epoch += 1
-                self.timer.steps += 1
-                with self.timer("logging"):
-                    window["images"] += len(batch["image_ids"]) * self.info.world_size
-                    if self._log_step(window):  # every rank read the stop flag at the same step
-                        return self._interrupted(stop)
-                if self.step >= self.total_steps:
-                    break
-                every = cfg.train.checkpoint_every_steps
-                if every and self.step % every == 0:
-                    self._sync_steps(window)
-                    self.save()
+            in_epoch = self._train_epoch(stop, window)
+            if in_epoch is None:
+                return self._interrupted(stop)
             self._sync_steps(window)  # the epoch's last counts before its checkpoint
             complete = in_epoch >= self.steps_per_epoch
             sampler_state = self._next_epoch_sampler() if complete else loader.state_dict()
             self.mllog.end(M.EPOCH_STOP, epoch_num=epoch_num)
             self.mllog.end(M.BLOCK_STOP, first_epoch_num=epoch_num)
-            last = self.step >= self.total_steps
-            if (complete and self._eval_due(epoch_num)) or last:
-                try:
-                    self.run_eval(stop)
-                except EvaluationInterrupted:
-                    # Saved with the loader at this epoch's end and a flag: the resumed run evaluates again first.
-                    self.state["eval_pending"] = True
-                    return self._interrupted(stop)
-                self._train_mode()
-                best = self.state["best_map"]
-                if self.main and best is not None and self.state["final_stats"][0] >= best:
-                    self.save("best.pt", sampler=sampler_state, epoch=self.epoch + int(complete))
+            if not self._evaluate_if_due(stop, epoch_num, complete, sampler_state):
+                return self._interrupted(stop)
             if complete:
                 self.epoch += 1
             if self._target_reached():
                 status = "target_reached"
                 break
             self.save(sampler=sampler_state)
+        return self._finish(status, sampler_state)
+
+    def _announce(self) -> None:
+        """The run's first line: model, data, steps, batch, lr, device, precision, input pipeline, run folder."""
+        cfg = self.cfg
+        if self.main:
+            where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
+            print(
+                f"training {cfg.model.name} on {len(self.data.train)} images ({self.steps_per_epoch} steps/epoch, "
+                f"{self.total_steps} steps, global batch {self.global_batch}, lr {self.base_lr:.4g}, {where}, "
+                f"{self.precision}, data {self.data.backend}); run folder: {self.run_dir}"
+                + (f"\n{self.data.backend_note}" if self.data.backend_note and cfg.data.backend == "auto" else ""),
+                flush=True,
+            )
+
+    def _train_epoch(self, stop: StopRequest, window: dict[str, Any]) -> int | None:
+        """Steps through the rest of the current epoch (or until the run's last step). Returns the epoch's steps
+        done so far, or None when a signal stops the run (the caller saves and exits)."""
+        cfg, loader = self.cfg, self.data.train_loader
+        in_epoch = loader.sampler.start // cfg.data.batch_size
+        it = iter(loader)
+        while self.step < self.total_steps:
+            if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
+                self._sync_steps(window)
+                return None
+            with self.timer("data"):
+                batch = next(it, None)
+            if batch is None:
+                break
+            if self.step == 0 and self.main and cfg.run.report:  # what the model is fed, before it changes
+                from singleshot.engine.report import start_report
+
+                start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.finish.mean,
+                             std=self.finish.std, tensorboard=self.monitor.tensorboard)  # fmt: skip
+            self.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
+            if self.ema is not None:
+                self.ema.update(self.model)  # after a skipped step the weights are unchanged: harmless
+            self.step += 1
+            in_epoch += 1
+            self.timer.steps += 1
+            with self.timer("logging"):
+                window["images"] += len(batch["image_ids"]) * self.info.world_size
+                if self._log_step(window):  # every rank read the stop flag at the same step
+                    return None
+            if self.step >= self.total_steps:
+                break
+            every = cfg.train.checkpoint_every_steps
+            if every and self.step % every == 0:
+                self._sync_steps(window)
+                self.save()
+        return in_epoch
+
+    def _evaluate_if_due(self, stop: StopRequest, epoch_num: int, complete: bool, sampler: dict[str, int]) -> bool:
+        """Evaluate at a due epoch end and at the run's last step, keeping ``best.pt``; False when a signal
+        interrupted the evaluation (saved with a flag: the resumed run evaluates again first)."""
+        if not ((complete and self._eval_due(epoch_num)) or self.step >= self.total_steps):
+            return True
+        try:
+            self.run_eval(stop)
+        except EvaluationInterrupted:
+            self.state["eval_pending"] = True
+            return False
+        self._train_mode()
+        best = self.state["best_map"]
+        if self.main and best is not None and self.state["final_stats"][0] >= best:
+            self.save("best.pt", sampler=sampler, epoch=self.epoch + int(complete))
+        return True
+
+    def _finish(self, status: str, sampler: dict[str, int]) -> str:
+        """The final checkpoint (marked finished), the last line, and MLPerf's run_stop."""
         self.state["finished"], self.state["status"] = True, status
-        self.save(sampler=sampler_state)
+        self.save(sampler=sampler)
         if self.main:
             self.monitor.print(
                 f"done: {status} at step {self.step}; best mAP {self.state['best_map']}; run folder {self.run_dir}"
