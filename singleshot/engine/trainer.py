@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -431,7 +432,11 @@ class Trainer:
             loader.set_epoch(self.epoch)
             self.mllog.start(M.BLOCK_START, first_epoch_num=epoch_num, epoch_count=1)
             self.mllog.start(M.EPOCH_START, epoch_num=epoch_num)
-            in_epoch = self._train_epoch(stop, window)
+            # The iterator lives here, not in _train_epoch: the loader's state (DALI's included) is read through
+            # it after the epoch's steps, for the checkpoint and for a save on a signal.
+            done = loader.sampler.start // self.cfg.data.batch_size  # steps of this epoch a resumed run has done
+            batches = iter(loader)
+            in_epoch = self._train_epoch(stop, window, batches, done)
             if in_epoch is None:
                 return self._interrupted(stop)
             self._sync_steps(window)  # the epoch's last counts before its checkpoint
@@ -462,12 +467,13 @@ class Trainer:
                 flush=True,
             )
 
-    def _train_epoch(self, stop: StopRequest, window: dict[str, Any]) -> int | None:
-        """Steps through the rest of the current epoch (or until the run's last step). Returns the epoch's steps
-        done so far, or None when a signal stops the run (the caller saves and exits)."""
-        cfg, loader = self.cfg, self.data.train_loader
-        in_epoch = loader.sampler.start // cfg.data.batch_size
-        it = iter(loader)
+    def _train_epoch(
+        self, stop: StopRequest, window: dict[str, Any], batches: Iterator[dict[str, Any]], in_epoch: int
+    ) -> int | None:
+        """Steps through the rest of the current epoch's ``batches`` (or until the run's last step), ``in_epoch``
+        of its steps done before. Returns the epoch's steps done, or None when a signal stops the run (the caller
+        saves and exits)."""
+        cfg, it = self.cfg, batches
         while self.step < self.total_steps:
             if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
                 self._sync_steps(window)
