@@ -311,6 +311,11 @@ def section_tests(s: Settings, budget: Budget) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------------------- report
+def _why(row: dict[str, Any]) -> Any:
+    """Why a section's row has no number: the skip reason or the error."""
+    return row.get("skipped") or row.get("error")
+
+
 def table(result: dict[str, Any]) -> str:
     out = [f"gpu_check ({'dry run' if result['meta']['dry_run'] else 'full'}) on {result['meta']['device']}, "
            f"torch {result['meta']['torch']}, {result['meta']['cpus']} CPUs, {result['meta']['seconds']:.0f} s"]
@@ -324,7 +329,7 @@ def table(result: dict[str, Any]) -> str:
     for r in result.get("train", []):
         if "img_per_s" not in r:
             out.append(f"{'':<18} {r.get('batch', '-')!s:>5} {r.get('precision', '-'):<5} "
-                       f"{r.get('compiled', '-')!s:<8} {r.get('skipped') or r.get('error')}")
+                       f"{r.get('compiled', '-')!s:<8} {_why(r)}")
             continue
         mfu = f"{100 * r['mfu']:.1f}%" if r["mfu"] is not None else "-"
         out.append(f"{r['model']:<18} {r['batch']:>5} {r['precision']:<5} {r['compiled']!s:<8} "
@@ -334,9 +339,9 @@ def table(result: dict[str, Any]) -> str:
             out.append(f"steps/s, host reads the loss every {r['read_every']:>2} step(s): {r['steps_per_s']:.2f} "
                        f"({r['model']}, batch {r['batch']}, {r['precision']})")
         else:
-            out.append(f"steps/s sync vs no sync: {r.get('skipped') or r.get('error')}")
+            out.append(f"steps/s sync vs no sync: {_why(r)}")
     for r in result.get("loader", []):
-        what = f"{r['img_per_s']:.0f} img/s" if "img_per_s" in r else r.get("skipped") or r.get("error")
+        what = f"{r['img_per_s']:.0f} img/s" if "img_per_s" in r else _why(r)
         out.append(f"loader {r.get('pipeline', '-'):<14} {what}")
     out.append(f"{'infer':<12} {'prec':<5} {'batch':>5} {'img/s':>9} {'median ms':>10}")
     for r in result.get("infer", []):
@@ -344,7 +349,7 @@ def table(result: dict[str, Any]) -> str:
             out.append(f"{r['backend']:<12} {r['precision']:<5} {r['batch']:>5} {r['images_per_s']:>9.1f} "
                        f"{r['median_ms']:>10.2f}")
         else:
-            out.append(f"{r.get('backend', '-'):<12} {r.get('skipped') or r.get('error')}")
+            out.append(f"{r.get('backend', '-'):<12} {_why(r)}")
     return "\n".join(out)
 
 

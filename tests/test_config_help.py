@@ -101,10 +101,10 @@ def test_every_preset_reads_and_the_finetune_recipe_is_one() -> None:
 def test_choices_are_literal_types_checked_once_with_a_suggestion() -> None:
     import typing
 
-    from singleshot.engine.config import AUGMENTS, ConfigError, DataConfig, OptimConfig, load_config
+    from singleshot.engine.config import ConfigError, DataConfig, OptimConfig, load_config
 
     assert typing.get_type_hints(OptimConfig)["name"] == typing.Literal["sgd", "adamw"]
-    assert AUGMENTS == ("ssd", "area_crop", "light", "none")
+    assert typing.get_type_hints(DataConfig)["augment"] == typing.Literal["ssd", "area_crop", "light", "none"]
     with pytest.raises(ConfigError, match=r"'optim.name': expected one of sgd, adamw; got 'adamx' \(did you mean 'ad"):
         load_config(None, ["optim.name=adamx"])
     with pytest.raises(ConfigError, match=r"'data.augment': expected one of .*got 'bogus'"):

@@ -29,8 +29,9 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the file or the key."""
 
 
-def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
-    if value not in allowed:
+def _choice(key: str, value: Any, allowed: tuple[str, ...]) -> None:
+    """Raise :class:`ConfigError` naming ``key`` and the closest of ``allowed`` unless ``value`` is one of them."""
+    if not isinstance(value, str) or value not in allowed:
         close = difflib.get_close_matches(str(value), allowed, n=1, cutoff=0.6)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}{hint}")
@@ -38,8 +39,6 @@ def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
 
 # Fields with a fixed set of values are typed as Literal[...]: the one checker (_check_value) enforces them when a
 # config is read, naming the key and the closest valid value; the code that uses a value trusts it.
-Augment = Literal["ssd", "area_crop", "light", "none"]
-AUGMENTS: tuple[str, ...] = typing.get_args(Augment)
 
 
 class _Choices:
@@ -82,7 +81,7 @@ class DataConfig(_Choices):
     num_workers: int = 0  # loader processes per training process (0 = load in the training process)
     # "ssd" (IoU crop, flip, colour jitter: MLPerf, NVIDIA v1.1) | "area_crop" (crop of 75-100% area, aspect
     # 0.75-3, flip: NVIDIA SSD320 v1.2) | "light" (flip + colour jitter, no crop) | "none" (resize + normalize only)
-    augment: Augment = "ssd"
+    augment: Literal["ssd", "area_crop", "light", "none"] = "ssd"
     max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
     train_images: str | None = None  # image folder of a COCO JSON given as data.train (default: found near the JSON)
@@ -278,12 +277,8 @@ def _check_value(value: Any, tp: Any, key: str) -> Any:
     """Coerce ``value`` to the annotated type ``tp`` (int -> float allowed), or raise naming ``key``."""
     origin = typing.get_origin(tp)
     if origin is Literal:
-        allowed = typing.get_args(tp)
-        if isinstance(value, str) and value in allowed:
-            return value
-        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ConfigError(f"config key {key!r}: expected one of {', '.join(allowed)}; got {value!r}{hint}")
+        _choice(key, value, typing.get_args(tp))
+        return value
     if origin in (typing.Union, types.UnionType):
         args = typing.get_args(tp)
         if value is None and type(None) in args:

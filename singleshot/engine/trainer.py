@@ -468,12 +468,12 @@ class Trainer:
             )
 
     def _train_epoch(
-        self, stop: StopRequest, window: dict[str, Any], batches: Iterator[dict[str, Any]], in_epoch: int
+        self, stop: StopRequest, window: dict[str, Any], it: Iterator[dict[str, Any]], in_epoch: int
     ) -> int | None:
-        """Steps through the rest of the current epoch's ``batches`` (or until the run's last step), ``in_epoch``
+        """Steps through the rest of the current epoch's batches ``it`` (or until the run's last step), ``in_epoch``
         of its steps done before. Returns the epoch's steps done, or None when a signal stops the run (the caller
         saves and exits)."""
-        cfg, it = self.cfg, batches
+        cfg = self.cfg
         while self.step < self.total_steps:
             if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
                 self._sync_steps(window)
