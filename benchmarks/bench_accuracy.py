@@ -128,8 +128,8 @@ def evaluate_checkpoint(checkpoint: Path, set_dir: Path, results_file: Path, wor
     model = model_from_checkpoint(ckpt).eval()
     spec = model.spec
     dataset = load_dataset(set_dir, split="val", keep_empty=True)  # YOLO is scored on every image too
-    loader = build_loader(dataset, SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std), batch_size=32,
-                          shuffle=False, drop_last=False, num_workers=workers)
+    loader = build_loader(dataset, SSDValTransform(spec.image_size), batch_size=32, shuffle=False, drop_last=False,
+                          num_workers=workers, mean=spec.mean, std=spec.std)
     threshold = ckpt.get("config", {}).get("eval", {}).get("score_threshold")
     post = build_postprocessor(spec, **({} if threshold is None else {"score_threshold": threshold}))
     evaluate(model, loader, post, results_file=str(results_file), log=None)

@@ -141,11 +141,11 @@ def main() -> None:
         print(f"{len(ds)} JPEGs 640x480, mean {kb:.0f} KiB; batch {args.batch_size}; output {args.size}x{args.size}; "
               f"torch {torch.__version__}, 1 thread per process, load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} CPUs")
-        # what build_loader runs: the transform defers colour work, the collate finishes it into the batch
-        ours = TransformedDataset(ds, SSDTrainTransform(args.size, defer_photometric=True))
+        # what build_loader runs: the transform draws the colours, the collate applies them into the batch (CPU)
+        ours = TransformedDataset(ds, SSDTrainTransform(args.size))
         pipelines = {
             "singleshot": (ours, collate_detection),
-            "singleshot (GPU colour)": (ours, functools.partial(collate_detection, finish_photometric=False)),
+            "singleshot (GPU colour)": (ours, functools.partial(collate_detection, photometric_on_device=True)),
             "torchvision v2": (V2Dataset(ds, args.size), collate_detection),
         }
         paths = [ds.image_path(i) for i in range(len(ds))]

@@ -1,9 +1,10 @@
 """Share of a training step spent outside the model's forward and backward (target: <= 10%).
 
 Runs the real training loop (:class:`singleshot.engine.Trainer`) on the built-in synthetic set with a section timer
-and prints, per preset, the time per step of each section: data wait, host-to-device + photometric finish, box
-target encoding, model forward, loss, NaN guard (+ all-reduce of the flags), backward, optimizer + lr schedule,
-logging. "Overhead" is everything except forward and backward. On CUDA the timer synchronizes at each boundary.
+and prints, per preset, the time per step of each section: data (wait + host-to-device + photometric finish, all
+the loader's), box target encoding, model forward, loss, NaN guard (+ all-reduce of the flags), backward,
+optimizer + lr schedule, logging. "Overhead" is everything except forward and backward. On CUDA the timer
+synchronizes at each boundary.
 
     python benchmarks/bench_train_overhead.py                        # ssd_tiny and ssd300_resnet34
     python benchmarks/bench_train_overhead.py --models ssd_tiny --steps 30 --workers 1
@@ -32,7 +33,7 @@ PRESETS = {
     "ssd300_resnet50": "nvidia_ssd300_resnet50",
     "ssd320_resnet50_fpn": "nvidia_ssd320_resnet50_fpn",
 }
-ORDER = ("data", "to_device", "encode", "forward", "loss", "guard", "zero_grad", "backward", "optimizer", "logging")
+ORDER = ("data", "encode", "forward", "loss", "guard", "zero_grad", "backward", "optimizer", "logging")
 
 
 def measure(

@@ -88,7 +88,6 @@ def make_train_step(model_name: str, batch: int, precision: str, device: torch.d
     """A :class:`TrainStep` over a fresh model, and a fixed synthetic batch already on the device."""
     from singleshot.box import TargetEncoder
     from singleshot.box.factory import build_loss
-    from singleshot.data.photometric import DevicePhotometric
     from singleshot.engine.runtime import autocast_factory
     from singleshot.engine.schedule import LRScheduler, build_schedule
     from singleshot.engine.step import TrainStep
@@ -108,16 +107,17 @@ def make_train_step(model_name: str, batch: int, precision: str, device: torch.d
     schedule = build_schedule(kind="constant", peak_lr=1e-3, steps_per_epoch=100, total_steps=10**6)
     scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16")
     step = TrainStep(
-        model=net, params=list(model.parameters()),
-        finish=DevicePhotometric(device, channels_last=channels_last), encoder=TargetEncoder(model.spec.anchors),
+        model=net, params=list(model.parameters()), encoder=TargetEncoder(model.spec.anchors),
         loss_fn=build_loss(model.spec), optimizer=optimizer, scheduler=LRScheduler(optimizer, schedule),
         scaler=scaler, autocast=autocast_factory(device, precision),
     )  # fmt: skip
     size = model.spec.image_size
     g = torch.Generator().manual_seed(0)
     boxes, labels = synthetic_targets(batch, 4, 81, g)
-    batch_dict = {"images": torch.randn(batch, 3, size, size, generator=g).to(device), "boxes": boxes.to(device),
-                  "labels": labels.to(device)}  # fmt: skip
+    images = torch.randn(batch, 3, size, size, generator=g).to(device)
+    if channels_last:  # what the loader yields for a channels-last model (build_loader(channels_last=True))
+        images = images.contiguous(memory_format=torch.channels_last)
+    batch_dict = {"images": images, "boxes": boxes.to(device), "labels": labels.to(device)}
     return step, batch_dict, model
 
 

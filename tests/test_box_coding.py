@@ -128,6 +128,30 @@ def test_multibox_loss_matches_reference():
     torch.testing.assert_close(out["box"] + out["cls"], out["loss"].detach())
 
 
+def test_multibox_giou_box_term_equals_giou_of_decoded_boxes():
+    """The GIoU box term decodes against a unit default box; per image, against the real default boxes, it is the
+    same: 2 * sum(1 - GIoU(pred box, matched gt box)) over the positives, divided by their number."""
+    from torchvision.ops import generalized_box_iou_loss
+
+    boxes, labels = random_batch(4, 5, empty=(2,), seed=3)
+    anchors = default_boxes(SSD300_ANCHORS)  # (A, 4) cxcywh
+    offsets, tl = TargetEncoder(SSD300_ANCHORS)(boxes, labels)
+    ploc = 0.5 * torch.randn(4, 8732, 4)
+    out = MultiBoxLoss(box_loss="giou")(ploc, torch.randn(4, 8732, 81), offsets, tl)
+    per_image = []
+    for i in range(4):
+        pos = tl[i] > 0
+        if not pos.any():
+            per_image.append(torch.zeros(()))
+            continue
+        pred = box_convert(BoxCoder().decode(ploc[i][pos], anchors[pos]), "cxcywh", "xyxy")
+        gt = box_convert(BoxCoder().decode(offsets[i][pos], anchors[pos]), "cxcywh", "xyxy")
+        per_image.append(2 * generalized_box_iou_loss(pred, gt, reduction="sum") / pos.sum())
+    torch.testing.assert_close(out["box"], torch.stack(per_image).mean(), rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="box_loss"):
+        MultiBoxLoss(box_loss="iou")
+
+
 def test_multibox_loss_is_zero_without_positives_and_has_grad():
     ploc = torch.randn(2, 8732, 4, requires_grad=True)
     plabel = torch.randn(2, 8732, 81, requires_grad=True)

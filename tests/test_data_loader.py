@@ -7,6 +7,7 @@ import torch
 from data_fixtures import coco_dict, make_coco
 
 from singleshot.data import DevicePhotometric, ResumableSampler, SSDTrainTransform, build_loader, load_dataset
+from singleshot.data.loader import collate_detection
 
 
 @pytest.fixture(scope="module")
@@ -39,17 +40,27 @@ def test_batch_contract(dataset) -> None:
 
 
 def test_device_photometric_path(dataset) -> None:
+    """A loader for the CPU device finishes in the collate (float batches, channels-last on request); the
+    accelerator's path (uint8 batches + colour draws, finished by DevicePhotometric) gives the same pixels."""
     cpu = build_loader(dataset, SSDTrainTransform(32), batch_size=5, shuffle=True, num_workers=0)
-    dev = build_loader(dataset, SSDTrainTransform(32), batch_size=5, shuffle=True, num_workers=0,
-                       device="cpu", photometric_on_device=True)
+    dev = build_loader(dataset, SSDTrainTransform(32), batch_size=5, shuffle=True, num_workers=0, device="cpu",
+                       channels_last=True)
     a, b = _batches(cpu, 1), _batches(dev, 1)
-    assert "photometric" not in b[0]
+    assert "photometric" not in b[0] and b[0]["images"].dtype == torch.float32
+    assert b[0]["images"].is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(a[0]["images"], b[0]["images"], atol=1e-4, rtol=1e-4)
-    raw = build_loader(dataset, SSDTrainTransform(32, defer_photometric=True), batch_size=5, shuffle=True,
-                       num_workers=0)
-    r = _batches(raw, 1)[0]
-    assert r["images"].dtype == torch.uint8 and r["photometric"].shape == (5, 11)
-    torch.testing.assert_close(DevicePhotometric("cpu")(r)["images"], a[0]["images"], atol=1e-4, rtol=1e-4)
+    raw = collate_detection([cpu.loader.dataset[(i, s)] for i, s in list(cpu.sampler)[:5]], photometric_on_device=True)
+    assert raw["images"].dtype == torch.uint8 and raw["photometric"].shape == (5, 11)
+    torch.testing.assert_close(DevicePhotometric("cpu")(raw)["images"], a[0]["images"], atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_loader_finishes_on_the_device(dataset) -> None:
+    cpu = _batches(build_loader(dataset, SSDTrainTransform(32), batch_size=5, shuffle=True, num_workers=0), 1)
+    gpu = _batches(build_loader(dataset, SSDTrainTransform(32), batch_size=5, shuffle=True, num_workers=0,
+                                device="cuda"), 1)
+    assert gpu[0]["images"].is_cuda and "photometric" not in gpu[0]
+    torch.testing.assert_close(gpu[0]["images"].cpu(), cpu[0]["images"], atol=1e-4, rtol=1e-4)
 
 
 def test_reshuffle_per_epoch_and_reproducible(dataset) -> None:

@@ -70,7 +70,7 @@ def test_flip_twice_is_identity() -> None:
 
 def test_boxes_move_with_pixels() -> None:
     """A white rectangle on black: after crop/flip/resize its pixels must sit inside its transformed box."""
-    tf = SSDTrainTransform(96, jitter=None, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    tf = SSDTrainTransform(96, jitter=None)
     for seed in range(60):
         image = torch.zeros(3, 120, 160, dtype=torch.uint8)
         image[:, 30:90, 40:100] = 255
@@ -80,18 +80,21 @@ def test_boxes_move_with_pixels() -> None:
         if len(t["boxes"]) == 0:
             continue
         x0, y0, x1, y1 = (t["boxes"][0] * 96).tolist()
-        ys, xs = torch.nonzero(out[0] > 0.5, as_tuple=True)
+        ys, xs = torch.nonzero(out[0] > 127, as_tuple=True)
         assert xs.min() >= x0 - 1.5 and xs.max() + 1 <= x1 + 1.5 and ys.min() >= y0 - 1.5 and ys.max() + 1 <= y1 + 1.5
 
 
-def test_val_transform() -> None:
+def test_val_transform_and_collate_normalize() -> None:
+    """The transform resizes (uint8, identity colour draw); the collate normalizes with the mean/std it is given."""
     image, target = _sample()
     out, t = SSDValTransform(32)(image, target)
-    assert out.shape == (3, 32, 32) and out.dtype == torch.float32
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8 and t["photometric"].shape == (11,)
     torch.testing.assert_close(t["boxes"], target["boxes"] / torch.tensor([160.0, 120.0, 160.0, 120.0]))
     mean, std = torch.tensor([0.485, 0.456, 0.406])[:, None, None], torch.tensor([0.229, 0.224, 0.225])[:, None, None]
     ref = (TF.resize(image, [32, 32], antialias=True).float() / 255 - mean) / std
-    torch.testing.assert_close(out, ref, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(collate_detection([(out, t)])["images"][0], ref, atol=1e-4, rtol=1e-4)
+    other = collate_detection([(out, t)], mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))["images"][0]
+    torch.testing.assert_close(other, TF.resize(image, [32, 32], antialias=True).float() / 255, atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize(("op", "fn"), [(0, TF.adjust_brightness), (1, TF.adjust_contrast), (2, TF.adjust_saturation)])
@@ -125,15 +128,16 @@ def test_affine_composition_order_matters_and_identity() -> None:
     assert not torch.allclose(color_affine(p1[None]), color_affine(p2[None]))
 
 
-def test_deferred_collate_equals_standalone() -> None:
-    """CPU collate finish and the device-style batched finish both equal the per-sample float path."""
+def test_collate_finish_equals_device_finish_and_per_sample() -> None:
+    """The CPU collate's finish (per image, into the batch) and the accelerator's batched finish both equal the
+    per-sample colour + normalization of each transformed image."""
     tf = SSDTrainTransform(48)
-    samples = [_sample(seed=s) for s in range(3)]
-    direct = [tf(img, t, random.Random(7 + i)) for i, (img, t) in enumerate(samples)]
-    deferred = [tf.deferred()(img, t, random.Random(7 + i)) for i, (img, t) in enumerate(samples)]
-    batch = collate_detection(deferred)
-    torch.testing.assert_close(batch["images"], torch.stack([d[0] for d in direct]), atol=1e-4, rtol=1e-4)
-    raw = collate_detection(deferred, finish_photometric=False)
+    samples = [tf(img, t, random.Random(7 + i)) for i, (img, t) in enumerate(_sample(seed=s) for s in range(3))]
+    per_sample = torch.cat([apply_photometric(img[None], t["photometric"][None]) for img, t in samples])
+    batch = collate_detection(samples)
+    assert "photometric" not in batch
+    torch.testing.assert_close(batch["images"], per_sample, atol=1e-4, rtol=1e-4)
+    raw = collate_detection(samples, photometric_on_device=True)
     assert raw["images"].dtype == torch.uint8 and raw["photometric"].shape == (3, 11)
     torch.testing.assert_close(apply_photometric(raw["images"], raw["photometric"]), batch["images"],
                                atol=1e-4, rtol=1e-4)
@@ -167,7 +171,7 @@ def test_area_crop_obeys_area_and_aspect() -> None:
 
 
 def test_area_crop_transform_moves_boxes_with_pixels() -> None:
-    tf = AreaCropTrainTransform(96, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))
+    tf = AreaCropTrainTransform(96)
     flipped = cropped = 0
     for seed in range(60):
         image = torch.zeros(3, 120, 160, dtype=torch.uint8)
@@ -180,6 +184,6 @@ def test_area_crop_transform_moves_boxes_with_pixels() -> None:
         cropped += len(t["labels"]) == 1  # the corner box was cut away
         x0, y0, x1, y1 = (t["boxes"][0] * 96).tolist()
         flipped += x0 > 96 - x1
-        ys, xs = torch.nonzero(out[0] > 0.5, as_tuple=True)
+        ys, xs = torch.nonzero(out[0] > 127, as_tuple=True)
         assert xs.min() >= x0 - 1.5 and xs.max() + 1 <= x1 + 1.5 and ys.min() >= y0 - 1.5 and ys.max() + 1 <= y1 + 1.5
     assert 0 < flipped < 60 and cropped > 0

@@ -11,6 +11,7 @@ from PIL import Image
 import singleshot
 from singleshot.checkpoint import atomic_save, make_checkpoint
 from singleshot.data.errors import BadImageError
+from singleshot.data.loader import collate_detection
 from singleshot.data.transforms import SSDValTransform
 from singleshot.inference import Detector, draw_detections, save_image
 from singleshot.inference.preprocess import preprocess, to_uint8_rgb
@@ -97,9 +98,9 @@ def test_preprocessing_is_the_validation_transform(photo) -> None:
     chw = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
     spec = singleshot.models.SPECS["ssd_tiny"]
     ours = preprocess([chw], spec.image_size, spec.mean, spec.std, torch.device("cpu"))[0]
-    theirs, _ = SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std)(
-        chw, {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}
-    )
+    empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "image_id": 0, "orig_size": (1, 1)}
+    sample = SSDValTransform(spec.image_size)(chw, empty)
+    theirs = collate_detection([sample], mean=spec.mean, std=spec.std)["images"][0]  # the evaluation loader's pixels
     torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 

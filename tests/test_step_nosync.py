@@ -53,10 +53,9 @@ def _make(optimizer: str, bad: set[int], device: str = "cpu", max_bad: int = 3) 
         opt = torch.optim.AdamW(model.parameters(), lr=0.05)
     schedule = build_schedule(kind="constant", peak_lr=opt.param_groups[0]["lr"], steps_per_epoch=10, total_steps=100)
     step = TrainStep(
-        model=model, params=list(model.parameters()), finish=lambda b: {k: v.to(device) for k, v in b.items()},
-        encoder=lambda boxes, labels: (boxes, labels), loss_fn=_Loss(bad), optimizer=opt,
-        scheduler=LRScheduler(opt, schedule), scaler=torch.amp.GradScaler("cpu", enabled=False),
-        autocast=contextlib.nullcontext, max_bad_steps=max_bad,
+        model=model, params=list(model.parameters()), encoder=lambda boxes, labels: (boxes, labels),
+        loss_fn=_Loss(bad), optimizer=opt, scheduler=LRScheduler(opt, schedule),
+        scaler=torch.amp.GradScaler("cpu", enabled=False), autocast=contextlib.nullcontext, max_bad_steps=max_bad,
     )  # fmt: skip
     return step, model
 

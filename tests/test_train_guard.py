@@ -8,10 +8,11 @@ import pytest
 import torch
 from train_helpers import tiny_config
 
+from singleshot.box.factory import build_loss
 from singleshot.checkpoint import load_checkpoint
-from singleshot.engine import trainer as trainer_module
 from singleshot.engine.step import StepResult, TrainStep
 from singleshot.engine.trainer import Trainer, TrainingDiverged
+from singleshot.models import SPECS
 
 
 class _PoisonedLoss(torch.nn.Module):
@@ -30,14 +31,13 @@ class _PoisonedLoss(torch.nn.Module):
         return out
 
 
-def _poison(monkeypatch: pytest.MonkeyPatch, bad_calls: set[int]) -> None:
-    real = trainer_module.build_loss
-    monkeypatch.setattr(trainer_module, "build_loss", lambda spec: _PoisonedLoss(real(spec), bad_calls))
+def _poisoned(bad_calls: set[int]) -> _PoisonedLoss:
+    """The tiny model's own loss, poisoned on ``bad_calls``: given to the Trainer in place of the one it builds."""
+    return _PoisonedLoss(build_loss(SPECS["ssd_tiny"]), bad_calls)
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    _poison(monkeypatch, {2, 3})
-    trainer = Trainer(tiny_config(tmp_path / "run", **{"train.max_steps": 5}))
+    trainer = Trainer(tiny_config(tmp_path / "run", **{"train.max_steps": 5}), loss_fn=_poisoned({2, 3}))
     snapshots = []
     original = TrainStep.__call__
 
@@ -59,10 +59,8 @@ def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, monkeypatch: p
     assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
 
 
-def test_consecutive_non_finite_losses_stop_with_a_clear_message(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _poison(monkeypatch, set(range(1, 100)))
+def test_consecutive_non_finite_losses_stop_with_a_clear_message(tmp_path: Path) -> None:
     cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 20, "train.max_bad_steps": 3})
+    assert cfg.model.name == "ssd_tiny"  # the loss given below is this model's
     with pytest.raises(TrainingDiverged, match="3 non-finite losses in a row at step 4"):
-        Trainer(cfg).run()
+        Trainer(cfg, loss_fn=_poisoned(set(range(1, 100)))).run()

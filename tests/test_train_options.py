@@ -70,6 +70,25 @@ def test_cli_reports_setup_errors_without_a_traceback(tmp_path: Path, capsys: py
     assert "model.pretrained_backbone: cannot read pretrained backbone file" in capsys.readouterr().err
     assert main(["train", *tiny_overrides(tmp_path / "c", **{"data.train": "coco"})]) == 2
     assert "data.train='coco': no such file or directory" in capsys.readouterr().err
+    focal = {"model.name": "ssd320_resnet50_fpn", "train.box_loss": "giou"}
+    assert main(["train", *tiny_overrides(tmp_path / "d", **focal)]) == 2
+    err = capsys.readouterr().err
+    assert "train.box_loss=giou" in err and "focal" in err and "Traceback" not in err
+    assert main(["train", *tiny_overrides(tmp_path / "e", **{"train.box_loss": "iou"})]) == 2
+    assert "train.box_loss" in capsys.readouterr().err
+
+
+def test_giou_box_loss_trains(tmp_path: Path) -> None:
+    """train.box_loss=giou swaps the multibox loss's box term; the run trains and its loss falls."""
+    import json
+
+    run = tmp_path / "giou"
+    assert Trainer(tiny_config(run, **{"train.box_loss": "giou", "train.max_steps": 12})).run().step == 12
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in records if r["kind"] == "train"]
+    assert all(0 <= r["box"] <= 4.0 for r in train)  # 2 x (1 - GIoU) per positive is in [0, 4]
+    assert train[-1]["loss"] < train[0]["loss"], [r["loss"] for r in train]
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["config"]["train"]["box_loss"] == "giou"
 
 
 def test_pretrained_backbone_loads_and_stays_frozen(tmp_path: Path, recwarn: pytest.WarningsRecorder) -> None:

@@ -21,15 +21,20 @@ def build_encoder(spec: Any) -> TargetEncoder:
     return TargetEncoder(spec.anchors, rule=getattr(spec, "match", None) or MatchRule())
 
 
-def build_loss(spec: Any) -> nn.Module:
+def build_loss(spec: Any, box_loss: str | None = None) -> nn.Module:
     """``MultiBoxLoss`` (3:1 hard-negative mining) or ``FocalLoss`` (alpha 0.25, gamma 2) as ``spec.loss`` says;
-    ``spec.box_loss_by_codesize`` selects the focal loss's box normalizer (matches x 4 instead of matches)."""
+    ``spec.box_loss_by_codesize`` selects the focal loss's box normalizer (matches x 4 instead of matches).
+    ``box_loss``: the multibox loss's box term, "smooth_l1" or "giou"; None = ``spec.box_loss`` (smooth-L1 if unset).
+    """
     by_codesize = bool(getattr(spec, "box_loss_by_codesize", False))
+    box_loss = box_loss or getattr(spec, "box_loss", "smooth_l1")
     if spec.loss == "multibox":
         if by_codesize:
             raise ValueError("box_loss_by_codesize applies to the focal loss only")
-        return MultiBoxLoss()
+        return MultiBoxLoss(box_loss=box_loss)
     if spec.loss == "focal":
+        if box_loss != "smooth_l1":
+            raise ValueError(f"box loss {box_loss!r}: the focal loss (SSD320) trains its boxes with smooth-L1 only")
         return FocalLoss(normalize_box_by_codesize=by_codesize)
     raise ValueError(f"unknown loss {spec.loss!r}")
 

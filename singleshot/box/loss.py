@@ -11,13 +11,30 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torchvision.ops import sigmoid_focal_loss
+from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
+
+from singleshot.box.coder import BoxCoder
+
+BOX_LOSSES = ("smooth_l1", "giou")
+
+
+def offsets_giou_loss(pred: Tensor, target: Tensor, coder: BoxCoder) -> Tensor:
+    """``1 - GIoU`` of the boxes two offset codes describe against the same default box: ``float[P]``.
+
+    ``pred``, ``target``: ``float[P, 4]`` offsets in ``coder``'s SSD coding. IoU and GIoU are unchanged by any
+    axis-aligned scaling and translation of the plane, so both codes are decoded against the unit default box
+    ``(0, 0, 1, 1)`` (cxcywh) instead of their own: the loss needs no anchors and equals GIoU loss of the real boxes.
+    """
+    unit = pred.new_tensor([[0.0, 0.0, 1.0, 1.0]])
+    boxes = [box_convert(coder.decode(code, unit), "cxcywh", "xyxy") for code in (pred, target)]
+    return generalized_box_iou_loss(boxes[0], boxes[1], reduction="none")
 
 
 class MultiBoxLoss(nn.Module):
     """SSD loss with hard-negative mining, as in the MLPerf reference (seed 000, step 2-3).
 
-    Per image: smooth-L1 (beta 1) over the offsets of the P positive anchors, plus softmax cross-entropy over the
+    Per image: smooth-L1 (beta 1) over the offsets of the P positive anchors (or, with ``box_loss="giou"``,
+    ``giou_weight * (1 - GIoU)`` of their decoded boxes, :func:`offsets_giou_loss`), plus softmax cross-entropy over the
     positives and the ``neg_pos_ratio * P`` negatives with the highest loss; the sum is divided by P. Images with
     no positives contribute 0; the result is the mean over the batch.
 
@@ -26,9 +43,13 @@ class MultiBoxLoss(nn.Module):
     cross-entropy with gradient is evaluated only on the ~4P selected anchors instead of all of them.
     """
 
-    def __init__(self, neg_pos_ratio: float = 3.0) -> None:
+    def __init__(self, neg_pos_ratio: float = 3.0, box_loss: str = "smooth_l1", giou_weight: float = 2.0) -> None:
         super().__init__()
+        if box_loss not in BOX_LOSSES:
+            raise ValueError(f"box_loss must be one of {BOX_LOSSES}, got {box_loss!r}")
         self.neg_pos_ratio = neg_pos_ratio
+        self.box_loss, self.giou_weight = box_loss, giou_weight
+        self.coder = BoxCoder()
 
     def forward(
         self, bbox_regression: Tensor, cls_logits: Tensor, target_offsets: Tensor, target_labels: Tensor
@@ -37,10 +58,12 @@ class MultiBoxLoss(nn.Module):
         num_pos = positive.sum(dim=1)  # (B,)
         b, a, _ = cls_logits.shape
         img, anchor = positive.nonzero(as_tuple=True)  # (P,) each
-        box = F.smooth_l1_loss(
-            bbox_regression[img, anchor].float(), target_offsets[img, anchor].float(), reduction="none"
-        )
-        box = bbox_regression.new_zeros(b, dtype=torch.float32).index_add_(0, img, box.sum(-1))  # (B,)
+        pred, target = bbox_regression[img, anchor].float(), target_offsets[img, anchor].float()  # (P, 4)
+        if self.box_loss == "giou":
+            per_pos = self.giou_weight * offsets_giou_loss(pred, target, self.coder)  # (P,)
+        else:
+            per_pos = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (P,)
+        box = bbox_regression.new_zeros(b, dtype=torch.float32).index_add_(0, img, per_pos)  # (B,)
 
         with torch.no_grad():
             # Background cross-entropy of every anchor, lse - l_0, ranks the negatives; positives never count.

@@ -85,12 +85,13 @@ def run(args: argparse.Namespace) -> int:
             loader: Any = DaliLoader(
                 dataset, mode="val", image_size=spec.image_size, batch_size=args.batch_size, shuffle=False,
                 drop_last=False, num_replicas=info.world_size, rank=info.rank, num_threads=args.workers or 1,
-                device=device, mean=spec.mean, std=spec.std,
+                device=device, mean=spec.mean, std=spec.std, channels_last=device.type == "cuda",
             )  # fmt: skip
         else:
-            loader = build_loader(dataset, SSDValTransform(spec.image_size, mean=spec.mean, std=spec.std),
-                                  batch_size=args.batch_size, shuffle=False, drop_last=False,
-                                  num_workers=args.workers, num_replicas=info.world_size, rank=info.rank)
+            loader = build_loader(dataset, SSDValTransform(spec.image_size), batch_size=args.batch_size,
+                                  shuffle=False, drop_last=False, num_workers=args.workers, mean=spec.mean,
+                                  std=spec.std, device=device, channels_last=device.type == "cuda",
+                                  num_replicas=info.world_size, rank=info.rank)
         overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
         post = build_postprocessor(spec, **overrides)
         if info.is_main:

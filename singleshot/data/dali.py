@@ -129,6 +129,7 @@ class DaliLoader:
         device: "cpu" runs DALI's CPU backend (no GPU, no CUDA libraries); a CUDA device decodes with nvJPEG
             (``mixed``) and augments there.
         crop_attempts: SSD crop attempts per choice (``data.max_samples``).
+        channels_last: yield images in channels-last memory.
     """
 
     def __init__(
@@ -149,6 +150,7 @@ class DaliLoader:
         std: Sequence[float] = IMAGENET_STD,
         crop_attempts: int = 1,
         prefetch: int = 2,
+        channels_last: bool = False,
     ) -> None:
         reason = dali_missing_reason()
         if reason is not None:
@@ -165,9 +167,9 @@ class DaliLoader:
         self.device = torch.device(device)
         self.mean, self.std = tuple(mean), tuple(std)
         self.crop_attempts, self.prefetch = crop_attempts, prefetch
+        self.channels_last = channels_last
         self.on_bad_image = dataset.on_bad_image
         self.num_skipped = 0
-        self.finisher = None  # batches come out finished (normalized, on the device)
         self._bad: set[int] = set()
         self._restore: tuple[int, int, str] | None = None  # (epoch, start, DALI checkpoint) to resume from
         self._pipe: Any = None
@@ -218,6 +220,8 @@ class DaliLoader:
                 if batch is None:
                     break
                 self._batches_done += 1
+                if self.channels_last:
+                    batch["images"] = batch["images"].contiguous(memory_format=torch.channels_last)
                 yield batch
         finally:
             self._pipe, self._fed = None, {}

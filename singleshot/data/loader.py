@@ -85,15 +85,16 @@ def _new_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
 def collate_detection(
     samples: Sequence[tuple[Tensor, dict[str, Any]] | BadSample],
     *,
-    finish_photometric: bool = True,
+    photometric_on_device: bool = False,
     mean: Sequence[float] = IMAGENET_MEAN,
     std: Sequence[float] = IMAGENET_STD,
 ) -> dict[str, Any]:
     """Stack transformed samples into the batch dict of docs/ARCHITECTURE.md.
 
-    Samples with deferred photometric work (uint8 images + ``target["photometric"]``) are finished here, straight
-    into the batch tensor (colour affine + normalization per image, cache-hot), unless ``finish_photometric`` is
-    False, in which case the batch keeps uint8 images and carries ``photometric`` for :class:`DevicePhotometric`.
+    Samples carrying a colour draw (uint8 images + ``target["photometric"]``, what the transforms give) are finished
+    here, straight into the batch tensor (colour affine + normalization per image, cache-hot), unless
+    ``photometric_on_device``: then the batch keeps uint8 images and carries ``photometric`` for the loader's
+    :class:`DevicePhotometric`. Samples without a draw (float images from another transform) are stacked as they are.
 
     Returns:
         ``images: Tensor[B, 3, S, S]`` (float32 normalized, or uint8 when deferred), ``boxes: Tensor[B, M, 4]``
@@ -114,13 +115,13 @@ def collate_detection(
         labels[i, :n] = t["labels"]
     batch: dict[str, Any] = {
         "images": _stack_images([img for img, _ in good], [t.get("photometric") for _, t in good],
-                                finish_photometric, mean, std),
+                                not photometric_on_device, mean, std),
         "boxes": boxes,
         "labels": labels,
         "image_ids": torch.tensor([t["image_id"] for _, t in good], dtype=torch.int64),
         "orig_sizes": torch.tensor([t["orig_size"] for _, t in good], dtype=torch.int64).reshape(b, 2),
     }
-    if good and good[0][1].get("photometric") is not None and not finish_photometric:
+    if good and good[0][1].get("photometric") is not None and photometric_on_device:
         batch["photometric"] = torch.stack([t["photometric"] for _, t in good])
     if bad:
         batch["bad"] = bad
@@ -305,8 +306,10 @@ def build_loader(
     seed: int = 0,
     drop_last: bool | None = None,
     num_workers: int | None = None,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
     device: torch.device | str | None = None,
-    photometric_on_device: bool | None = None,
+    channels_last: bool = False,
     pin_memory: bool | None = None,
     persistent_workers: bool = True,
     prefetch_factor: int | None = None,
@@ -323,10 +326,11 @@ def build_loader(
         seed: base seed of the shuffle and of every sample's augmentation.
         drop_last: drop the last incomplete batch; defaults to ``shuffle``.
         num_workers: worker processes; default ``min(8, cpus - 1)`` (0 on a single core).
-        device: if given, batches are yielded on this device, normalized (via :class:`DevicePhotometric`).
-        photometric_on_device: leave colour jitter + normalization for :class:`DevicePhotometric` (batched on the
-            device: uint8 batches plus ``photometric``) instead of finishing them in the workers' collate; default
-            True for CUDA devices or when ``transform.defer_photometric`` is set.
+        mean, std: the model's input normalization (RGB in [0, 1]).
+        device: if given, batches are yielded on this device. The loader owns the one decision of where colour
+            jitter + normalization run: on an accelerator they run there, batched (:class:`DevicePhotometric`;
+            uint8 crosses the bus, 4x less than float32); on the CPU (or with no device) the collate does them.
+        channels_last: yield images in channels-last memory (what a channels-last model wants on CUDA).
         pin_memory: default True when ``device`` is CUDA (or, with no device, when CUDA is available).
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         num_replicas, rank: DDP world size and rank; default from the initialized process group.
@@ -338,17 +342,10 @@ def build_loader(
     drop_last = shuffle if drop_last is None else drop_last
     if num_workers is None:
         num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
-    if photometric_on_device is None:  # a transform built with defer_photometric=True asks for it explicitly
-        photometric_on_device = bool(getattr(transform, "defer_photometric", False)) or (
-            dev is not None and dev.type == "cuda"
-        )
+    photometric_on_device = dev is not None and dev.type != "cpu"
     if pin_memory is None:
         pin_memory = dev.type == "cuda" if dev is not None else torch.cuda.is_available()
-    mean = getattr(transform, "mean", IMAGENET_MEAN)
-    std = getattr(transform, "std", IMAGENET_STD)
-    if hasattr(transform, "deferred"):  # photometric work is finished in the collate (CPU) or on the device
-        transform = transform.deferred()
-    collate = functools.partial(collate_detection, finish_photometric=not photometric_on_device, mean=mean, std=std)
+    collate = functools.partial(collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std)
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last
     )
@@ -370,5 +367,5 @@ def build_loader(
         generator=torch.Generator().manual_seed(seed),
         **extra,
     )
-    finisher = DevicePhotometric(dev, mean=mean, std=std) if dev is not None else None
+    finisher = DevicePhotometric(dev, mean=mean, std=std, channels_last=channels_last) if dev is not None else None
     return DetectionLoader(loader, sampler, batch_size, dataset.on_bad_image, finisher)

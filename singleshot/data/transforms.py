@@ -1,9 +1,11 @@
 """SSD augmentation: the MLPerf reference's IoU-constrained random crop, flip, resize, colour jitter, normalize.
 
 Samples go in as the dataset contract (``image: Tensor[3, H, W] uint8``, ``target["boxes"]: Tensor[N, 4] xyxy
-absolute pixels``) and come out as ``image: Tensor[3, S, S]`` float32 ImageNet-normalized (or uint8 plus a
-per-image colour affine when photometric work is deferred to the GPU, see :mod:`singleshot.data.photometric`)
-and ``target["boxes"]: Tensor[N, 4] xyxy normalized to [0, 1]``.
+absolute pixels``) and come out as ``image: Tensor[3, S, S]`` uint8, ``target["boxes"]: Tensor[N, 4] xyxy
+normalized to [0, 1]`` and ``target["photometric"]: Tensor[11]``, the image's colour-jitter draw. A transform does
+geometry and draws the colours; the pixels' colour work and normalization are the loader's (one batched affine per
+image, in the collate on the CPU or on the accelerator: :func:`singleshot.data.loader.build_loader`,
+:mod:`singleshot.data.photometric`).
 
 Speed (see benchmarks/bench_data.py): the crop window is chosen from the boxes alone, the uint8 image is sliced
 and resized once (torchvision's uint8 antialiased kernel, which is nearly as cheap as plain bilinear at these
@@ -16,7 +18,6 @@ sample's augmentation does not depend on worker count, rank count or order.
 
 from __future__ import annotations
 
-import copy
 import math
 import random
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from torch import Tensor
 from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
-from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, apply_photometric, photometric_params
+from singleshot.data.photometric import photometric_params
 
 # The seven choices of the reference: no crop, minimum IoU 0.1 ... 0.9, and crop without an IoU constraint.
 CROP_CHOICES: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -math.inf)
@@ -121,13 +122,11 @@ class ColorJitterParams:
         return factors, order
 
 
-class _Finish:
-    """Shared tail: resize, then either normalize now or attach the colour affine for the device."""
+class _Resize:
+    """Shared tail: resize, then attach the image's colour draw for the loader."""
 
-    def __init__(self, size: int, mean: tuple[float, ...], std: tuple[float, ...], defer_photometric: bool) -> None:
+    def __init__(self, size: int) -> None:
         self.size = size
-        self.mean, self.std = mean, std
-        self.defer_photometric = defer_photometric
 
     def resize(self, image: Tensor) -> Tensor:
         """``uint8[3, h, w]`` (any strides) -> ``uint8[3, S, S]`` (channels-last memory), antialiased bilinear."""
@@ -137,36 +136,27 @@ class _Finish:
         return TF.resize(hwc, [self.size, self.size], antialias=True)
 
     def finish(self, image: Tensor, target: dict[str, Any], jitter: Any) -> tuple[Tensor, dict[str, Any]]:
-        """Colour + normalization: ``uint8[3, S, S]`` -> ``float32[3, S, S]``, or, deferred, the uint8 image with
-        ``target["photometric"]: float32[11]`` for the collate or the device (see :mod:`.photometric`)."""
+        """``uint8[3, S, S]`` -> the same image and ``target["photometric"]: float32[11]``, the channel means and the
+        colour-jitter draw (identity when ``jitter`` is None) that the loader applies with the normalization."""
         channel_mean = image.float().mean(dim=(1, 2)).tolist()
         factors, order = jitter if jitter is not None else (None, None)
-        params = photometric_params(channel_mean, factors, order)
-        if self.defer_photometric:
-            return image, {**target, "photometric": params}
-        return apply_photometric(image[None], params[None], self.mean, self.std)[0], target
-
-    def deferred(self) -> _Finish:
-        """A copy whose output is deferred (uint8 + ``photometric``); what the loader uses."""
-        clone = copy.copy(self)
-        clone.defer_photometric = True
-        return clone
+        return image, {**target, "photometric": photometric_params(channel_mean, factors, order)}
 
 
-class SSDTrainTransform(_Finish):
+class SSDTrainTransform(_Resize):
     """The SSD training augmentation (seed 000 / MLPerf reference), boxes moving with the pixels.
 
     Order: IoU-constrained random crop -> horizontal flip (p=0.5) -> resize to ``size x size`` -> ColorJitter(0.125,
-    0.5, 0.5, 0.05) -> ImageNet normalization. ``crop=False`` leaves the crop out (``data.augment=light``).
+    0.5, 0.5, 0.05) -> normalization (the last two drawn here, applied by the loader). ``crop=False`` leaves the crop
+    out (``data.augment=light``).
 
     Colour jitter is "a color-jitter implementation of similar distribution" (allowed by the MLPerf rules): the same
     factor ranges and random op order as torchvision's ColorJitter, but the ops are composed into one affine map
     with a single clamp at the end, and hue is a rotation about the grey axis of RGB space instead of an HSV shift
     (see :mod:`singleshot.data.photometric`).
 
-    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image float32[3, S, S] normalized,
-    target with boxes float32[N, 4] xyxy normalized to [0, 1])``; with ``defer_photometric`` the image stays
-    uint8 and ``target["photometric"]`` holds the ``float32[11]`` draw (see :mod:`singleshot.data.photometric`).
+    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image uint8[3, S, S], target with boxes
+    float32[N, 4] xyxy normalized to [0, 1] and photometric float32[11], the colour draw)``.
     """
 
     def __init__(
@@ -176,12 +166,9 @@ class SSDTrainTransform(_Finish):
         crop_max_trials: int = 1,
         flip_prob: float = 0.5,
         jitter: ColorJitterParams | None = ColorJitterParams(),
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        defer_photometric: bool = False,
         crop: bool = True,
     ) -> None:
-        super().__init__(size, mean, std, defer_photometric)
+        super().__init__(size)
         self.crop = crop
         self.crop_max_trials = crop_max_trials
         self.flip_prob = flip_prob
@@ -267,16 +254,15 @@ def crop_boxes(boxes: Tensor, window: tuple[int, int, int, int]) -> tuple[Tensor
     return clipped[keep], keep
 
 
-class AreaCropTrainTransform(_Finish):
+class AreaCropTrainTransform(_Resize):
     """NVIDIA SSD320 v1.2's training augmentation: random crop of 75-100% of the area with aspect 0.75-3
-    (:func:`sample_area_crop`), horizontal flip (p=0.5), resize to ``size x size``, normalization; no colour jitter.
+    (:func:`sample_area_crop`), horizontal flip (p=0.5), resize to ``size x size``, normalization (by the loader); no
+    colour jitter.
 
     The TF config flips before cropping; cropping first is the same distribution (the window's position is uniform,
     so mirror-symmetric) and flips fewer pixels. Boxes are clipped to the window; boxes left without area are dropped.
 
-    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng) -> (image float32[3, S, S] normalized,
-    target with boxes float32[N, 4] xyxy normalized to [0, 1])`` (or uint8 + ``photometric``, as
-    :class:`SSDTrainTransform`).
+    Call: as :class:`SSDTrainTransform` (``photometric`` holds the identity colour map).
     """
 
     def __init__(
@@ -286,11 +272,8 @@ class AreaCropTrainTransform(_Finish):
         area: tuple[float, float] = (0.75, 1.0),
         aspect: tuple[float, float] = (0.75, 3.0),
         flip_prob: float = 0.5,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        defer_photometric: bool = False,
     ) -> None:
-        super().__init__(size, mean, std, defer_photometric)
+        super().__init__(size)
         self.area, self.aspect, self.flip_prob = area, aspect, flip_prob
 
     def __call__(
@@ -312,21 +295,12 @@ class AreaCropTrainTransform(_Finish):
         return self.finish(image, {**target, "boxes": boxes, "labels": labels}, None)
 
 
-class SSDValTransform(_Finish):
-    """Validation: resize to ``size x size`` and normalize; boxes become xyxy normalized to [0, 1].
+class SSDValTransform(_Resize):
+    """Validation: resize to ``size x size`` (normalized by the loader); boxes become xyxy normalized to [0, 1].
 
-    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng ignored) -> (float32[3, S, S], target)``.
+    Call: ``(image uint8[3, H, W], target with boxes xyxy pixels, rng ignored) -> (uint8[3, S, S], target with
+    photometric float32[11], the identity colour map)``.
     """
-
-    def __init__(
-        self,
-        size: int,
-        *,
-        mean: tuple[float, float, float] = IMAGENET_MEAN,
-        std: tuple[float, float, float] = IMAGENET_STD,
-        defer_photometric: bool = False,
-    ) -> None:
-        super().__init__(size, mean, std, defer_photometric)
 
     def __call__(
         self, image: Tensor, target: dict[str, Any], rng: random.Random | None = None

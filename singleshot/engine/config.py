@@ -134,6 +134,9 @@ class TrainLoopConfig(_Choices):
     seed: int = 0  # seeds weights, data order and augmentation (each rank adds its rank)
     deterministic: bool = False  # torch.use_deterministic_algorithms; needed for bit-exact resume on GPU
     threads: int | None = None  # torch intra-op threads on CPU (None = torch's default)
+    # The multibox loss's box term: "preset" = the model's (smooth-L1 over the offsets), or
+    # "smooth_l1" | "giou" (2 x (1 - GIoU) of the decoded boxes). The focal loss (SSD320) has smooth-L1 only.
+    box_loss: Literal["preset", "smooth_l1", "giou"] = "preset"
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
     log_every: int = 10  # steps between JSONL/TensorBoard scalars
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = at epoch ends only)

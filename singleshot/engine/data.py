@@ -82,11 +82,12 @@ def build_data(
     seed: int,
     rank: int,
     world_size: int,
-    defer_photometric: bool,
-    pin_memory: bool,
     device: torch.device | None = None,
+    channels_last: bool = False,
 ) -> DataBundle:
     """Train and validation datasets and loaders (train: shuffled, sharded, drop_last; val: in order, sharded).
+
+    Batches come out on ``device`` (default: the CPU), normalized, images channels-last if ``channels_last``.
 
     ``cfg.backend``: "builtin", "dali" (batches come out on ``device``, decoded with nvJPEG on CUDA) or "auto"
     (builtin on CPU; on CUDA with DALI installed, the one that delivers training batches faster, measured here).
@@ -100,26 +101,23 @@ def build_data(
             f"training set {train.root} has {len(train)} images, fewer than one global batch "
             f"({cfg.batch_size} x {world_size} processes); lower data.batch_size"
         )
+    device = device or torch.device("cpu")
     common: dict[str, Any] = {
-        "num_workers": cfg.num_workers,
-        "pin_memory": pin_memory,
-        "rank": rank,
-        "num_replicas": world_size,
-        "seed": seed,
-    }
+        "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
+        "std": std, "device": device, "channels_last": channels_last,
+    }  # fmt: skip
     if cfg.augment == "ssd":
-        train_tf: Any = SSDTrainTransform(
-            image_size, crop_max_trials=cfg.max_samples, mean=mean, std=std, defer_photometric=defer_photometric
-        )
+        train_tf: Any = SSDTrainTransform(image_size, crop_max_trials=cfg.max_samples)
     elif cfg.augment == "area_crop":
-        train_tf = AreaCropTrainTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
+        train_tf = AreaCropTrainTransform(image_size)
     elif cfg.augment == "light":
-        train_tf = SSDTrainTransform(image_size, crop=False, mean=mean, std=std, defer_photometric=defer_photometric)
+        train_tf = SSDTrainTransform(image_size, crop=False)
     else:  # "none" (DataConfig.augment is a Literal: the config checker admits nothing else)
-        train_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
+        train_tf = SSDValTransform(image_size)
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
-        "num_threads": cfg.num_workers, "device": device or torch.device("cpu"), "crop_attempts": cfg.max_samples,
+        "num_threads": cfg.num_workers, "device": device, "crop_attempts": cfg.max_samples,
+        "channels_last": channels_last,
     }  # fmt: skip
     dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}.get(cfg.augment)  # "light": none in DALI
     backend, note = cfg.backend, ""
@@ -128,7 +126,7 @@ def build_data(
                           "or data.augment=ssd|area_crop|none")
     if backend == "auto":
         backend = "builtin"
-        if device is not None and device.type == "cuda" and dali_mode is not None:
+        if device.type == "cuda" and dali_mode is not None:
             backend, note = _choose_on_cuda(
                 lambda: _builtin(build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True,
                                               drop_last=True, **common)),
@@ -142,9 +140,8 @@ def build_data(
                                          **common))
     val_loader = None
     if val is not None:
-        val_tf = SSDValTransform(image_size, mean=mean, std=std, defer_photometric=defer_photometric)
-        val_loader = _builtin(build_loader(val, val_tf, batch_size=cfg.val_batch_size, shuffle=False,
-                                           drop_last=False, **common))
+        val_loader = _builtin(build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size,
+                                           shuffle=False, drop_last=False, **common))
     return DataBundle(train, val, train_loader, val_loader, "builtin", note)
 
 

@@ -1,4 +1,4 @@
-"""One optimizer step without a host sync: finish the batch on the device, encode box targets, forward under
+"""One optimizer step without a host sync, on a batch the loader put on the device: encode box targets, forward under
 autocast, loss, backward through the gradient scaler, an SGD step that a non-finite loss undoes on the device,
 learning-rate schedule.
 
@@ -46,11 +46,11 @@ class StepResult:
 
 class TrainStep:
     """Callable ``step(batch, stop_requested)`` over the training objects; :meth:`read` returns a
-    :class:`StepResult` for the steps since the previous read.
+    :class:`StepResult` for the steps since the previous read. The batch arrives on the model's device, finished
+    (the loader's job: :func:`singleshot.data.loader.build_loader`).
 
     Args:
         model: what runs forward (DDP-wrapped and/or compiled); ``params`` are the plain model's, for clipping.
-        finish: moves a collated batch to the device and completes it (:class:`DevicePhotometric`).
         encoder: ``(boxes [B, M, 4] xyxy normalized, labels [B, M]) -> (offsets [B, A, 4], labels [B, A])``.
         loss_fn: ``(bbox_regression, cls_logits, offsets, labels) -> {"loss", "box", "cls"}``.
         autocast: zero-argument factory of the autocast context.
@@ -62,7 +62,6 @@ class TrainStep:
         *,
         model: nn.Module,
         params: list[nn.Parameter],
-        finish: Callable[[dict[str, Any]], dict[str, Any]],
         encoder: nn.Module,
         loss_fn: nn.Module,
         optimizer: torch.optim.Optimizer,
@@ -73,7 +72,7 @@ class TrainStep:
         timer: SectionTimer | None = None,
         max_bad_steps: int = 5,
     ) -> None:
-        self.model, self.params, self.finish, self.encoder, self.loss_fn = model, params, finish, encoder, loss_fn
+        self.model, self.params, self.encoder, self.loss_fn = model, params, encoder, loss_fn
         self.optimizer, self.scheduler, self.scaler = optimizer, scheduler, scaler
         self.autocast, self.grad_clip = autocast, grad_clip
         self.timer = timer or SectionTimer(False)
@@ -86,8 +85,6 @@ class TrainStep:
 
     def __call__(self, batch: dict[str, Any], stop_requested: bool) -> None:
         timer = self.timer
-        with timer("to_device"):
-            batch = self.finish(batch)
         with timer("encode"):
             target_offsets, target_labels = self.encoder(batch["boxes"], batch["labels"])
         with timer("forward"), self.autocast():

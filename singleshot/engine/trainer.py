@@ -30,7 +30,6 @@ from typing import Any
 import torch
 
 from singleshot.box.factory import build_encoder, build_loss, build_postprocessor
-from singleshot.data.photometric import DevicePhotometric
 from singleshot.engine import distributed as D
 from singleshot.engine import mlperf as M
 from singleshot.engine.checkpointing import (
@@ -57,7 +56,7 @@ from singleshot.engine.schedule import LRScheduler, build_schedule, scaled_lr
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import STAT_NAMES, category_ids_by_name, evaluate
 from singleshot.interop.weights import load_weights
-from singleshot.models import SPECS, build_model, list_models
+from singleshot.models import SPECS, build_model
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
 from singleshot.models.spec import DetectorSpec
 
@@ -97,10 +96,15 @@ class TrainResult:
 
 
 class Trainer:
-    """Builds everything from ``cfg`` and runs (or resumes) training. ``timer`` profiles the step sections."""
+    """Builds everything from ``cfg`` and runs (or resumes) training. ``timer`` profiles the step sections;
+    ``loss_fn`` replaces the loss the model's spec and ``train.box_loss`` would build (same call contract as
+    :func:`singleshot.build_loss`'s modules)."""
 
-    def __init__(self, cfg: TrainConfig, timer: SectionTimer | None = None) -> None:
+    def __init__(
+        self, cfg: TrainConfig, timer: SectionTimer | None = None, loss_fn: torch.nn.Module | None = None
+    ) -> None:
         self.cfg = cfg
+        self._given_loss = loss_fn
         self.info = D.detect_environment()
         self.device = select_device(cfg.train.device, self.info)
         self.precision = resolve_precision(cfg.train.precision, self.device)
@@ -141,14 +145,12 @@ class Trainer:
         """Datasets and loaders; the class list, its category ids (validation ids looked up by name) and the
         number of classes the model gets."""
         cfg, info, device = self.cfg, self.info, self.device
-        if cfg.model.name not in SPECS:
-            raise ConfigError(f"unknown model.name {cfg.model.name!r}; available: {', '.join(list_models())}")
-        spec = SPECS[cfg.model.name]
+        spec = SPECS[cfg.model.name]  # ModelConfig checked the name
         cuda = device.type == "cuda"
         self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
         self.data = build_data(
             cfg.data, image_size=spec.image_size, mean=spec.mean, std=spec.std, seed=cfg.train.seed,
-            rank=info.rank, world_size=info.world_size, defer_photometric=cuda, pin_memory=cuda, device=device,
+            rank=info.rank, world_size=info.world_size, device=device, channels_last=self.channels_last,
         )  # fmt: skip
         train_set = self.data.train
         for key, ds in (("data.train", train_set), ("data.val", self.data.val)):
@@ -174,7 +176,7 @@ class Trainer:
 
     def _setup_model(self, spec: DetectorSpec, num_classes: int) -> None:
         """The model (pretrained backbone or starting weights loaded, BatchNorm frozen when asked, on the device)
-        and the batched box modules of its spec: target encoder, loss, post-processing, device photometric."""
+        and the batched box modules of its spec: target encoder, loss, post-processing."""
         cfg, info, device = self.cfg, self.info, self.device
         torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
         model = build_model(cfg.model.name, num_classes)
@@ -215,10 +217,13 @@ class Trainer:
             model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model
         self.encoder = build_encoder(spec)  # the preset's matching rule
-        self.loss_fn = build_loss(spec)
+        box_loss = None if cfg.train.box_loss == "preset" else cfg.train.box_loss
+        if box_loss == "giou" and spec.loss != "multibox":
+            raise ConfigError(f"train.box_loss=giou: {spec.name} trains with the {spec.loss} loss, whose box term is "
+                              "smooth-L1 only; use train.box_loss=preset")
+        self.loss_fn = self._given_loss if self._given_loss is not None else build_loss(spec, box_loss=box_loss)
         post_overrides = {} if cfg.eval.score_threshold is None else {"score_threshold": cfg.eval.score_threshold}
         self.postprocess = build_postprocessor(spec, **post_overrides)
-        self.finish = DevicePhotometric(device, mean=spec.mean, std=spec.std, channels_last=self.channels_last)
         self.autocast = autocast_factory(device, self.precision)
 
     def _setup_optimization(self, train_size: int) -> None:
@@ -285,7 +290,7 @@ class Trainer:
             model = torch.compile(model)
         self.train_model = D.wrap_model(model, device, info)
         self.train_step = TrainStep(
-            model=self.train_model, params=list(self.model.parameters()), finish=self.finish, encoder=self.encoder,
+            model=self.train_model, params=list(self.model.parameters()), encoder=self.encoder,
             loss_fn=self.loss_fn, optimizer=self.optimizer, scheduler=self.scheduler, scaler=self.scaler,
             autocast=self.autocast, grad_clip=cfg.optim.grad_clip, timer=self.timer,
             max_bad_steps=cfg.train.max_bad_steps,
@@ -340,7 +345,7 @@ class Trainer:
             self.monitor.print(f"evaluation after epoch {self.epoch + 1} (step {self.step}):")
         t0 = time.perf_counter()
         result = evaluate(
-            self.eval_model, val_loader, self.postprocess, prepare=self.finish, precision=self.precision,
+            self.eval_model, val_loader, self.postprocess, precision=self.precision,
             label_to_category_id=self.val_label_to_category_id, log=self.monitor.print if self.main else None,
             results_file=str(self.run_dir / "coco_results.json") if self.main and self.cfg.run.report else None,
         )  # fmt: skip
@@ -485,8 +490,8 @@ class Trainer:
             if self.step == 0 and self.main and cfg.run.report:  # what the model is fed, before it changes
                 from singleshot.engine.report import start_report
 
-                start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.finish.mean,
-                             std=self.finish.std, tensorboard=self.monitor.tensorboard)  # fmt: skip
+                start_report(self.run_dir, batch=batch, train_set=self.data.train, mean=self.model.spec.mean,
+                             std=self.model.spec.std, tensorboard=self.monitor.tensorboard)  # fmt: skip
             self.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
             if self.ema is not None:
                 self.ema.update(self.model)  # after a skipped step the weights are unchanged: harmless

@@ -17,7 +17,6 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from singleshot.data.photometric import DevicePhotometric
 from singleshot.evaluation.groundtruth import coco_ground_truth, find_dataset
 from singleshot.evaluation.metrics import (
     STAT_NAMES,
@@ -107,7 +106,6 @@ def evaluate(
     *,
     ground_truth: dict[str, Any] | str | None = None,
     label_to_category_id: dict[int, int] | None = None,
-    prepare: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     precision: str | None = None,
     results_file: str | None = None,
     log: Callable[[str], None] | None = print,
@@ -117,14 +115,13 @@ def evaluate(
     Args:
         model: the detector (plain, DDP or compiled); its forward gives ``(bbox_regression [B, A, 4],
             cls_logits [B, A, C])``. It is put in eval mode and restored afterwards.
-        loader: batches as the data layer collates them (``images``, ``image_ids``, ``orig_sizes`` (H, W)); under
-            DDP each rank iterates its own shard (``build_loader(..., shuffle=False)`` does this).
+        loader: batches as the data layer collates them (``images`` normalized, ``image_ids``, ``orig_sizes``
+            (H, W)), on the model's device or moved there here; under DDP each rank iterates its own shard
+            (``build_loader(..., shuffle=False)`` does this).
         postprocessor: ``singleshot.build_postprocessor(spec)``: decoding + NMS to boxes xyxy in original pixels.
         ground_truth: COCO instances dict or JSON path; default: from the loader's dataset (its JSON for COCO
             datasets, built from the parsed annotations otherwise). Only the images the loader yielded are scored.
         label_to_category_id: label (1..K) -> COCO category id; default: the loader's dataset's.
-        prepare: moves a batch to the device and finishes it (default: :class:`DevicePhotometric` with ImageNet
-            statistics, which also completes deferred photometric work).
         precision: "fp32", "fp16" or "bf16" autocast for the forward; default fp16 on CUDA, fp32 elsewhere.
         results_file: if given, rank 0 writes the COCO results JSON there (xywh original pixels, category ids).
         log: where rank 0 prints the 12 lines and the per-class table (None: silent).
@@ -146,9 +143,6 @@ def evaluate(
         ground_truth = coco_ground_truth(dataset)
     param = next(model.parameters())
     device = param.device
-    if prepare is None:
-        channels_last = param.dim() == 4 and param.is_contiguous(memory_format=torch.channels_last)
-        prepare = DevicePhotometric(device, channels_last=channels_last and device.type == "cuda")
     lookup = label_lookup(label_to_category_id, device)
 
     was_training = model.training
@@ -158,7 +152,8 @@ def evaluate(
     start = time.perf_counter()
     try:
         for batch in loader:
-            batch = prepare(batch)
+            # A loader built for the device (build_loader(device=...)) already put the batch there: no-op moves.
+            batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
             with _autocast(device, precision):
                 bbox_regression, cls_logits = model(batch["images"])
             dets = postprocessor(bbox_regression.float(), cls_logits.float(), batch["orig_sizes"])

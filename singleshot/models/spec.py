@@ -19,6 +19,8 @@ class DetectorSpec:
         anchors: the default-box spec; ``default_boxes(anchors)`` has one row per predicted box.
         classifier: "softmax" (num_classes channels, 0 = background) or "sigmoid" (num_classes - 1 channels).
         loss: "multibox" (hard-negative-mined softmax) or "focal".
+        box_loss: the multibox loss's box term: "smooth_l1" over the offsets (the published SSD300 recipes) or
+            "giou" (``2 * (1 - GIoU)`` of the decoded boxes).
         box_loss_by_codesize: divide the box loss by matches x 4 (the code size) instead of by matches, as TF's
             ``normalize_loc_loss_by_codesize: true`` does (SSD320 v1.2); the class loss is divided by matches.
         match: how default boxes are matched to ground truth (:class:`~singleshot.box.coder.MatchRule`).
@@ -34,6 +36,7 @@ class DetectorSpec:
     anchors: AnchorSpec
     classifier: str = "softmax"
     loss: str = "multibox"
+    box_loss: str = "smooth_l1"
     box_loss_by_codesize: bool = False
     match: MatchRule = field(default_factory=MatchRule)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
