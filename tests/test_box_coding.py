@@ -18,7 +18,7 @@ from singleshot.box import (
     default_boxes,
 )
 from singleshot.box import nms as nms_module
-from singleshot.box.coder import default_boxes_xyxy
+from singleshot.box.anchors import default_boxes_xyxy
 
 
 def random_batch(batch: int, max_boxes: int, empty: tuple[int, ...] = (), seed: int = 0):

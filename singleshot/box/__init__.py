@@ -6,6 +6,7 @@ from singleshot.box.anchors import (
     MultiscaleAnchorSpec,
     SSDAnchorSpec,
     default_boxes,
+    default_boxes_xyxy,
 )
 from singleshot.box.coder import (
     MLPERF_MATCH,
@@ -13,7 +14,6 @@ from singleshot.box.coder import (
     BoxCoder,
     MatchRule,
     TargetEncoder,
-    default_boxes_xyxy,
     match_anchors,
 )
 from singleshot.box.loss import FocalLoss, MultiBoxLoss

@@ -26,6 +26,7 @@ from typing import Any
 import torch
 from torch import Tensor
 from torch._guards import detect_fake_mode
+from torchvision.ops import box_convert
 
 
 @dataclass(frozen=True)
@@ -158,6 +159,16 @@ def default_boxes(spec: AnchorSpec, device: torch.device | str = "cpu", dtype: t
     return cached(("cxcywh", spec, device, dtype), lambda: spec.build().to(device=device, dtype=dtype))
 
 
+def default_boxes_xyxy(
+    spec: AnchorSpec, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """The default boxes of ``spec`` as ``Tensor[A, 4]`` xyxy normalized (cached like :func:`default_boxes`)."""
+    device = torch.device(device)
+    return cached(
+        ("xyxy", spec, device, dtype), lambda: box_convert(default_boxes(spec, device, dtype), "cxcywh", "xyxy")
+    )
+
+
 @dataclass(frozen=True)
 class GridLevel:
     """The separable extents of one level's default boxes (xyxy, normalized).
@@ -175,8 +186,7 @@ class GridLevel:
 
 
 def _grid_levels(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> tuple[GridLevel, ...]:
-    boxes = default_boxes(spec, device, dtype)
-    xyxy = torch.cat([boxes[:, :2] - boxes[:, 2:] / 2, boxes[:, :2] + boxes[:, 2:] / 2], 1)
+    xyxy = default_boxes_xyxy(spec, device, dtype)
     levels, start = [], 0
     for f, t in zip(spec.feature_sizes, spec.num_anchors_per_location):
         blk = xyxy[start : start + t * f * f].view(t, f, f, 4)  # (T, row, col, 4)

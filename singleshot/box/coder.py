@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import box_convert
 
-from singleshot.box.anchors import AnchorSpec, cached, default_boxes, grid_levels
+from singleshot.box.anchors import AnchorSpec, default_boxes, default_boxes_xyxy, grid_levels
 
 
 class BoxCoder:
@@ -236,11 +236,3 @@ class TargetEncoder(nn.Module):
         offsets = anchors.new_zeros(*matched.shape, 4)
         offsets[img, anchor] = self.coder.encode(box_convert(gt_boxes[img, gt], "xyxy", "cxcywh"), anchors[anchor])
         return offsets, labels
-
-
-def default_boxes_xyxy(spec: AnchorSpec, device: torch.device, dtype: torch.dtype) -> Tensor:
-    """The default boxes of ``spec`` as ``Tensor[A, 4]`` xyxy normalized (cached like :func:`default_boxes`)."""
-    device = torch.device(device)
-    return cached(
-        ("xyxy", spec, device, dtype), lambda: box_convert(default_boxes(spec, device, dtype), "cxcywh", "xyxy")
-    )

@@ -7,10 +7,12 @@ exact). Epoch quantities (milestones, warmup epochs) are converted to steps with
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
 from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LambdaLR
 
 
 def scaled_lr(base_lr: float, global_batch: int, reference_batch: int, scale: bool = True) -> float:
@@ -59,36 +61,46 @@ class WarmupSchedule:
         return self.peak_lr * self.factor(step)
 
 
-class LRScheduler:
-    """Sets ``optimizer``'s learning rate from a :class:`WarmupSchedule` before each step.
+class LRScheduler(LambdaLR):
+    """``torch.optim.lr_scheduler.LambdaLR`` over :meth:`WarmupSchedule.factor`, with ``schedule.peak_lr`` as every
+    group's base rate (whatever the optimizer was built with); :meth:`step` after each optimizer step.
 
-    ``state_dict`` holds the step counter only; the schedule itself is rebuilt from the config on resume.
+    ``state_dict`` holds the step counter only (``{"step_count": n}``): the schedule itself is rebuilt from the
+    config on resume, so a resumed run may change it (e.g. ``train.epochs``), which LambdaLR's full state (base
+    rates and the last rates) would override.
     """
 
     def __init__(self, optimizer: Optimizer, schedule: WarmupSchedule) -> None:
-        self.optimizer = optimizer
         self.schedule = schedule
-        self.step_count = 0
-        self._apply()
+        for group in optimizer.param_groups:
+            group["initial_lr"] = schedule.peak_lr
+        super().__init__(optimizer, lambda step: schedule.factor(step), last_epoch=-1)
 
-    def _apply(self) -> None:
-        lr = self.schedule.lr(self.step_count)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+    def step(self) -> None:  # type: ignore[override]
+        # The schedule counts steps taken, skipped ones included (a non-finite loss, an fp16 overflow that made
+        # GradScaler skip optimizer.step()): torch's warning about stepping before the optimizer does not apply.
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+            super().step()
 
-    def step(self) -> None:
-        self.step_count += 1
-        self._apply()
+    @property
+    def step_count(self) -> int:
+        """Optimizer steps taken (the schedule's position)."""
+        return self.last_epoch
 
-    def get_lr(self) -> float:
-        return self.schedule.lr(self.step_count)
+    def lr(self) -> float:
+        """The current learning rate (every group has the same)."""
+        return self.get_last_lr()[0]
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step_count": self.step_count}
+        return {"step_count": self.last_epoch}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.step_count = int(state["step_count"])
-        self._apply()
+        self.last_epoch = int(state["step_count"])
+        factor = self.schedule.factor(self.last_epoch)
+        for group, base in zip(self.optimizer.param_groups, self.base_lrs):
+            group["lr"] = base * factor
+        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
 
 
 def build_schedule(

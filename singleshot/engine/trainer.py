@@ -594,13 +594,13 @@ class Trainer:
         stop = self._sync_steps(window) if due else False
         img_s = window["images"] / max(now - window["t"], 1e-9)
         loss = window["loss"] / max(window["n"], 1) if window["n"] else window.get("shown", float("nan"))
-        self.monitor.step(self.step, self.epoch, loss, self.scheduler.get_lr(), img_s)
+        self.monitor.step(self.step, self.epoch, loss, self.scheduler.lr(), img_s)
         if due:
             window["shown"] = loss
             self.monitor.write({
                 "kind": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
                 "box": window["box"] / max(window["n"], 1), "cls": window["cls"] / max(window["n"], 1),
-                "lr": self.scheduler.get_lr(), "img_per_s": img_s, "skipped_total": self.state["bad_steps_total"],
+                "lr": self.scheduler.lr(), "img_per_s": img_s, "skipped_total": self.state["bad_steps_total"],
             })  # fmt: skip
             window.update(loss=0.0, box=0.0, cls=0.0, n=0, t=now, images=0)
         return stop
