@@ -22,6 +22,7 @@ script is known to start and its code paths to work before a GPU is spent on it.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -88,11 +89,11 @@ def make_train_step(model_name: str, batch: int, precision: str, device: torch.d
     """A :class:`TrainStep` over a fresh model, and a fixed synthetic batch already on the device."""
     from singleshot.box import TargetEncoder
     from singleshot.box.factory import build_loss
-    from singleshot.engine.runtime import autocast_factory
     from singleshot.engine.schedule import LRScheduler, build_schedule
     from singleshot.engine.step import TrainStep
     from singleshot.inference.bench_train import synthetic_targets
     from singleshot.models import build_model
+    from singleshot.precision import autocast
 
     torch.manual_seed(0)
     model = build_model(model_name, num_classes=81).to(device)
@@ -109,7 +110,7 @@ def make_train_step(model_name: str, batch: int, precision: str, device: torch.d
     step = TrainStep(
         model=net, params=list(model.parameters()), encoder=TargetEncoder(model.spec.anchors),
         loss_fn=build_loss(model.spec), optimizer=optimizer, scheduler=LRScheduler(optimizer, schedule),
-        scaler=scaler, autocast=autocast_factory(device, precision),
+        scaler=scaler, autocast=functools.partial(autocast, device, precision),
     )  # fmt: skip
     size = model.spec.image_size
     g = torch.Generator().manual_seed(0)
@@ -125,12 +126,12 @@ def train_flops(model: torch.nn.Module, batch: int, device: torch.device, precis
     """FLOPs of one forward + backward of ``model`` at ``batch`` (``FlopCounterMode``: matmuls and convolutions)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from singleshot.engine.runtime import autocast_factory
+    from singleshot.precision import autocast
 
     size = model.spec.image_size
     x = torch.randn(batch, 3, size, size, device=device)
     counter = FlopCounterMode(display=False)
-    with counter, autocast_factory(device, precision)():
+    with counter, autocast(device, precision):
         bbox_regression, cls_logits = model(x)
         (bbox_regression.float().sum() + cls_logits.float().sum()).backward()
     model.zero_grad(set_to_none=True)

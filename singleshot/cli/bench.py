@@ -45,10 +45,11 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.inference.bench_train import train_bench
     from singleshot.interop import read_checkpoint
     from singleshot.models import build_model
+    from singleshot.precision import resolve_precision
 
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     cuda = device.type == "cuda"
-    precision = bench.resolve_precision(args.precision, device)
+    precision = resolve_precision(args.precision, device)
     default_sizes = [1, 2, 4, 8, 16, 32, 64] if cuda else ([1, 8, 32] if args.task == "infer" else [8, 32])
     batch_sizes = args.batch_sizes or default_sizes
     backends = args.backends or (["eager", "compile", "onnxruntime"] if args.task == "infer" else ["eager", "compile"])

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
@@ -30,23 +30,6 @@ def select_device(name: str, info: DistInfo) -> torch.device:
         if device.index is None:
             device = torch.device("cuda", info.local_rank)
     return device
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """ "auto" is fp16 (autocast + GradScaler) on CUDA, fp32 on CPU (bf16 on CPU is slower without AMX)."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision=fp16 needs a CUDA device (gradient scaling); use bf16 or fp32 on CPU")
-    return precision
-
-
-def autocast_factory(device: torch.device, precision: str) -> Callable[[], Any]:
-    """A zero-argument callable returning the autocast context for ``precision`` (a null context for fp32)."""
-    if precision == "fp32":
-        return contextlib.nullcontext
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return lambda: torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:

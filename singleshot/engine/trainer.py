@@ -19,6 +19,7 @@ backward and the SGD step through the gradient scaler. A run folder re-used by t
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 import warnings
@@ -47,8 +48,6 @@ from singleshot.engine.runfolder import RunLock, remove_stale_temporaries, trim_
 from singleshot.engine.runtime import (
     SectionTimer,
     StopRequest,
-    autocast_factory,
-    resolve_precision,
     seed_everything,
     select_device,
 )
@@ -59,6 +58,7 @@ from singleshot.interop.weights import load_weights
 from singleshot.models import SPECS, build_model
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
 from singleshot.models.spec import DetectorSpec
+from singleshot.precision import autocast, resolve_precision
 
 
 class TrainingDiverged(RuntimeError):
@@ -107,7 +107,7 @@ class Trainer:
         self._given_loss = loss_fn
         self.info = D.detect_environment()
         self.device = select_device(cfg.train.device, self.info)
-        self.precision = resolve_precision(cfg.train.precision, self.device)
+        self.precision = resolve_precision(cfg.train.precision, self.device, training=True)
         self.timer = timer or SectionTimer(False)
         self.run_dir = cfg.run_dir()
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -224,7 +224,7 @@ class Trainer:
         self.loss_fn = self._given_loss if self._given_loss is not None else build_loss(spec, box_loss=box_loss)
         post_overrides = {} if cfg.eval.score_threshold is None else {"score_threshold": cfg.eval.score_threshold}
         self.postprocess = build_postprocessor(spec, **post_overrides)
-        self.autocast = autocast_factory(device, self.precision)
+        self.autocast = functools.partial(autocast, device, self.precision)
 
     def _setup_optimization(self, train_size: int) -> None:
         """Run length in steps, the scaled learning rate, optimizer, schedule and gradient scaler."""

@@ -7,7 +7,6 @@ Rank 0 gathers the rows, scores them with faster-coco-eval and shares the number
 
 from __future__ import annotations
 
-import contextlib
 import time
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -25,8 +24,7 @@ from singleshot.evaluation.metrics import (
     format_per_class,
     write_results_json,
 )
-
-PRECISIONS = ("fp32", "fp16", "bf16")
+from singleshot.precision import autocast, resolve_precision
 
 
 def detections_to_rows(
@@ -60,16 +58,6 @@ def label_lookup(label_to_category_id: dict[int, int], device: torch.device) -> 
     for label, cat in label_to_category_id.items():
         table[int(label)] = int(cat)
     return table.to(device)
-
-
-def _autocast(device: torch.device, precision: str | None) -> contextlib.AbstractContextManager[Any]:
-    precision = precision or ("fp16" if device.type == "cuda" else "fp32")
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.float16 if precision == "fp16" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype)
 
 
 def _gather_rows(rows: np.ndarray, seen: list[int]) -> tuple[np.ndarray, list[int]] | None:
@@ -144,6 +132,7 @@ def evaluate(
     param = next(model.parameters())
     device = param.device
     lookup = label_lookup(label_to_category_id, device)
+    precision = resolve_precision(precision or "auto", device)
 
     was_training = model.training
     model.eval()
@@ -154,7 +143,7 @@ def evaluate(
         for batch in loader:
             # A loader built for the device (build_loader(device=...)) already put the batch there: no-op moves.
             batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            with _autocast(device, precision):
+            with autocast(device, precision):
                 bbox_regression, cls_logits = model(batch["images"])
             dets = postprocessor(bbox_regression.float(), cls_logits.float(), batch["orig_sizes"])
             chunks.append(detections_to_rows(dets, batch["image_ids"], lookup).cpu())

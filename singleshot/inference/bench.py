@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from singleshot._extras import require
 from singleshot.box.factory import build_postprocessor
+from singleshot.precision import autocast
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -75,21 +76,6 @@ def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """"auto" -> fp16 (autocast) on CUDA, fp32 on CPU."""
-    if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
-    if precision not in ("fp32", "fp16", "bf16"):
-        raise ValueError(f"precision must be auto, fp32, fp16 or bf16, got {precision!r}")
-    return precision
-
-
-def autocast(device: torch.device, precision: str) -> Any:
-    if precision == "fp32":
-        return torch.autocast(device.type, enabled=False)
-    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
 
 
 def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device, precision: str,

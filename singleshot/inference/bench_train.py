@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from singleshot.box.factory import build_encoder, build_loss
-from singleshot.inference.bench import BenchRow, autocast, make_row, time_calls
+from singleshot.inference.bench import BenchRow, make_row, time_calls
+from singleshot.precision import autocast
 
 
 def synthetic_targets(batch: int, boxes_per_image: int, num_classes: int, generator: torch.Generator) -> tuple:

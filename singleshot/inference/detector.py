@@ -21,6 +21,7 @@ from singleshot.checkpoint import model_from_checkpoint
 from singleshot.inference.inputs import expand_image_paths, is_path_pattern
 from singleshot.inference.preprocess import ImageInput, preprocess, to_uint8_rgb
 from singleshot.interop import read_checkpoint
+from singleshot.precision import autocast
 
 
 def default_device() -> torch.device:
@@ -69,10 +70,8 @@ class Detector:
         return cls(model, ckpt["classes"], label_to_category_id=l2c or None, device=device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        if self.half:
-            dtype = torch.float16 if self.device.type == "cuda" else torch.bfloat16
-            return torch.autocast(self.device.type, dtype=dtype)
-        return contextlib.nullcontext()
+        half = "fp16" if self.device.type == "cuda" else "bf16"
+        return autocast(self.device, half if self.half else "fp32")
 
     @torch.no_grad()
     def predict_tensors(

@@ -1,0 +1,32 @@
+"""Numeric precision: the one place that turns a precision name into an autocast context.
+
+Training, evaluation, inference and the benchmarks all run their forward passes through :func:`autocast`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import torch
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
+    """"auto" -> fp16 on CUDA (with a GradScaler when training), fp32 elsewhere (bf16 on a CPU without AMX is
+    slower than fp32); otherwise ``precision`` itself, checked. Training in fp16 needs CUDA (gradient scaling)."""
+    if precision == "auto":
+        return "fp16" if device.type == "cuda" else "fp32"
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}, got {precision!r}")
+    if training and precision == "fp16" and device.type != "cuda":
+        raise ValueError("train.precision=fp16 needs a CUDA device (gradient scaling); use bf16 or fp32 on CPU")
+    return precision
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The autocast context for a resolved ``precision`` on ``device`` (a null context for fp32)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.float16 if precision == "fp16" else torch.bfloat16)
