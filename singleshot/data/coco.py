@@ -22,34 +22,12 @@ import json
 import math
 import os
 import sys
-from collections import Counter
 from typing import Any
 
 import numpy as np
 
 from singleshot.data.base import DetectionDataset, sanitize_boxes
-from singleshot.data.errors import DatasetFormatError, Problem
-
-
-class _Collector:
-    """Records problems; in strict mode a structural error raises at once."""
-
-    def __init__(self, file: str, strict: bool) -> None:
-        self.file, self.strict = file, strict
-        self.problems: list[Problem] = []
-        self.stats: Counter[str] = Counter()
-
-    def error(self, message: str, record: str = "", field: str = "") -> None:
-        problem = Problem("error", self.file, message, record, field)
-        if self.strict:
-            raise DatasetFormatError(str(problem).removeprefix("error: "))
-        self.problems.append(problem)
-
-    def warn(self, message: str, record: str = "", field: str = "", counter: str = "") -> None:
-        self.problems.append(Problem("warning", self.file, message, record, field))
-        if counter:
-            self.stats[counter] += 1
-
+from singleshot.data.errors import DatasetFormatError, ProblemCollector
 
 # Ids are stored as int64 and written back to results files; sizes and coordinates beyond these bounds describe no
 # real image (and would overflow the int64/float32 arrays they are parsed into), so they are errors, not clipped.
@@ -130,7 +108,7 @@ class CocoDetection(DetectionDataset):
         self.crowd = crowd
         image_dir, ann_file = os.fspath(image_dir), os.fspath(ann_file)
         self.image_dir, self.ann_file = image_dir, ann_file
-        col = _Collector(ann_file, strict)
+        col = ProblemCollector(ann_file, strict)
         data = load_coco_json(ann_file)
         categories = self._parse_categories(data, col)
         self.dropped_category = _drop_roboflow_project_category(data, categories, col)
@@ -143,7 +121,7 @@ class CocoDetection(DetectionDataset):
         for image_id, (file_name, h, w) in images.items():
             img_boxes, img_labels = per_image.get(image_id, ([], []))
             if not img_boxes and not keep_empty:
-                col.stats["images_skipped_empty"] += 1
+                col.count("images_skipped_empty")
                 continue
             paths.append(os.path.join(image_dir, file_name))
             ids.append(image_id)
@@ -166,7 +144,7 @@ class CocoDetection(DetectionDataset):
         self.category_id_to_label = cat_to_label
 
     @staticmethod
-    def _list(data: dict[str, Any], key: str, col: _Collector, required: bool = True) -> list[Any]:
+    def _list(data: dict[str, Any], key: str, col: ProblemCollector, required: bool = True) -> list[Any]:
         value = data.get(key)
         if value is None and not required:
             return []
@@ -175,7 +153,7 @@ class CocoDetection(DetectionDataset):
             raise DatasetFormatError(f"{col.file}: top-level field '{key}' must be a list, got {got}")
         return value
 
-    def _parse_categories(self, data: dict[str, Any], col: _Collector) -> dict[int, str]:
+    def _parse_categories(self, data: dict[str, Any], col: ProblemCollector) -> dict[int, str]:
         categories: dict[int, str] = {}
         for i, cat in enumerate(self._list(data, "categories", col)):
             rec = _record("categories", i, cat)
@@ -194,7 +172,7 @@ class CocoDetection(DetectionDataset):
             raise DatasetFormatError(f"{col.file}: no valid categories")
         return categories
 
-    def _parse_images(self, data: dict[str, Any], col: _Collector) -> dict[int, tuple[str, int, int]]:
+    def _parse_images(self, data: dict[str, Any], col: ProblemCollector) -> dict[int, tuple[str, int, int]]:
         images: dict[int, tuple[str, int, int]] = {}
         for i, img in enumerate(self._list(data, "images", col)):
             rec = _record("images", i, img)
@@ -219,7 +197,7 @@ class CocoDetection(DetectionDataset):
     def _parse_annotations(
         self,
         data: dict[str, Any],
-        col: _Collector,
+        col: ProblemCollector,
         images: dict[int, tuple[str, int, int]],
         cat_to_label: dict[int, int],
     ) -> dict[int, tuple[list[list[float]], list[int]]]:
@@ -253,7 +231,7 @@ class CocoDetection(DetectionDataset):
                 col.error(f"'iscrowd' must be 0 or 1, got {_short(ann.get('iscrowd'))}", rec, "iscrowd")
                 continue
             if ann.get("iscrowd", 0):
-                col.stats["boxes_crowd"] += 1
+                col.count("boxes_crowd")
                 if self.crowd == "drop":
                     continue
             _, h, w = images[ann["image_id"]]
@@ -273,7 +251,9 @@ class CocoDetection(DetectionDataset):
         return per_image
 
 
-def _drop_roboflow_project_category(data: dict[str, Any], categories: dict[int, str], col: _Collector) -> str | None:
+def _drop_roboflow_project_category(
+    data: dict[str, Any], categories: dict[int, str], col: ProblemCollector
+) -> str | None:
     """Remove Roboflow's category 0 from ``categories`` (in place); return its name, or None if there is none.
 
     Roboflow's COCO exports list the project itself as category 0 (the supercategory of every real class) with no

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 
 class DataError(Exception):
@@ -53,3 +57,43 @@ class Problem:
         if self.field:
             where += f" field '{self.field}'"
         return f"{self.severity}: {where}: {self.message}"
+
+
+class ProblemCollector:
+    """What a reader finds while parsing: :class:`Problem` records and counters (``boxes_clipped``, ...) for the
+    dataset's ``problems`` and ``stats``. In strict mode an error raises :class:`DatasetFormatError` at once.
+
+    ``file`` is the annotation file problems belong to unless a call names another (VOC: one XML file per image;
+    YOLO: one label file per image).
+    """
+
+    def __init__(self, file: str, strict: bool) -> None:
+        self.file, self.strict = file, strict
+        self.problems: list[Problem] = []
+        self.stats: Counter[str] = Counter()
+
+    def error(self, message: str, record: str = "", field: str = "", *, file: str | None = None) -> None:
+        problem = Problem("error", file or self.file, message, record, field)
+        if self.strict:
+            raise DatasetFormatError(str(problem).removeprefix("error: "))
+        self.problems.append(problem)
+
+    def warn(
+        self, message: str, record: str = "", field: str = "", counter: str = "", *, file: str | None = None
+    ) -> None:
+        self.problems.append(Problem("warning", file or self.file, message, record, field))
+        if counter:
+            self.stats[counter] += 1
+
+    def count(self, counter: str, n: int = 1) -> None:
+        self.stats[counter] += n
+
+    def box_repairs(
+        self, keep: np.ndarray, changed: np.ndarray, records: Sequence[str], field: str, *, file: str | None = None
+    ) -> None:
+        """Report what :func:`singleshot.data.base.sanitize_boxes` did to boxes ``records`` (``keep``/``changed``:
+        ``bool[N]``): a warning per dropped or clipped box, counted in ``boxes_dropped`` / ``boxes_clipped``."""
+        for k in np.flatnonzero(~keep):
+            self.warn("degenerate box; dropped", records[k], field, "boxes_dropped", file=file)
+        for k in np.flatnonzero(changed):
+            self.warn("box outside the image; clipped", records[k], field, "boxes_clipped", file=file)

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import os
 import xml.etree.ElementTree as ET
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from singleshot.data.base import DetectionDataset, sanitize_boxes
-from singleshot.data.errors import DatasetFormatError, Problem, SplitNotFoundError
+from singleshot.data.errors import DatasetFormatError, ProblemCollector, SplitNotFoundError
 
 VOC_CLASSES = (
     "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow", "diningtable", "dog",
@@ -111,8 +110,7 @@ class VOCDetection(DetectionDataset):
         else:
             have = sorted(p.stem for p in (voc / "ImageSets" / "Main").glob("*.txt") if "_" not in p.stem)
             raise SplitNotFoundError(f"{voc}: no split '{split}' (ImageSets/Main has {', '.join(have) or 'none'})")
-        problems: list[Problem] = []
-        stats: Counter[str] = Counter()
+        col = ProblemCollector(str(voc), strict)
         parsed = []
         for stem in stems:
             xml = str(voc / "Annotations" / f"{stem}.xml")
@@ -121,7 +119,7 @@ class VOCDetection(DetectionDataset):
             except DatasetFormatError as e:
                 if strict:
                     raise
-                problems.append(Problem("error", xml, str(e).split(": ", 1)[-1]))
+                col.error(str(e).split(": ", 1)[-1], file=xml)
         if classes is None:
             names = _all_names(xml_all)
             classes = list(VOC_CLASSES) if names <= set(VOC_CLASSES) else sorted(names)
@@ -132,25 +130,21 @@ class VOCDetection(DetectionDataset):
             img_boxes, img_labels = [], []
             for k, (name, (x0, y0, x1, y1), difficult) in enumerate(objs):
                 if name not in name_to_label:
-                    problems.append(Problem("warning", xml, f"unknown class '{name}'; dropped", f"object[{k}]", "name"))
-                    stats["boxes_unknown_category"] += 1
+                    col.warn(f"unknown class '{name}'; dropped", f"object[{k}]", "name", "boxes_unknown_category",
+                             file=xml)
                     continue
                 if difficult and not keep_difficult:
-                    stats["boxes_difficult"] += 1
+                    col.count("boxes_difficult")
                     continue
                 box, keep, changed = sanitize_boxes(np.array([x0 - 1, y0 - 1, x1, y1]), w if w > 0 else np.inf,
                                                     h if h > 0 else np.inf)
+                col.box_repairs(keep, changed, [f"object[{k}]"], "bndbox", file=xml)
                 if not keep[0]:
-                    problems.append(Problem("warning", xml, "degenerate box; dropped", f"object[{k}]", "bndbox"))
-                    stats["boxes_dropped"] += 1
                     continue
-                if changed[0]:
-                    problems.append(Problem("warning", xml, "box outside the image; clipped", f"object[{k}]", "bndbox"))
-                    stats["boxes_clipped"] += 1
                 img_boxes.append(box[0])
                 img_labels.append(name_to_label[name])
             if not img_boxes and not keep_empty:
-                stats["images_skipped_empty"] += 1
+                col.count("images_skipped_empty")
                 continue
             paths.append(str(_image_file(voc / "JPEGImages", stem, filename)))
             ids.append(idx)
@@ -161,7 +155,7 @@ class VOCDetection(DetectionDataset):
             root=str(voc), paths=paths, image_ids=ids, sizes=np.asarray(sizes, np.int64).reshape(-1, 2),
             boxes=boxes, labels=labels, classes=classes,
             label_to_category_id={i + 1: i + 1 for i in range(len(classes))},
-            on_bad_image=on_bad_image, problems=problems, stats=stats,
+            on_bad_image=on_bad_image, problems=col.problems, stats=col.stats,
         )
 
 

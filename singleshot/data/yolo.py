@@ -11,7 +11,6 @@ file are negatives (kept only with ``keep_empty``). Boxes stay normalized until 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from singleshot.data.base import DetectionDataset, sanitize_boxes
-from singleshot.data.errors import DatasetFormatError, Problem, SplitNotFoundError
+from singleshot.data.errors import DatasetFormatError, ProblemCollector, SplitNotFoundError
 
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 _SPLIT_ALIASES = {"val": ("val", "valid", "validation"), "train": ("train",), "test": ("test",)}
@@ -155,8 +154,7 @@ class YOLODetection(DetectionDataset):
                 raise SplitNotFoundError(f"{root}: no YOLO image folder for split '{split}'")
             images = sorted(p for p in image_dir.rglob("*") if p.suffix.lower() in IMAGE_EXTS)
         names = list(classes) if classes is not None else _class_names(root, _yaml(root))
-        problems: list[Problem] = []
-        stats: Counter[str] = Counter()
+        col = ProblemCollector(str(root), strict)
         parsed: list[tuple[Path, np.ndarray, np.ndarray]] = []
         for img in images:
             lbl = label_path(img)
@@ -168,7 +166,7 @@ class YOLODetection(DetectionDataset):
             except DatasetFormatError as e:
                 if strict:
                     raise
-                problems.append(Problem("error", str(lbl), str(e).split(": ", 1)[-1]))
+                col.error(str(e).split(": ", 1)[-1], file=str(lbl))
                 continue
             parsed.append((img, cls, boxes))
         if names is None:
@@ -179,22 +177,18 @@ class YOLODetection(DetectionDataset):
             lbl = str(label_path(img))
             known = (cls >= 0) & (cls < len(names))
             for k in np.flatnonzero(~known):
-                problems.append(Problem("warning", lbl, f"unknown class {cls[k]}; dropped", f"line {k + 1}", "class"))
-            stats["boxes_unknown_category"] += int((~known).sum())
+                col.warn(f"unknown class {cls[k]}; dropped", f"line {k + 1}", "class", "boxes_unknown_category",
+                         file=lbl)
             # Coordinates written with 6 decimals overshoot the edge by rounding (1.0000005): snap anything within
             # NEAR_EDGE of [0, 1] onto it silently, so that only real overshoots are reported as clipped.
             boxes = np.where((boxes < 0) & (boxes > -NEAR_EDGE), 0.0, boxes)
             boxes = np.where((boxes > 1) & (boxes < 1 + NEAR_EDGE), 1.0, boxes).astype(np.float32)
             clipped, keep, changed = sanitize_boxes(boxes, 1.0, 1.0)
-            for k in np.flatnonzero(known & ~keep):
-                problems.append(Problem("warning", lbl, "degenerate box; dropped", f"line {k + 1}", "box"))
-            for k in np.flatnonzero(known & changed):
-                problems.append(Problem("warning", lbl, "box outside the image; clipped", f"line {k + 1}", "box"))
-            stats["boxes_dropped"] += int((known & ~keep).sum())
-            stats["boxes_clipped"] += int((known & changed).sum())
+            lines = [f"line {k + 1}" for k in range(len(cls))]
+            col.box_repairs(keep | ~known, changed & known, lines, "box", file=lbl)  # unknown classes: reported above
             sel = known & keep
             if not sel.any() and not keep_empty:
-                stats["images_skipped_empty"] += 1
+                col.count("images_skipped_empty")
                 continue
             paths.append(str(img))
             ids.append(idx)
@@ -204,5 +198,5 @@ class YOLODetection(DetectionDataset):
             root=str(root), paths=paths, image_ids=ids, sizes=np.full((len(paths), 2), -1, np.int64),
             boxes=all_boxes, labels=all_labels, classes=names,
             label_to_category_id={i + 1: i for i in range(len(names))},
-            normalized_boxes=True, on_bad_image=on_bad_image, problems=problems, stats=stats,
+            normalized_boxes=True, on_bad_image=on_bad_image, problems=col.problems, stats=col.stats,
         )
