@@ -45,7 +45,7 @@ import numpy as np
 from singleshot.data import synth
 from singleshot.engine.config import load_config
 from singleshot.evaluation import STAT_NAMES, coco_bbox_metrics
-from singleshot.models import SPECS
+from singleshot.models import get_spec
 
 TABLE_STATS = ("AP", "AP50", "APs", "APm", "APl")
 HERE = Path(__file__).resolve().parent
@@ -339,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     ours_cfg = load_config(args.config, list(args.override))
     if args.workers is None:
         args.workers = ours_cfg.data.num_workers
-    imgsz = SPECS[ours_cfg.model.name].image_size
+    imgsz = get_spec(ours_cfg.model.name).image_size
     threads = args.threads or torch.get_num_threads()
     if args.only != "ours":
         try:

@@ -28,7 +28,7 @@ import mlperf_reference_ops as ref
 
 from singleshot.box import SSD300_ANCHORS, MultiBoxLoss, PostProcessor, TargetEncoder, default_boxes
 from singleshot.box.factory import build_postprocessor
-from singleshot.models import SPECS
+from singleshot.models import get_spec
 
 
 def timed(fn, repeats: int) -> float:
@@ -172,7 +172,7 @@ def main() -> None:
     rows.append(("decode + NMS, batch 32, dense", t_ref, t_ours, 100.0))
 
     # 5. SSD320 decode + NMS (ours only)
-    post320 = build_postprocessor(SPECS["ssd320_resnet50_fpn"])
+    post320 = build_postprocessor(get_spec("ssd320_resnet50_fpn"))
     reg_f, logits_f = make_ssd320_outputs(b)
     t_ours = timed(lambda: post320(reg_f, logits_f, torch.tensor([[480, 640]] * b)), args.repeats)
     rows.append(("SSD320 decode + NMS, batch 32, thr 1e-8", float("nan"), t_ours, float("nan")))

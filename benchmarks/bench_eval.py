@@ -76,7 +76,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
-    spec = singleshot.models.SPECS["ssd300_resnet34"]
+    spec = singleshot.models.get_spec("ssd300_resnet34")
     num_classes = 81
     rng, g = np.random.default_rng(0), torch.Generator().manual_seed(0)
     gt, per_image = make_ground_truth(args.images, num_classes, rng)

@@ -16,6 +16,7 @@ _LAZY = {
     "Detector": "singleshot.inference",
     "build_model": "singleshot.interop.weights",
     "DetectorSpec": "singleshot.models",
+    "get_spec": "singleshot.models",
     "list_models": "singleshot.models",
 }
 
@@ -37,5 +38,6 @@ __all__ = [
     "build_model",
     "build_postprocessor",
     "default_boxes",
+    "get_spec",
     "list_models",
 ]

@@ -10,18 +10,23 @@ from typing import Any
 
 import torch
 
+from singleshot.accelerator import capabilities
+
 PRECISIONS = ("fp32", "fp16", "bf16")
 
 
 def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
-    """"auto" -> fp16 on CUDA (with a GradScaler when training), fp32 elsewhere (bf16 on a CPU without AMX is
-    slower than fp32); otherwise ``precision`` itself, checked. Training in fp16 needs CUDA (gradient scaling)."""
+    """"auto" -> fp16 where the device trains in fp16 with a GradScaler (CUDA), fp32 elsewhere (bf16 on a CPU
+    without AMX is slower than fp32); otherwise ``precision`` itself, checked. Training in fp16 needs gradient
+    scaling (CUDA)."""
+    fp16 = capabilities(device).fp16_training
     if precision == "auto":
-        return "fp16" if device.type == "cuda" else "fp32"
+        return "fp16" if fp16 else "fp32"
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be auto, {', '.join(PRECISIONS)}, got {precision!r}")
-    if training and precision == "fp16" and device.type != "cuda":
-        raise ValueError("train.precision=fp16 needs a CUDA device (gradient scaling); use bf16 or fp32 on CPU")
+    if training and precision == "fp16" and not fp16:
+        raise ValueError(f"train.precision=fp16 needs a CUDA device (gradient scaling), not {device.type}; use bf16 "
+                         "or fp32")
     return precision
 
 

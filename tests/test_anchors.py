@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from singleshot.box import SSD300_ANCHORS, MultiscaleAnchorSpec, default_boxes
-from singleshot.models import SPECS
+from singleshot.models import get_spec
 
 # (first box, last box) of each SSD300 level, normalized (cx, cy, w, h).
 # Centres are (i + 0.5) / (300 / step); sizes are s_k / 300 for the first type; the last type of a level is the
@@ -23,7 +23,7 @@ SSD300_GOLDEN = [
 
 @pytest.mark.parametrize("name", ["ssd300_resnet34", "ssd300_resnet50"])
 def test_ssd300_default_boxes_golden(name):
-    spec = SPECS[name].anchors
+    spec = get_spec(name).anchors
     boxes = default_boxes(spec, dtype=torch.float64)
     assert boxes.shape == (8732, 4)
     sizes = [f * f * n for f, n in zip(spec.feature_sizes, spec.num_anchors_per_location)]
@@ -53,7 +53,7 @@ def test_default_boxes_cached_per_device_and_dtype():
 
 
 def test_ssd320_fpn_anchors():
-    spec = SPECS["ssd320_resnet50_fpn"].anchors
+    spec = get_spec("ssd320_resnet50_fpn").anchors
     assert spec.feature_sizes == (40, 20, 10, 5, 3)
     boxes = default_boxes(spec, dtype=torch.float64)
     assert boxes.shape == (12804, 4)

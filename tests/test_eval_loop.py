@@ -15,7 +15,7 @@ from torch import nn
 import singleshot
 from singleshot.evaluation import evaluate
 
-SPEC = singleshot.models.SPECS["ssd_tiny"]
+SPEC = singleshot.models.get_spec("ssd_tiny")
 GT_BOXES = {  # image_id -> (H, W), boxes xyxy pixels, labels
     1: ((120, 200), [[10, 20, 90, 100], [100, 10, 190, 110]], [1, 2]),
     2: ((300, 300), [[50, 50, 250, 250]], [3]),

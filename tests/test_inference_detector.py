@@ -96,7 +96,7 @@ def test_boxes_are_in_original_pixels(detector, photo) -> None:
 
 def test_preprocessing_is_the_validation_transform(photo) -> None:
     chw = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
-    spec = singleshot.models.SPECS["ssd_tiny"]
+    spec = singleshot.models.get_spec("ssd_tiny")
     ours = preprocess([chw], spec.image_size, spec.mean, spec.std, torch.device("cpu"))[0]
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "image_id": 0, "orig_size": (1, 1)}
     sample = SSDValTransform(spec.image_size)(chw, empty)

@@ -20,7 +20,7 @@ from interop_reference import (
 import singleshot
 from singleshot.checkpoint import make_checkpoint, model_from_checkpoint
 from singleshot.interop import COCO_CLASSES, from_foreign, to_foreign
-from singleshot.models import SPECS
+from singleshot.models import get_spec
 
 REFERENCES = {"mlperf": MLPerfSSD300, "nvidia": NvidiaSSD300}
 
@@ -56,7 +56,7 @@ def outputs(pair, images) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("name", ["ssd300_resnet34", "ssd300_resnet50"])
 def test_default_boxes_are_the_references(name: str) -> None:
     ref = reference_default_boxes()
-    got = singleshot.default_boxes(SPECS[name].anchors, "cpu", torch.float64)
+    got = singleshot.default_boxes(get_spec(name).anchors, "cpu", torch.float64)
     assert got.shape == ref.shape == (8732, 4)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
 

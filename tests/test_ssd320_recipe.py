@@ -24,7 +24,7 @@ from singleshot.box import (
 from singleshot.box.coder import anchor_iou
 from singleshot.box.factory import build_encoder, build_loss, build_postprocessor
 from singleshot.engine.optim import param_groups
-from singleshot.models import SPECS, build_model
+from singleshot.models import build_model, get_spec
 from singleshot.models.ssd_fpn import TFFeaturePyramid
 
 # ------------------------------------------------------------------------------------------------------------ loss
@@ -64,7 +64,7 @@ def test_focal_loss_and_both_normalizers_match_tf(num_pos: int) -> None:
     logits = torch.randn(b, a, c, generator=g) * 3
     labels = torch.zeros(b, a, dtype=torch.long)
     labels.view(-1)[torch.randperm(b * a, generator=g)[:num_pos]] = torch.randint(1, c + 1, (num_pos,), generator=g)
-    loss_fn = build_loss(SPECS["ssd320_resnet50_fpn"])
+    loss_fn = build_loss(get_spec("ssd320_resnet50_fpn"))
     out = loss_fn(reg, logits, t_reg, labels)
     loc, cls = tf_ssd_loss(reg, logits, t_reg, labels, codesize_norm=True)
     assert out["box"].item() == pytest.approx(loc, rel=1e-5, abs=1e-7)
@@ -80,10 +80,10 @@ def test_focal_loss_and_both_normalizers_match_tf(num_pos: int) -> None:
 
 def test_ssd300_specs_keep_the_mlperf_rules() -> None:
     for name in ("ssd300_resnet34", "ssd300_resnet50"):
-        spec = SPECS[name]
+        spec = get_spec(name)
         assert spec.match == MLPERF_MATCH and not spec.box_loss_by_codesize
         assert spec.postprocess.per_class_cap == "before_nms"
-    fpn = SPECS["ssd320_resnet50_fpn"]
+    fpn = get_spec("ssd320_resnet50_fpn")
     assert fpn.match == TF_ARGMAX_MATCH and fpn.box_loss_by_codesize
     assert fpn.postprocess == PostprocessConfig(1e-8, 0.6, 100, 100, "after_nms")
     assert build_encoder(fpn).rule == TF_ARGMAX_MATCH
@@ -194,7 +194,7 @@ def test_matcher_inclusive_threshold_and_first_listed_wins() -> None:
 
 def test_matcher_equals_tf_transcription_on_random_boxes() -> None:
     g = torch.Generator().manual_seed(5)
-    spec = SPECS["ssd320_resnet50_fpn"].anchors
+    spec = get_spec("ssd320_resnet50_fpn").anchors
     xy = torch.rand(3, 6, 2, generator=g) * 0.7
     gt = torch.cat([xy, xy + torch.rand(3, 6, 2, generator=g) * 0.3 + 0.02], -1)
     gt[:, 4] = gt[:, 3]  # duplicates: a shared forced anchor in every image
@@ -249,7 +249,7 @@ def crafted_ssd320_outputs() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Two images of SSD320 outputs. Class 1 of image 0: its best 100 candidates decode to one box (NMS keeps 1),
     the next 50 are separate small boxes. Everything else: distinct low scores (all above 1e-8) on the anchors."""
     g = torch.Generator().manual_seed(11)
-    spec = SPECS["ssd320_resnet50_fpn"].anchors
+    spec = get_spec("ssd320_resnet50_fpn").anchors
     anchors = default_boxes(spec)
     a = anchors.shape[0]
     logits = -8.0 + torch.randn(2, a, 3, generator=g) * 0.5
@@ -277,7 +277,7 @@ def test_postprocess_per_class_cap_meanings(monkeypatch: pytest.MonkeyPatch, bac
     from singleshot.box import nms as nms_module
 
     monkeypatch.setattr(nms_module, "_BACKEND", backend)
-    spec = SPECS["ssd320_resnet50_fpn"]
+    spec = get_spec("ssd320_resnet50_fpn")
     reg, logits, sizes = crafted_ssd320_outputs()
     after = build_postprocessor(spec)(reg, logits, sizes)
     before = build_postprocessor(spec, per_class_cap="before_nms")(reg, logits, sizes)
@@ -301,7 +301,7 @@ def test_postprocess_per_class_cap_meanings(monkeypatch: pytest.MonkeyPatch, bac
 def test_after_nms_cap_needs_a_second_round_when_clusters_are_dense() -> None:
     """A class whose best 200 candidates are duplicates of one box: the first top-k round keeps 1 < 100, so the
     group is redone with more candidates; the result still equals the TF transcription."""
-    spec = SPECS["ssd320_resnet50_fpn"]
+    spec = get_spec("ssd320_resnet50_fpn")
     reg, logits, sizes = crafted_ssd320_outputs()
     anchors = default_boxes(spec.anchors)
     dup = torch.arange(300) * 41 % anchors.shape[0]

@@ -12,7 +12,7 @@ from singleshot.box.factory import build_loss
 from singleshot.checkpoint import load_checkpoint
 from singleshot.engine.step import StepResult, TrainStep
 from singleshot.engine.trainer import Trainer, TrainingDiverged
-from singleshot.models import SPECS
+from singleshot.models import get_spec
 
 
 class _PoisonedLoss(torch.nn.Module):
@@ -33,7 +33,7 @@ class _PoisonedLoss(torch.nn.Module):
 
 def _poisoned(bad_calls: set[int]) -> _PoisonedLoss:
     """The tiny model's own loss, poisoned on ``bad_calls``: given to the Trainer in place of the one it builds."""
-    return _PoisonedLoss(build_loss(SPECS["ssd_tiny"]), bad_calls)
+    return _PoisonedLoss(build_loss(get_spec("ssd_tiny")), bad_calls)
 
 
 def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -40,6 +40,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from singleshot.accelerator import default_device
     from singleshot.checkpoint import model_from_checkpoint
     from singleshot.inference import bench
     from singleshot.inference.bench_train import train_bench
@@ -47,8 +48,8 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.models import build_model
     from singleshot.precision import resolve_precision
 
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cuda = device.type == "cuda"
+    device = torch.device(args.device) if args.device else default_device()
+    cuda = device.type != "cpu"  # an accelerator: larger batches, shorter timing windows
     precision = resolve_precision(args.precision, device)
     default_sizes = [1, 2, 4, 8, 16, 32, 64] if cuda else ([1, 8, 32] if args.task == "infer" else [8, 32])
     batch_sizes = args.batch_sizes or default_sizes

@@ -44,6 +44,7 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
+    from singleshot.accelerator import capabilities, resolve_device
     from singleshot.box.factory import build_postprocessor
     from singleshot.checkpoint import model_from_checkpoint
     from singleshot.cli import describe_error
@@ -52,13 +53,12 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.data.transforms import SSDValTransform
     from singleshot.engine.data import open_dataset
     from singleshot.engine.distributed import cleanup_distributed, detect_environment, init_distributed
-    from singleshot.engine.runtime import select_device
     from singleshot.evaluation import category_ids_by_name, evaluate
     from singleshot.interop import read_checkpoint
 
     info = detect_environment()
     try:
-        device = select_device(args.device, info)
+        device = resolve_device(args.device, info.local_rank, "--device")
         ckpt = read_checkpoint(args.checkpoint)
         dataset = open_dataset(args.data, args.split, image_dir=args.images)
         if len(dataset) == 0:
@@ -77,7 +77,8 @@ def run(args: argparse.Namespace) -> int:
         spec = model.spec
         # The checkpoint's labels meet the dataset's by class name: same names in another order score the same.
         label_to_category_id = category_ids_by_name(list(ckpt["classes"]), dataset, f"checkpoint {args.checkpoint}")
-        if device.type == "cuda":
+        channels_last = capabilities(device).channels_last
+        if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if args.backend == "dali":
             from singleshot.data.dali import DaliLoader
@@ -85,12 +86,12 @@ def run(args: argparse.Namespace) -> int:
             loader: Any = DaliLoader(
                 dataset, mode="val", image_size=spec.image_size, batch_size=args.batch_size, shuffle=False,
                 drop_last=False, num_replicas=info.world_size, rank=info.rank, num_threads=args.workers or 1,
-                device=device, mean=spec.mean, std=spec.std, channels_last=device.type == "cuda",
+                device=device, mean=spec.mean, std=spec.std, channels_last=channels_last,
             )  # fmt: skip
         else:
             loader = build_loader(dataset, SSDValTransform(spec.image_size), batch_size=args.batch_size,
                                   shuffle=False, drop_last=False, num_workers=args.workers, mean=spec.mean,
-                                  std=spec.std, device=device, channels_last=device.type == "cuda",
+                                  std=spec.std, device=device, channels_last=channels_last,
                                   num_replicas=info.world_size, rank=info.rank)
         overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
         post = build_postprocessor(spec, **overrides)

@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from singleshot.accelerator import capabilities, default_device
 from singleshot.data.base import DetectionDataset
 from singleshot.data.errors import BadImageError, DataLoadError
 from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, DevicePhotometric, clamp_normalized, color_affine
@@ -344,7 +345,7 @@ def build_loader(
         num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
     photometric_on_device = dev is not None and dev.type != "cpu"
     if pin_memory is None:
-        pin_memory = dev.type == "cuda" if dev is not None else torch.cuda.is_available()
+        pin_memory = capabilities(dev if dev is not None else default_device()).pin_memory
     collate = functools.partial(collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std)
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last

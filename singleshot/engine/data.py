@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from singleshot.accelerator import capabilities, synchronize
 from singleshot.data.base import DetectionDataset
 from singleshot.data.formats import load_dataset
 from singleshot.data.loader import DetectionLoader, build_loader, seed_worker
@@ -106,14 +107,7 @@ def build_data(
         "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
         "std": std, "device": device, "channels_last": channels_last,
     }  # fmt: skip
-    if cfg.augment == "ssd":
-        train_tf: Any = SSDTrainTransform(image_size, crop_max_trials=cfg.max_samples)
-    elif cfg.augment == "area_crop":
-        train_tf = AreaCropTrainTransform(image_size)
-    elif cfg.augment == "light":
-        train_tf = SSDTrainTransform(image_size, crop=False)
-    else:  # "none" (DataConfig.augment is a Literal: the config checker admits nothing else)
-        train_tf = SSDValTransform(image_size)
+    train_tf = train_transform(cfg, image_size)
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
         "num_threads": cfg.num_workers, "device": device, "crop_attempts": cfg.max_samples,
@@ -126,7 +120,7 @@ def build_data(
                           "or data.augment=ssd|area_crop|none")
     if backend == "auto":
         backend = "builtin"
-        if device.type == "cuda" and dali_mode is not None:
+        if capabilities(device).dali and dali_mode is not None:
             backend, note = _choose_on_cuda(
                 lambda: _builtin(build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True,
                                               drop_last=True, **common)),
@@ -143,6 +137,17 @@ def build_data(
         val_loader = _builtin(build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size,
                                            shuffle=False, drop_last=False, **common))
     return DataBundle(train, val, train_loader, val_loader, "builtin", note)
+
+
+def train_transform(cfg: DataConfig, image_size: int) -> Any:
+    """The training augmentation ``data.augment`` names (a ``Literal``: the config checker admits nothing else)."""
+    if cfg.augment == "ssd":
+        return SSDTrainTransform(image_size, crop_max_trials=cfg.max_samples)
+    if cfg.augment == "area_crop":
+        return AreaCropTrainTransform(image_size)
+    if cfg.augment == "light":
+        return SSDTrainTransform(image_size, crop=False)
+    return SSDValTransform(image_size)  # "none"
 
 
 def _builtin(loader: DetectionLoader) -> DetectionLoader:
@@ -164,15 +169,13 @@ def batches_per_second(loader: Iterable[dict[str, Any]], batches: int = 4) -> fl
     """Batches per second after the first (start-up) batch; the device's queue is drained before each clock."""
     it = iter(loader)
     next(it)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    synchronize()
     start, done = time.perf_counter(), 0
     for _ in range(batches):
         if next(it, None) is None:
             break
         done += 1
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    synchronize()
     if hasattr(it, "close"):
         it.close()
     return done / max(time.perf_counter() - start, 1e-9)

@@ -21,6 +21,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from singleshot.accelerator import capabilities, set_device
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -81,9 +83,8 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         os.environ.setdefault("RANK", str(info.rank))
         os.environ.setdefault("WORLD_SIZE", str(info.world_size))
         os.environ.setdefault("LOCAL_RANK", str(info.local_rank))
-    backend = "nccl" if device.type == "cuda" else "gloo"
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
+    backend = capabilities(device).dist_backend
+    set_device(device)
     dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
 
 
@@ -96,7 +97,7 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mod
     """DDP-wrap ``model`` for a multi-process run; unchanged otherwise."""
     if not info.enabled:
         return model
-    ids = [device.index] if device.type == "cuda" else None
+    ids = [device.index] if device.type != "cpu" and device.index is not None else None
     # No buffer sync per forward: BN running statistics stay per rank during training and are averaged explicitly
     # before evaluation (average_bn_stats), as the MLPerf reference does; it also saves a broadcast per step.
     # (torch 2.14 renamed broadcast_buffers to forward_sync_buffers; both sync once at construction.)

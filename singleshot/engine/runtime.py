@@ -16,20 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from singleshot.engine.distributed import DistInfo
-
-
-def select_device(name: str, info: DistInfo) -> torch.device:
-    """ "auto": this rank's GPU (``cuda:local_rank``) when CUDA is available, else the CPU."""
-    if name == "auto":
-        return torch.device("cuda", info.local_rank) if torch.cuda.is_available() else torch.device("cpu")
-    device = torch.device(name)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise RuntimeError(f"train.device={name} but CUDA is not available; use train.device=cpu or auto")
-        if device.index is None:
-            device = torch.device("cuda", info.local_rank)
-    return device
+from singleshot.accelerator import capabilities, synchronize
 
 
 def seed_everything(seed: int, deterministic: bool, device: torch.device) -> None:
@@ -41,7 +28,7 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
         torch.use_deterministic_algorithms(True, warn_only=True)
         torch.backends.cudnn.benchmark = False
-    elif device.type == "cuda":
+    elif capabilities(device).cudnn:
         torch.backends.cudnn.benchmark = True  # fixed input size: let cuDNN pick the fastest kernels
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
@@ -78,13 +65,14 @@ class StopRequest:
 class SectionTimer:
     """Wall time per named section of the training step (for the overhead benchmark); a no-op unless enabled.
 
-    When enabled on CUDA it synchronizes at each boundary so that time lands in the section that spent it.
+    When enabled on an accelerator it synchronizes at each boundary so that time lands in the section that spent it.
     """
 
     def __init__(self, enabled: bool = False, device: torch.device | None = None, skip_steps: int = 0) -> None:
         self.enabled = enabled
         self.skip_steps = skip_steps  # warm-up steps not recorded
-        self.sync = enabled and device is not None and device.type == "cuda"
+        self.device = device
+        self.sync = enabled and device is not None and device.type != "cpu"
         self.totals: dict[str, float] = defaultdict(float)
         self.steps = 0
 
@@ -94,11 +82,11 @@ class SectionTimer:
             yield
             return
         if self.sync:
-            torch.cuda.synchronize()
+            synchronize(self.device)
         t0 = time.perf_counter()
         yield
         if self.sync:
-            torch.cuda.synchronize()
+            synchronize(self.device)
         self.totals[name] += time.perf_counter() - t0
 
     @property

@@ -30,6 +30,7 @@ from typing import Any
 
 import torch
 
+from singleshot.accelerator import capabilities, resolve_device
 from singleshot.box.factory import build_encoder, build_loss, build_postprocessor
 from singleshot.engine import distributed as D
 from singleshot.engine import mlperf as M
@@ -49,13 +50,12 @@ from singleshot.engine.runtime import (
     SectionTimer,
     StopRequest,
     seed_everything,
-    select_device,
 )
 from singleshot.engine.schedule import LRScheduler, build_schedule, scaled_lr
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import STAT_NAMES, category_ids_by_name, evaluate
 from singleshot.interop.weights import load_weights
-from singleshot.models import SPECS, build_model
+from singleshot.models import build_model, get_spec
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
 from singleshot.models.spec import DetectorSpec
 from singleshot.precision import autocast, resolve_precision
@@ -106,8 +106,11 @@ class Trainer:
         self.cfg = cfg
         self._given_loss = loss_fn
         self.info = D.detect_environment()
-        self.device = select_device(cfg.train.device, self.info)
-        self.precision = resolve_precision(cfg.train.precision, self.device, training=True)
+        try:
+            self.device = resolve_device(cfg.train.device, self.info.local_rank, "train.device")
+            self.precision = resolve_precision(cfg.train.precision, self.device, training=True)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         self.timer = timer or SectionTimer(False)
         self.run_dir = cfg.run_dir()
         self.ckpt_dir = self.run_dir / "checkpoints"
@@ -145,9 +148,9 @@ class Trainer:
         """Datasets and loaders; the class list, its category ids (validation ids looked up by name) and the
         number of classes the model gets."""
         cfg, info, device = self.cfg, self.info, self.device
-        spec = SPECS[cfg.model.name]  # ModelConfig checked the name
-        cuda = device.type == "cuda"
-        self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else cuda
+        spec = get_spec(cfg.model.name)  # ModelConfig checked the name
+        default_layout = capabilities(device).channels_last
+        self.channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else default_layout
         self.data = build_data(
             cfg.data, image_size=spec.image_size, mean=spec.mean, std=spec.std, seed=cfg.train.seed,
             rank=info.rank, world_size=info.world_size, device=device, channels_last=self.channels_last,

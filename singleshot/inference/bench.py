@@ -22,6 +22,8 @@ import torch
 from torch import Tensor, nn
 
 from singleshot._extras import require
+from singleshot.accelerator import capabilities, synchronize
+from singleshot.accelerator import device_name as accelerator_name
 from singleshot.box.factory import build_postprocessor
 from singleshot.precision import autocast
 
@@ -41,11 +43,6 @@ class BenchRow:
     iterations: int
     note: str = ""
     extra: dict[str, float] = field(default_factory=dict)
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def time_calls(fn: Callable[[], Any], device: torch.device, min_seconds: float, min_iters: int = 5,
@@ -73,8 +70,8 @@ def make_row(task: str, backend: str, device: torch.device, precision: str, batc
 
 
 def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+    if device.type != "cpu":
+        return accelerator_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
@@ -88,7 +85,7 @@ def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device
     rows = []
     for b in batch_sizes:
         x = torch.randn(b, 3, size, size, device=device)
-        if device.type == "cuda":
+        if capabilities(device).channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         sizes = torch.tensor([[size, size]] * b, device=device)
         counts: list[int] = []

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from singleshot.accelerator import capabilities
 from singleshot.box.factory import build_encoder, build_loss
 from singleshot.inference.bench import BenchRow, make_row, time_calls
 from singleshot.precision import autocast
@@ -31,13 +32,13 @@ def train_bench(model: nn.Module, backend: str, device: torch.device, precision:
     loss_fn = build_loss(model.spec)
     encoder = build_encoder(model.spec)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9, weight_decay=5e-4)
-    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and device.type == "cuda")
+    scaler = torch.amp.GradScaler(device.type, enabled=precision == "fp16" and capabilities(device).fp16_training)
     size = model.spec.image_size
     g = torch.Generator().manual_seed(0)
     rows = []
     for b in batch_sizes:
         x = torch.randn(b, 3, size, size, generator=g).to(device)
-        if device.type == "cuda":
+        if capabilities(device).channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         boxes, labels = synthetic_targets(b, 4, model.num_classes, g)
         offsets, target_labels = encoder(boxes.to(device), labels.to(device))

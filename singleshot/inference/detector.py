@@ -16,16 +16,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from singleshot.accelerator import capabilities, default_device
 from singleshot.box.factory import build_postprocessor
 from singleshot.checkpoint import model_from_checkpoint
 from singleshot.inference.inputs import expand_image_paths, is_path_pattern
 from singleshot.inference.preprocess import ImageInput, preprocess, to_uint8_rgb
 from singleshot.interop import read_checkpoint
 from singleshot.precision import autocast
-
-
-def default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 class Detector:
@@ -55,8 +52,8 @@ class Detector:
         self.spec = model.spec
         self.classes = list(classes)
         self.label_to_category_id = dict(label_to_category_id or {i: i for i in range(1, len(self.classes) + 1)})
-        self.half = self.device.type == "cuda" if half is None else half
-        self.channels_last = self.device.type == "cuda"
+        self.half = capabilities(self.device).fp16_training if half is None else half
+        self.channels_last = capabilities(self.device).channels_last
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
 
@@ -70,7 +67,7 @@ class Detector:
         return cls(model, ckpt["classes"], label_to_category_id=l2c or None, device=device)
 
     def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        half = "fp16" if self.device.type == "cuda" else "bf16"
+        half = "fp16" if capabilities(self.device).fp16_training else "bf16"
         return autocast(self.device, half if self.half else "fp32")
 
     @torch.no_grad()

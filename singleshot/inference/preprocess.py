@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 from torchvision.transforms.v2 import functional as TF
 
+from singleshot.accelerator import capabilities
 from singleshot.data.base import read_image
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | Tensor
@@ -93,7 +94,7 @@ def preprocess(
     evaluation); the uint8 batch is then moved (pinned on CUDA) and normalized on the device.
     """
     batch = torch.stack([resize_square(im, size) for im in images])  # (B, 3, S, S) uint8
-    if device.type == "cuda":
+    if capabilities(device).pin_memory:
         batch = batch.pin_memory()
     batch = batch.to(device, non_blocking=True).float()
     m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0

@@ -17,7 +17,7 @@ from torch import Tensor
 from singleshot.checkpoint import FORMAT, VERSION, is_singleshot_checkpoint
 from singleshot.interop.coco import COCO_CLASSES, COCO_LABEL_TO_CATEGORY_ID
 from singleshot.interop.keymaps import FORMATS, ForeignFormat
-from singleshot.models import SPECS, build_model
+from singleshot.models import build_model, get_spec
 
 # Wrapper prefixes that may precede every key: DDP / DataParallel, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -187,7 +187,7 @@ def from_foreign(
     """
     fmt = _format(kind)
     state, extras = extract_state_dict(obj, source)
-    num_classes = _num_classes(state, SPECS[fmt.model].anchors.num_anchors_per_location[0], source)
+    num_classes = _num_classes(state, get_spec(fmt.model).anchors.num_anchors_per_location[0], source)
     expected = _target_shapes(fmt.model, num_classes)
     converted = _rename_strict(state, fmt.to_singleshot, expected, source, f"from {fmt.description}")
 

@@ -16,13 +16,13 @@ from singleshot.models.ssd import SSD, ExtraBlock
 from singleshot.models.ssd_fpn import SSDFPN
 
 _BUILDERS: dict[str, Callable[[int], nn.Module]] = {}
-SPECS: dict[str, DetectorSpec] = {}
+_SPECS: dict[str, DetectorSpec] = {}
 
 
 def register(spec: DetectorSpec) -> Callable[[Callable[[int], nn.Module]], Callable[[int], nn.Module]]:
     def deco(fn: Callable[[int], nn.Module]) -> Callable[[int], nn.Module]:
         _BUILDERS[spec.name] = fn
-        SPECS[spec.name] = spec
+        _SPECS[spec.name] = spec
         return fn
 
     return deco
@@ -41,13 +41,13 @@ _SSD300_EXTRAS = [
 @register(DetectorSpec("ssd300_resnet34", 300, SSD300_ANCHORS, reference_backbone_file="resnet34-333f7ec4.pth"))
 def ssd300_resnet34(num_classes: int) -> nn.Module:
     """MLPerf Training reference SSD300: ResNet-34 to conv4_x (stride 1), extra blocks with bias, no BN."""
-    return SSD(SPECS["ssd300_resnet34"], num_classes, "resnet34", 3, _SSD300_EXTRAS, extra_batch_norm=False)
+    return SSD(_SPECS["ssd300_resnet34"], num_classes, "resnet34", 3, _SSD300_EXTRAS, extra_batch_norm=False)
 
 
 @register(DetectorSpec("ssd300_resnet50", 300, SSD300_ANCHORS, reference_backbone_file="resnet50-0676ba61.pth"))
 def ssd300_resnet50(num_classes: int) -> nn.Module:
     """NVIDIA SSD300 v1.1: ResNet-50 to conv4_x (stride 1), extra blocks with BN and no bias."""
-    return SSD(SPECS["ssd300_resnet50"], num_classes, "resnet50", 3, _SSD300_EXTRAS, extra_batch_norm=True)
+    return SSD(_SPECS["ssd300_resnet50"], num_classes, "resnet50", 3, _SSD300_EXTRAS, extra_batch_norm=True)
 
 
 @register(
@@ -74,7 +74,7 @@ def ssd320_resnet50_fpn(num_classes: int) -> nn.Module:
     BatchNorm epsilon 1e-3 / momentum 0.003 in FPN and head, FPN weights truncated normal 0.03, head normal 0.01,
     class bias -4.6 (the TF config's values)."""
     return SSDFPN(
-        SPECS["ssd320_resnet50_fpn"],
+        _SPECS["ssd320_resnet50_fpn"],
         num_classes,
         bn_eps=1e-3,
         bn_momentum=0.003,
@@ -108,7 +108,7 @@ def ssd_tiny(num_classes: int) -> nn.Module:
         ExtraBlock(64, 128, 1, 0),
     ]
     return SSD(
-        SPECS["ssd_tiny"], num_classes, "resnet18", 2, extras, extra_batch_norm=True, stride1_last=False,
+        _SPECS["ssd_tiny"], num_classes, "resnet18", 2, extras, extra_batch_norm=True, stride1_last=False,
         blocks_per_layer=1,
     )
 
@@ -116,6 +116,13 @@ def ssd_tiny(num_classes: int) -> nn.Module:
 def list_models() -> list[str]:
     """Names accepted by :func:`build_model`."""
     return sorted(_BUILDERS)
+
+
+def get_spec(name: str) -> DetectorSpec:
+    """The :class:`DetectorSpec` of a registered model (its input size, anchors, loss, post-processing, ...)."""
+    if name not in _SPECS:
+        raise ValueError(f"unknown model {name!r}; available: {', '.join(list_models())}")
+    return _SPECS[name]
 
 
 def build_model(name: str, num_classes: int = 81, pretrained_backbone: str | Path | None = None) -> nn.Module:

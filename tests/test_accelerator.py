@@ -1,0 +1,58 @@
+"""Device choice and capabilities go through singleshot.accelerator (CPU here; CUDA rows run where a GPU exists)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from singleshot.accelerator import capabilities, current_accelerator, default_device, resolve_device, synchronize
+from singleshot.precision import resolve_precision
+
+NO_ACCELERATOR = current_accelerator() is None
+
+
+def test_auto_and_cpu_resolve() -> None:
+    assert resolve_device("cpu") == torch.device("cpu")
+    assert resolve_device("auto", local_rank=0) == default_device(0)
+    if NO_ACCELERATOR:
+        assert default_device(3) == torch.device("cpu")
+    synchronize(torch.device("cpu"))  # a no-op, never an error
+    synchronize()
+
+
+@pytest.mark.skipif(not NO_ACCELERATOR, reason="needs a machine without an accelerator")
+def test_unavailable_or_unknown_device_names_the_key() -> None:
+    with pytest.raises(ValueError, match=r"train\.device=cuda but cuda is not available here.*train\.device=auto"):
+        resolve_device("cuda", 0, "train.device")
+    with pytest.raises(ValueError, match=r"--device='gpu0' is not a device"):
+        resolve_device("gpu0", 0, "--device")
+
+
+def test_capabilities_decide_precision_and_layout() -> None:
+    cpu, cuda = capabilities("cpu"), capabilities("cuda:1")
+    assert (cpu.fp16_training, cpu.dist_backend, cpu.channels_last, cpu.pin_memory) == (False, "gloo", False, False)
+    assert (cuda.fp16_training, cuda.dist_backend, cuda.channels_last, cuda.dali) == (True, "nccl", True, True)
+    assert capabilities("xpu").dist_backend == "xccl" and capabilities("hpu").dist_backend == "hccl"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cuda")) == "fp16"
+    assert resolve_precision("bf16", torch.device("cpu"), training=True) == "bf16"
+    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
+        resolve_precision("fp16", torch.device("cpu"), training=True)
+
+
+@pytest.mark.skipif(not NO_ACCELERATOR, reason="needs a machine without an accelerator")
+def test_train_cli_reports_an_unavailable_device_without_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from train_helpers import tiny_overrides
+
+    from singleshot.cli import main
+
+    assert main(["train", *tiny_overrides(tmp_path / "a", **{"train.device": "cuda"})]) == 2
+    err = capsys.readouterr().err
+    assert "train.device=cuda but cuda is not available" in err and "Traceback" not in err
+    assert main(["train", *tiny_overrides(tmp_path / "b", **{"train.precision": "fp16"})]) == 2
+    err = capsys.readouterr().err
+    assert "train.precision=fp16 needs a CUDA device" in err and "Traceback" not in err
