@@ -93,15 +93,7 @@ def build_data(
     ``cfg.backend``: "builtin", "dali" (batches come out on ``device``, decoded with nvJPEG on CUDA) or "auto"
     (builtin on CPU; on CUDA with DALI installed, the one that delivers training batches faster, measured here).
     """
-    train = _open_configured("data.train", cfg.train, "train", cfg)
-    val = _open_configured("data.val", cfg.val, "val", cfg) if cfg.val else None
-    if val is not None and cfg.val_limit is not None:
-        val = val.head(cfg.val_limit)
-    if len(train) < cfg.batch_size * world_size:
-        raise ConfigError(
-            f"training set {train.root} has {len(train)} images, fewer than one global batch "
-            f"({cfg.batch_size} x {world_size} processes); lower data.batch_size"
-        )
+    train, val = _open_datasets(cfg, world_size)
     device = device or torch.device("cpu")
     common: dict[str, Any] = {
         "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
@@ -137,6 +129,20 @@ def build_data(
         val_loader = _builtin(build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size,
                                            shuffle=False, drop_last=False, **common))
     return DataBundle(train, val, train_loader, val_loader, "builtin", note)
+
+
+def _open_datasets(cfg: DataConfig, world_size: int) -> tuple[DetectionDataset, DetectionDataset | None]:
+    """The training set (at least one global batch) and the validation set (cut to ``data.val_limit``), if any."""
+    train = _open_configured("data.train", cfg.train, "train", cfg)
+    val = _open_configured("data.val", cfg.val, "val", cfg) if cfg.val else None
+    if val is not None and cfg.val_limit is not None:
+        val = val.head(cfg.val_limit)
+    if len(train) < cfg.batch_size * world_size:
+        raise ConfigError(
+            f"training set {train.root} has {len(train)} images, fewer than one global batch "
+            f"({cfg.batch_size} x {world_size} processes); lower data.batch_size"
+        )
+    return train, val
 
 
 def train_transform(cfg: DataConfig, image_size: int) -> Any:
