@@ -38,7 +38,7 @@ from torch import Tensor
 
 from singleshot.data.base import DetectionDataset, read_image
 from singleshot.data.errors import BadImageError, DataLoadError
-from singleshot.data.loader import ResumableSampler
+from singleshot.data.loader import LoaderPosition, ResumableSampler
 from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD
 from singleshot.data.transforms import crop_boxes, hflip_boxes
 
@@ -111,7 +111,7 @@ def area_crop_window(shape: Any) -> tuple[Any, Any]:
                                     num_attempts=100)
 
 
-class DaliLoader:
+class DaliLoader(LoaderPosition):
     """Iterable of collated batches from a DALI pipeline, with the interface of
     :class:`~singleshot.data.loader.DetectionLoader` (``set_epoch``, ``state_dict``/``load_state_dict``,
     ``sampler``, ``num_skipped``, ``dataset``).

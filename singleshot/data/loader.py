@@ -237,7 +237,31 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(worker_seed)
 
 
-class DetectionLoader:
+def _init_worker(extra: Callable[[int], None], worker_id: int) -> None:
+    seed_worker(worker_id)
+    extra(worker_id)
+
+
+class LoaderPosition:
+    """Where a loader stands in its epochs, for the trainer and its checkpoints (shared by the DALI loader).
+
+    Needs ``sampler`` (a :class:`ResumableSampler`) and ``batch_size``.
+    """
+
+    sampler: ResumableSampler
+    batch_size: int
+
+    @property
+    def start_batch(self) -> int:
+        """Batches of the current epoch done before the next iteration starts (a resumed epoch's steps)."""
+        return self.sampler.start // self.batch_size
+
+    def next_epoch_state(self) -> dict[str, int]:
+        """The position at the start of the epoch after the current one (what an epoch-end checkpoint saves)."""
+        return {**self.sampler.state_dict(), "epoch": self.sampler.epoch + 1, "start": 0}
+
+
+class DetectionLoader(LoaderPosition):
     """Iterable of collated batches with ``set_epoch``, ``state_dict``/``load_state_dict`` and bad-image handling.
 
     Attributes:
@@ -269,7 +293,7 @@ class DetectionLoader:
         return len(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        self._batches_done = self.sampler.start // self.batch_size
+        self._batches_done = self.start_batch
         for batch in self.loader:
             self._batches_done += 1
             bad = batch.pop("bad", None)
@@ -314,6 +338,7 @@ def build_loader(
     pin_memory: bool | None = None,
     persistent_workers: bool = True,
     prefetch_factor: int | None = None,
+    worker_init: Callable[[int], None] | None = None,
     num_replicas: int | None = None,
     rank: int | None = None,
 ) -> DetectionLoader:
@@ -334,6 +359,7 @@ def build_loader(
         channels_last: yield images in channels-last memory (what a channels-last model wants on CUDA).
         pin_memory: default True when ``device`` is CUDA (or, with no device, when CUDA is available).
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
+        worker_init: called in each worker process after its seeding (e.g. to ignore Ctrl-C there).
         num_replicas, rank: DDP world size and rank; default from the initialized process group.
 
     Returns:
@@ -354,7 +380,7 @@ def build_loader(
     if num_workers > 0:
         extra = {
             "persistent_workers": persistent_workers,
-            "worker_init_fn": seed_worker,
+            "worker_init_fn": seed_worker if worker_init is None else functools.partial(_init_worker, worker_init),
             "prefetch_factor": prefetch_factor or 2,
         }
     loader = DataLoader(

@@ -18,7 +18,7 @@ import torch
 from singleshot.accelerator import capabilities, synchronize
 from singleshot.data.base import DetectionDataset
 from singleshot.data.formats import load_dataset
-from singleshot.data.loader import DetectionLoader, build_loader, seed_worker
+from singleshot.data.loader import build_loader
 from singleshot.data.transforms import AreaCropTrainTransform, SSDTrainTransform, SSDValTransform
 from singleshot.engine.config import ConfigError, DataConfig
 
@@ -67,11 +67,10 @@ def _open_configured(key: str, source: str, split: str, cfg: DataConfig) -> Dete
     )
 
 
-def _worker_init(worker_id: int) -> None:
+def _ignore_interrupts(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group: workers ignore it so that the trainer alone handles the interrupt
     # (saves a checkpoint and shuts the loader down) instead of dying mid-batch.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    seed_worker(worker_id)
 
 
 def build_data(
@@ -97,7 +96,7 @@ def build_data(
     device = device or torch.device("cpu")
     common: dict[str, Any] = {
         "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
-        "std": std, "device": device, "channels_last": channels_last,
+        "std": std, "device": device, "channels_last": channels_last, "worker_init": _ignore_interrupts,
     }  # fmt: skip
     train_tf = train_transform(cfg, image_size)
     dali_kw: dict[str, Any] = {
@@ -114,20 +113,19 @@ def build_data(
         backend = "builtin"
         if capabilities(device).dali and dali_mode is not None:
             backend, note = _choose_on_cuda(
-                lambda: _builtin(build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True,
-                                              drop_last=True, **common)),
+                lambda: build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                                     **common),
                 lambda: _dali(train, dali_mode, cfg.batch_size, True, dali_kw),
             )  # fmt: skip
     if backend == "dali":
         train_loader: Any = _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
         val_loader = _dali(val, "val", cfg.val_batch_size, False, dali_kw) if val is not None else None
         return DataBundle(train, val, train_loader, val_loader, "dali", note)
-    train_loader = _builtin(build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                         **common))
+    train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
     val_loader = None
     if val is not None:
-        val_loader = _builtin(build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size,
-                                           shuffle=False, drop_last=False, **common))
+        val_loader = build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size, shuffle=False,
+                                  drop_last=False, **common)
     return DataBundle(train, val, train_loader, val_loader, "builtin", note)
 
 
@@ -154,12 +152,6 @@ def train_transform(cfg: DataConfig, image_size: int) -> Any:
     if cfg.augment == "light":
         return SSDTrainTransform(image_size, crop=False)
     return SSDValTransform(image_size)  # "none"
-
-
-def _builtin(loader: DetectionLoader) -> DetectionLoader:
-    if loader.loader.num_workers > 0:
-        loader.loader.worker_init_fn = _worker_init
-    return loader
 
 
 def _dali(dataset: DetectionDataset, mode: str, batch_size: int, train: bool, kw: dict[str, Any]) -> Any:

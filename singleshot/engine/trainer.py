@@ -442,14 +442,14 @@ class Trainer:
             self.mllog.start(M.EPOCH_START, epoch_num=epoch_num)
             # The iterator lives here, not in _train_epoch: the loader's state (DALI's included) is read through
             # it after the epoch's steps, for the checkpoint and for a save on a signal.
-            done = loader.sampler.start // self.cfg.data.batch_size  # steps of this epoch a resumed run has done
+            done = loader.start_batch  # steps of this epoch a resumed run has done
             batches = iter(loader)
             in_epoch = self._train_epoch(stop, window, batches, done)
             if in_epoch is None:
                 return self._interrupted(stop)
             self._sync_steps(window)  # the epoch's last counts before its checkpoint
             complete = in_epoch >= self.steps_per_epoch
-            sampler_state = self._next_epoch_sampler() if complete else loader.state_dict()
+            sampler_state = loader.next_epoch_state() if complete else loader.state_dict()
             self.mllog.end(M.EPOCH_STOP, epoch_num=epoch_num)
             self.mllog.end(M.BLOCK_STOP, first_epoch_num=epoch_num)
             if not self._evaluate_if_due(stop, epoch_num, complete, sampler_state):
@@ -557,10 +557,6 @@ class Trainer:
             for module in self.model.modules():
                 if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
                     module.eval()
-
-    def _next_epoch_sampler(self) -> dict[str, int]:
-        """The loader position at the start of the next epoch (saved at epoch ends)."""
-        return {**self.data.train_loader.state_dict(), "epoch": self.epoch + 1, "start": 0}
 
     def _sync_steps(self, window: dict[str, Any]) -> bool:
         """Read the steps since the last read from the device (one transfer; see engine/step.py): count skipped
