@@ -19,6 +19,7 @@ backward and the SGD step through the gradient scaler. A run folder re-used by t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import time
@@ -93,6 +94,25 @@ class TrainResult:
     wall_time: float
     signum: int = 0
     main: bool = True  # rank 0 (the process that prints and writes)
+
+
+@dataclass
+class RunState:
+    """What a run knows about itself across resumes (saved as the checkpoint's ``train_state``)."""
+
+    best_map: float | None = None  # best COCO mAP@[.5:.95] of the evaluations so far
+    last_eval_step: int = -1  # step of the last evaluation
+    bad_steps_total: int = 0  # steps skipped for a non-finite loss
+    elapsed: float = 0.0  # training wall seconds before this process started
+    finished: bool = False
+    status: str = "running"  # "running" | "finished" | "target_reached"
+    final_stats: list[float] | None = None  # the 12 COCO numbers of the last evaluation
+    eval_pending: bool = False  # a signal interrupted an evaluation: run it first on resume
+
+    @classmethod
+    def from_checkpoint(cls, saved: dict[str, Any]) -> RunState:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 class Trainer:
@@ -258,15 +278,7 @@ class Trainer:
         """Run state, and on resume everything the checkpoint holds (weights, optimizer, schedule, scaler, sampler);
         the weight average (EMA) and the module that is evaluated and saved."""
         cfg, model = self.cfg, self.model
-        self.state: dict[str, Any] = {
-            "best_map": None,
-            "last_eval_step": -1,
-            "bad_steps_total": 0,
-            "elapsed": 0.0,
-            "finished": False,
-            "status": "running",
-            "final_stats": None,
-        }
+        self.state = RunState()
         self.epoch, self.step = 0, 0
         if self.resume is not None:
             ck = self.resume
@@ -278,7 +290,7 @@ class Trainer:
                 self.scaler.load_state_dict(ck["scaler"])
             self.data.train_loader.load_state_dict(ck["sampler"])
             self.epoch, self.step = int(ck["epoch"]), int(ck["step"])
-            self.state.update(ck.get("train_state", {}))
+            self.state = RunState.from_checkpoint(ck.get("train_state", {}))
 
         self.ema = ModelEMA(model, cfg.train.ema_decay, cfg.train.ema_warmup_steps) if cfg.train.ema_decay else None
         if self.ema is not None and self.resume is not None and "ema" in self.resume:
@@ -329,7 +341,7 @@ class Trainer:
         )  # fmt: skip
 
     def _state_now(self) -> dict[str, Any]:
-        return {**self.state, "elapsed": self.state["elapsed"] + time.perf_counter() - self._t_start}
+        return {**dataclasses.asdict(self.state), "elapsed": self.state.elapsed + time.perf_counter() - self._t_start}
 
     def run_eval(self, stop: StopRequest | None = None) -> list[float] | None:
         """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers).
@@ -355,10 +367,10 @@ class Trainer:
         stats = [float(result[name]) for name in STAT_NAMES]
         self.mllog.end(M.EVAL_STOP, epoch_num=self.epoch + 1)
         self.mllog.event(M.EVAL_ACCURACY, stats[0], epoch_num=self.epoch + 1)
-        self.state["last_eval_step"] = self.step
-        self.state["final_stats"] = stats
-        if self.state["best_map"] is None or stats[0] > self.state["best_map"]:
-            self.state["best_map"] = stats[0]
+        self.state.last_eval_step = self.step
+        self.state.final_stats = stats
+        if self.state.best_map is None or stats[0] > self.state.best_map:
+            self.state.best_map = stats[0]
         record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **dict(zip(STAT_NAMES, stats))}
         self.monitor.write({**record, "eval_seconds": round(time.perf_counter() - t0, 2)})
         if self.main and self.cfg.run.report:
@@ -377,7 +389,7 @@ class Trainer:
 
     def _target_reached(self) -> bool:
         target = self.cfg.eval.target_map
-        return target is not None and self.state["final_stats"] is not None and self.state["final_stats"][0] >= target
+        return target is not None and self.state.final_stats is not None and self.state.final_stats[0] >= target
 
     # ----------------------------------------------------------------------------------------------- the loop
     def run(self) -> TrainResult:
@@ -386,20 +398,20 @@ class Trainer:
             self._setup()
             if (
                 self.resume is not None
-                and self.state["finished"]
-                and (self.step >= self.total_steps or self.state["status"] == "target_reached")
+                and self.state.finished
+                and (self.step >= self.total_steps or self.state.status == "target_reached")
             ):
                 if self.main:
                     print(
-                        f"run {self.run_dir} already finished ({self.state['status']}, step {self.step}, best mAP "
-                        f"{self.state['best_map']}); pick another folder with run.name=NAME to train again"
+                        f"run {self.run_dir} already finished ({self.state.status}, step {self.step}, best mAP "
+                        f"{self.state.best_map}); pick another folder with run.name=NAME to train again"
                     )
                 return self._result("already_finished", 0)
-            self.state["finished"] = False
+            self.state.finished = False
             if self.resume is not None and self.main:
                 print(f"{self.resume_note}: epoch {self.epoch + 1}, step {self.step}")
             if self.main:  # records of steps after the checkpoint would be written twice
-                last_eval = int(self.state.get("last_eval_step", -1)) if self.resume is not None else -1
+                last_eval = self.state.last_eval_step if self.resume is not None else -1
                 trim_metrics(self.run_dir / "metrics.jsonl", self.step, last_eval)
             self.monitor = Monitor(
                 self.run_dir if self.main else None, self.total_steps, self.step, self.cfg.train.progress,
@@ -419,7 +431,7 @@ class Trainer:
                 self.lock.release()
 
     def _result(self, status: str, signum: int) -> TrainResult:
-        best, final = self.state["best_map"], self.state["final_stats"]
+        best, final = self.state.best_map, self.state.final_stats
         wall = time.perf_counter() - self._t_start
         return TrainResult(self.run_dir, status, self.step, self.epoch, best, final, wall, signum, self.main)
 
@@ -433,7 +445,7 @@ class Trainer:
         window = {"loss": 0.0, "box": 0.0, "cls": 0.0, "n": 0, "t": time.perf_counter(), "images": 0}
         status = "finished"
         sampler_state = loader.state_dict()
-        pending_eval = bool(self.state.pop("eval_pending", False))  # an evaluation a signal interrupted
+        pending_eval, self.state.eval_pending = self.state.eval_pending, False  # an evaluation a signal interrupted
         while self.step < self.total_steps or pending_eval:
             pending_eval = False
             epoch_num = self.epoch + 1
@@ -521,21 +533,21 @@ class Trainer:
         try:
             self.run_eval(stop)
         except EvaluationInterrupted:
-            self.state["eval_pending"] = True
+            self.state.eval_pending = True
             return False
         self._train_mode()
-        best = self.state["best_map"]
-        if self.main and best is not None and self.state["final_stats"][0] >= best:
+        best = self.state.best_map
+        if self.main and best is not None and self.state.final_stats[0] >= best:
             self.save("best.pt", sampler=sampler, epoch=self.epoch + int(complete))
         return True
 
     def _finish(self, status: str, sampler: dict[str, int]) -> str:
         """The final checkpoint (marked finished), the last line, and MLPerf's run_stop."""
-        self.state["finished"], self.state["status"] = True, status
+        self.state.finished, self.state.status = True, status
         self.save(sampler=sampler)
         if self.main:
             self.monitor.print(
-                f"done: {status} at step {self.step}; best mAP {self.state['best_map']}; run folder {self.run_dir}"
+                f"done: {status} at step {self.step}; best mAP {self.state.best_map}; run folder {self.run_dir}"
             )
         # MLPerf: "success" means the quality target was reached; a run without a target succeeds by finishing.
         ok = status == "target_reached" or self.cfg.eval.target_map is None
@@ -566,11 +578,11 @@ class Trainer:
             return False
         first = self.step - out.steps + 1
         if out.skipped:
-            self.state["bad_steps_total"] += out.skipped
+            self.state.bad_steps_total += out.skipped
             where = f"step {self.step}" if out.steps == 1 else f"steps {first}-{self.step}"
             self.monitor.print(
                 f"{where}: {out.skipped} non-finite loss(es), step(s) skipped "
-                f"({out.bad_in_row} in a row now, {self.state['bad_steps_total']} in total)"
+                f"({out.bad_in_row} in a row now, {self.state.bad_steps_total} in total)"
             )
             if out.limit_step:
                 raise TrainingDiverged(
@@ -599,7 +611,7 @@ class Trainer:
             self.monitor.write({
                 "kind": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
                 "box": window["box"] / max(window["n"], 1), "cls": window["cls"] / max(window["n"], 1),
-                "lr": self.scheduler.lr(), "img_per_s": img_s, "skipped_total": self.state["bad_steps_total"],
+                "lr": self.scheduler.lr(), "img_per_s": img_s, "skipped_total": self.state.bad_steps_total,
             })  # fmt: skip
             window.update(loss=0.0, box=0.0, cls=0.0, n=0, t=now, images=0)
         return stop
