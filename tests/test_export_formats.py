@@ -15,8 +15,9 @@ from trained_model import images_with_objects, trained_checkpoint
 import singleshot
 from singleshot.checkpoint import model_from_checkpoint
 from singleshot.cli import main
+from singleshot.data.photometric import normalize
 from singleshot.inference.formats import export, load_runner, read_metadata
-from singleshot.inference.verify import normalize, verify_export
+from singleshot.inference.verify import verify_export
 from singleshot.interop import read_checkpoint
 
 pytest.importorskip("onnxruntime")

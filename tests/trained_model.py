@@ -62,7 +62,7 @@ TINY_CLASSES = 7  # the tiny set's 6 shapes + background; the fingerprint only n
 def images_with_objects(size: int = 160, count: int = 4) -> torch.Tensor:
     """``uint8[count, 3, size, size]``: the first training images of the tiny set, resized as the model sees them."""
     from singleshot.data.formats import load_dataset
-    from singleshot.inference.preprocess import resize_square
+    from singleshot.data.transforms import resize_square
 
     ds = load_dataset(str(tiny_dataset()), split="train")
     return torch.stack([resize_square(ds[i][0], size) for i in range(count)])

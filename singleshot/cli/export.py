@@ -124,7 +124,7 @@ def _export_int8(args: argparse.Namespace, model: Any, classes: list[str], l2c: 
 def _verify(args: argparse.Namespace, model: Any, runner: Any, overrides: dict[str, Any]) -> int:
     import torch
 
-    from singleshot.inference.preprocess import resize_square
+    from singleshot.data.transforms import resize_square
     from singleshot.inference.verify import verify_export
 
     size = model.spec.image_size

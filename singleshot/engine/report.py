@@ -91,23 +91,19 @@ def prediction_pictures(
 
     ``classes`` names the model's labels (default: the dataset's, when both use one label order).
     """
-    from torchvision.transforms.v2 import functional as TF
-
     from singleshot.inference.draw import draw_detections, save_image
+    from singleshot.inference.preprocess import preprocess
 
     spec = model.spec
     out_dir.mkdir(parents=True, exist_ok=True)
     was_training = model.training
     model.eval()
-    mean = torch.tensor(spec.mean, device=device).view(3, 1, 1)
-    std = torch.tensor(spec.std, device=device).view(3, 1, 1)
     paths = []
     try:
         for i in range(min(num, len(dataset))):
             image, target = dataset[i]  # uint8[3, H, W]
             h, w = image.shape[-2:]
-            x = TF.resize(image.to(device), [spec.image_size] * 2, antialias=True).float() / 255
-            x = ((x - mean) / std)[None]  # (1, 3, S, S)
+            x = preprocess([image], spec.image_size, spec.mean, spec.std, device)  # (1, 3, S, S): Detector's pixels
             bbox, logits = model(x)
             det = postprocess(bbox.float(), logits.float(), torch.tensor([[h, w]], device=device))[0]
             keep = det["scores"] >= min_score

@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torchvision.transforms.v2 import functional as TF
 
 from singleshot.accelerator import capabilities
 from singleshot.data.base import read_image
+from singleshot.data.photometric import normalize
+from singleshot.data.transforms import resize_square
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | Tensor
 
@@ -74,12 +75,6 @@ def to_uint8_rgb(image: ImageInput) -> Tensor:
     raise TypeError(f"unsupported image type {type(image).__name__}: pass a path, PIL image, numpy array or tensor")
 
 
-def resize_square(image: Tensor, size: int) -> Tensor:
-    """``uint8[3, H, W]`` -> ``uint8[3, size, size]``, antialiased bilinear: the validation transform's resize."""
-    hwc = image.permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last memory: the fast uint8 kernel
-    return TF.resize(hwc, [size, size], antialias=True).contiguous()
-
-
 def preprocess(
     images: Sequence[Tensor],
     size: int,
@@ -90,16 +85,14 @@ def preprocess(
 ) -> Tensor:
     """``B`` images ``uint8[3, H_i, W_i]`` -> ``float32[B, 3, size, size]`` ImageNet-normalized on ``device``.
 
-    The resize runs on the CPU in uint8 (the same kernel the validation transform uses, so predictions match
-    evaluation); the uint8 batch is then moved (pinned on CUDA) and normalized on the device.
+    The resize runs on the CPU in uint8 (:func:`~singleshot.data.transforms.resize_square`, the transforms' resize,
+    so predictions match evaluation); the uint8 batch is then moved (pinned where that helps) and normalized on the
+    device (:func:`~singleshot.data.photometric.normalize`).
     """
     batch = torch.stack([resize_square(im, size) for im in images])  # (B, 3, S, S) uint8
     if capabilities(device).pin_memory:
         batch = batch.pin_memory()
-    batch = batch.to(device, non_blocking=True).float()
-    m = torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, device=device).view(1, 3, 1, 1) * 255.0
-    batch = (batch - m) / s
+    batch = normalize(batch.to(device, non_blocking=True), mean, std)
     if channels_last:
         batch = batch.contiguous(memory_format=torch.channels_last)
     return batch

@@ -23,8 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from singleshot._extras import require
+from singleshot.data.photometric import normalize
+from singleshot.data.transforms import resize_square
 from singleshot.inference.export import export_onnx, write_onnx_metadata
-from singleshot.inference.preprocess import resize_square
 
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 
@@ -35,21 +36,19 @@ def calibration_batches(
 ) -> Iterator[np.ndarray]:
     """``uint8[3, H, W]`` images -> batches ``[b, 3, size, size]`` as the graph takes them (float32 normalized or
     uint8), with the validation transform's resize."""
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255.0
     chunk: list[Tensor] = []
     for image in images:
         chunk.append(resize_square(image, size))
         if len(chunk) == batch_size:
-            yield _finish(chunk, m, s, uint8_input)
+            yield _finish(chunk, mean, std, uint8_input)
             chunk = []
     if chunk:
-        yield _finish(chunk, m, s, uint8_input)
+        yield _finish(chunk, mean, std, uint8_input)
 
 
-def _finish(chunk: list[Tensor], m: Tensor, s: Tensor, uint8_input: bool) -> np.ndarray:
+def _finish(chunk: list[Tensor], mean: Sequence[float], std: Sequence[float], uint8_input: bool) -> np.ndarray:
     batch = torch.stack(chunk)  # (b, 3, S, S) uint8
-    return batch.numpy() if uint8_input else ((batch.float() - m) / s).numpy()
+    return batch.numpy() if uint8_input else normalize(batch, mean, std).numpy()
 
 
 def head_nodes(onnx_path: str | os.PathLike[str]) -> list[str]:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from singleshot.box.factory import build_postprocessor
+from singleshot.data.photometric import normalize
 from singleshot.inference.export import DetectionGraph
 from singleshot.inference.formats import Runner
 
@@ -31,13 +32,6 @@ class Verification:
     @property
     def ok(self) -> bool:
         return self.status == "ok"
-
-
-def normalize(images_uint8: Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> Tensor:
-    """``uint8[B, 3, S, S]`` -> float32 normalized, the same arithmetic as Detector's preprocessing."""
-    m = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std).view(1, 3, 1, 1) * 255.0
-    return (images_uint8.float() - m) / s
 
 
 def _compare_detections(got: list[dict[str, Tensor]], ref: list[dict[str, Tensor]], scale: float) -> tuple[bool, float]:
