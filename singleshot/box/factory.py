@@ -34,7 +34,7 @@ def build_loss(spec: Any, box_loss: str | None = None) -> nn.Module:
         return MultiBoxLoss(box_loss=box_loss)
     if spec.loss == "focal":
         if box_loss != "smooth_l1":
-            raise ValueError(f"box loss {box_loss!r}: the focal loss (SSD320) trains its boxes with smooth-L1 only")
+            raise ValueError(f"the focal loss (SSD320) trains its boxes with smooth-L1 only, not {box_loss!r}")
         return FocalLoss(normalize_box_by_codesize=by_codesize)
     raise ValueError(f"unknown loss {spec.loss!r}")
 

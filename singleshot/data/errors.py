@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -89,11 +89,18 @@ class ProblemCollector:
         self.stats[counter] += n
 
     def box_repairs(
-        self, keep: np.ndarray, changed: np.ndarray, records: Sequence[str], field: str, *, file: str | None = None
+        self,
+        keep: np.ndarray,
+        changed: np.ndarray,
+        record: Callable[[int], str],
+        field: str,
+        *,
+        file: str | None = None,
     ) -> None:
-        """Report what :func:`singleshot.data.base.sanitize_boxes` did to boxes ``records`` (``keep``/``changed``:
-        ``bool[N]``): a warning per dropped or clipped box, counted in ``boxes_dropped`` / ``boxes_clipped``."""
+        """Report what :func:`singleshot.data.base.sanitize_boxes` did to ``N`` boxes (``keep``/``changed``:
+        ``bool[N]``; ``record(k)`` names box ``k``, built only for the boxes reported): a warning per dropped or
+        clipped box, counted in ``boxes_dropped`` / ``boxes_clipped``."""
         for k in np.flatnonzero(~keep):
-            self.warn("degenerate box; dropped", records[k], field, "boxes_dropped", file=file)
+            self.warn("degenerate box; dropped", record(int(k)), field, "boxes_dropped", file=file)
         for k in np.flatnonzero(changed):
-            self.warn("box outside the image; clipped", records[k], field, "boxes_clipped", file=file)
+            self.warn("box outside the image; clipped", record(int(k)), field, "boxes_clipped", file=file)

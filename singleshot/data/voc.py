@@ -138,7 +138,7 @@ class VOCDetection(DetectionDataset):
                     continue
                 box, keep, changed = sanitize_boxes(np.array([x0 - 1, y0 - 1, x1, y1]), w if w > 0 else np.inf,
                                                     h if h > 0 else np.inf)
-                col.box_repairs(keep, changed, [f"object[{k}]"], "bndbox", file=xml)
+                col.box_repairs(keep, changed, lambda _, k=k: f"object[{k}]", "bndbox", file=xml)
                 if not keep[0]:
                     continue
                 img_boxes.append(box[0])

@@ -184,8 +184,8 @@ class YOLODetection(DetectionDataset):
             boxes = np.where((boxes < 0) & (boxes > -NEAR_EDGE), 0.0, boxes)
             boxes = np.where((boxes > 1) & (boxes < 1 + NEAR_EDGE), 1.0, boxes).astype(np.float32)
             clipped, keep, changed = sanitize_boxes(boxes, 1.0, 1.0)
-            lines = [f"line {k + 1}" for k in range(len(cls))]
-            col.box_repairs(keep | ~known, changed & known, lines, "box", file=lbl)  # unknown classes: reported above
+            # Unknown classes were reported above; record names are built only for the boxes reported.
+            col.box_repairs(keep | ~known, changed & known, lambda k: f"line {k + 1}", "box", file=lbl)
             sel = known & keep
             if not sel.any() and not keep_empty:
                 col.count("images_skipped_empty")

@@ -241,10 +241,11 @@ class Trainer:
         self.model = model
         self.encoder = build_encoder(spec)  # the preset's matching rule
         box_loss = None if cfg.train.box_loss == "preset" else cfg.train.box_loss
-        if box_loss == "giou" and spec.loss != "multibox":
-            raise ConfigError(f"train.box_loss=giou: {spec.name} trains with the {spec.loss} loss, whose box term is "
-                              "smooth-L1 only; use train.box_loss=preset")
-        self.loss_fn = self._given_loss if self._given_loss is not None else build_loss(spec, box_loss=box_loss)
+        try:
+            self.loss_fn = self._given_loss if self._given_loss is not None else build_loss(spec, box_loss=box_loss)
+        except ValueError as e:  # build_loss knows which box terms each loss has
+            message = f"train.box_loss={cfg.train.box_loss}: {spec.name}: {e}; use train.box_loss=preset"
+            raise ConfigError(message) from None
         post_overrides = {} if cfg.eval.score_threshold is None else {"score_threshold": cfg.eval.score_threshold}
         self.postprocess = build_postprocessor(spec, **post_overrides)
         self.autocast = functools.partial(autocast, device, self.precision)
