@@ -130,4 +130,4 @@ def test_training_maps_a_separate_validation_source_by_name(tmp_path: Path) -> N
     trainer = Trainer(load_config(None, tiny_overrides(tmp_path / "ok", **base, **{"data.val": str(val)})))
     result = trainer.run()
     assert result.status == "finished" and result.final_stats is not None
-    assert trainer.val_label_to_category_id == {1: 2, 2: 3, 3: 1}  # cat, dog, fox -> their ids in the val file
+    assert trainer.parts.val_label_to_category_id == {1: 2, 2: 3, 3: 1}  # cat, dog, fox -> their ids in the val file

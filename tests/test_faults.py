@@ -33,7 +33,9 @@ from singleshot.cli import describe_error, main
 from singleshot.data import load_dataset
 from singleshot.data.base import read_image
 from singleshot.data.check import check_dataset
+from singleshot.engine.hooks import TrainHook
 from singleshot.engine.runfolder import RunLock, trim_metrics
+from singleshot.engine.trainer import Trainer
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -307,44 +309,51 @@ def test_trim_metrics_rules(tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------------------------- signals
-def test_sigterm_stops_before_the_next_step(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class _SignalAt(TrainHook):
+    """Sends this process SIGTERM at one event of the run (a hook: the loop is not patched)."""
+
+    def __init__(self, event: str, step: int | None = None) -> None:
+        self.event, self.step = event, step
+
+    def _kill(self, event: str) -> None:
+        if event == self.event:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def record(self, record: dict) -> None:
+        if record["kind"] == "train" and record["step"] == self.step:
+            self._kill("record")
+
+    def run_start(self) -> None:
+        self._kill("run_start")
+
+    def eval_start(self, epoch_num: int) -> None:
+        self._kill("eval_start")
+
+
+def test_sigterm_stops_before_the_next_step(tmp_path: Path) -> None:
     from train_helpers import tiny_config
 
-    from singleshot.engine import trainer as T
-
-    real_call = T.TrainStep.__call__
-    calls = []
-
-    def step_then_signal(self: object, batch: dict, stop: bool) -> object:
-        out = real_call(self, batch, stop)
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGTERM)  # arrives during step 2
-        return out
-
-    monkeypatch.setattr(T.TrainStep, "__call__", step_then_signal)
-    result = T.train(tiny_config(tmp_path / "run", **{"train.max_steps": 6}))
-    assert result.status == "interrupted" and result.step == 2 and len(calls) == 2
+    cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 6})
+    result = Trainer(cfg, hooks=[_SignalAt("record", step=2)]).run()  # arrives after step 2's record
+    assert result.status == "interrupted" and result.step == 2
+    saved = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert (saved["step"], saved["sampler"]["epoch"], saved["sampler"]["start"]) == (2, 0, 8)  # batch 4: 2 batches
+    # A signal as soon as the resumed run starts, before its first step: the position it saves is the one it
+    # resumed from (the loader has not iterated yet), not the start of the epoch.
+    again = Trainer(cfg, hooks=[_SignalAt("run_start")]).run()
+    assert again.status == "interrupted" and again.step == 2
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["sampler"] == saved["sampler"]
+    assert Trainer(cfg).run().step == 6
 
 
-def test_sigterm_during_evaluation_is_resumed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sigterm_during_evaluation_is_resumed(tmp_path: Path) -> None:
     from train_helpers import tiny_config
-
-    from singleshot.engine import trainer as T
 
     data = str(tiny_config(tmp_path).data.train)
     cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 4, "data.val": data, "data.val_batch_size": 2})
-    real_evaluate = T.evaluate
-
-    def signal_then_evaluate(*args: object, **kwargs: object) -> object:
-        os.kill(os.getpid(), signal.SIGTERM)
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(T, "evaluate", signal_then_evaluate)
-    first = T.train(cfg)
+    first = Trainer(cfg, hooks=[_SignalAt("eval_start")]).run()
     assert first.status == "interrupted" and first.step == 4 and first.final_stats is None
-    monkeypatch.setattr(T, "evaluate", real_evaluate)
-    second = T.train(cfg)  # the interrupted evaluation runs on resume
+    second = Trainer(cfg).run()  # the interrupted evaluation runs on resume
     assert second.status == "finished" and second.final_stats is not None
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records if r["kind"] == "eval"] == [4]

@@ -23,8 +23,8 @@ def test_cuda_training_with_amp_and_channels_last(tmp_path: Path, precision: str
     trainer = Trainer(tiny_config(tmp_path / "run", **cuda, **{"train.max_steps": 6}))
     result = trainer.run()
     assert result.status == "finished" and result.step == 6
-    assert trainer.channels_last and trainer.device.type == "cuda"
-    assert trainer.data.train_loader.loader.pin_memory
+    assert trainer.parts.channels_last and trainer.device.type == "cuda"
+    assert trainer.parts.data.train_loader.loader.pin_memory
     ckpt = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert all(torch.isfinite(v).all() for v in ckpt["state_dict"].values() if v.is_floating_point())
     if precision == "fp16":
@@ -37,4 +37,4 @@ def test_cuda_training_with_amp_and_channels_last(tmp_path: Path, precision: str
 def test_auto_precision_is_fp16_with_scaler_on_cuda(tmp_path: Path) -> None:
     trainer = Trainer(tiny_config(tmp_path / "run", **{"train.deterministic": "false", "train.max_steps": 1}))
     trainer.run()
-    assert trainer.precision == "fp16" and trainer.scaler.is_enabled()
+    assert trainer.precision == "fp16" and trainer.parts.scaler.is_enabled()

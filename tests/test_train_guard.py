@@ -10,7 +10,8 @@ from train_helpers import tiny_config
 
 from singleshot.box.factory import build_loss
 from singleshot.checkpoint import load_checkpoint
-from singleshot.engine.step import StepResult, TrainStep
+from singleshot.engine.build import TrainingParts
+from singleshot.engine.hooks import TrainHook
 from singleshot.engine.trainer import Trainer, TrainingDiverged
 from singleshot.models import get_spec
 
@@ -36,18 +37,24 @@ def _poisoned(bad_calls: set[int]) -> _PoisonedLoss:
     return _PoisonedLoss(build_loss(get_spec("ssd_tiny")), bad_calls)
 
 
-def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    trainer = Trainer(tiny_config(tmp_path / "run", **{"train.max_steps": 5}), loss_fn=_poisoned({2, 3}))
-    snapshots = []
-    original = TrainStep.__call__
+class _Snapshots(TrainHook):
+    """The stepped weights after every step (the step is synchronous on the CPU)."""
 
-    def spy(self: TrainStep, batch: dict, stop: bool) -> StepResult:
-        out = original(self, batch, stop)
-        snapshots.append({k: v.detach().clone() for k, v in trainer.model.named_parameters()})
-        return out
+    def __init__(self) -> None:
+        self.snapshots: list[dict[str, torch.Tensor]] = []
 
-    monkeypatch.setattr(TrainStep, "__call__", spy)
-    result = trainer.run()
+    def init_end(self, cfg: object, parts: TrainingParts) -> None:
+        self.model = parts.model
+
+    def step_end(self, step: int) -> None:
+        self.snapshots.append({k: v.detach().clone() for k, v in self.model.named_parameters()})
+
+
+def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path) -> None:
+    hook = _Snapshots()
+    cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 5})
+    result = Trainer(cfg, loss_fn=_poisoned({2, 3}), hooks=[hook]).run()
+    snapshots = hook.snapshots
     assert result.status == "finished" and result.step == 5
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
     assert state["train_state"]["bad_steps_total"] == 2

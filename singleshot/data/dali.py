@@ -173,7 +173,7 @@ class DaliLoader(LoaderPosition):
         self._bad: set[int] = set()
         self._restore: tuple[int, int, str] | None = None  # (epoch, start, DALI checkpoint) to resume from
         self._pipe: Any = None
-        self._batches_done = 0
+        self._batches_done: int | None = None  # batches of the epoch done while an iteration runs, else None
         self._fed: dict[int, list[int]] = {}  # iteration -> record indices fed for it (not yet consumed)
 
     # ------------------------------------------------------------------------------------------ loader interface
@@ -188,8 +188,14 @@ class DaliLoader(LoaderPosition):
     def state_dict(self) -> dict[str, Any]:
         """The sampler position after the batches yielded so far, plus DALI's checkpoint of its random generators
         (``dali``, for the epoch ``dali_epoch``) when mid-epoch, so a resume continues with the same draws."""
-        state: dict[str, Any] = self.sampler.state_dict(consumed=self._batches_done * self.batch_size)
-        if self._pipe is not None and self._batches_done > 0:
+        done = self._batches_done
+        if done is None:  # no iteration yet: the position it will start from, with the restored checkpoint
+            state: dict[str, Any] = self.sampler.state_dict()
+            if self._restore is not None and self._restore[:2] == (self.sampler.epoch, self.sampler.start):
+                state.update(dali=self._restore[2], dali_epoch=self._restore[0])
+            return state
+        state = self.sampler.state_dict(consumed=done * self.batch_size)
+        if self._pipe is not None and done > 0:
             state.update(dali=self._pipe.checkpoint(), dali_epoch=self.sampler.epoch)
         return state
 
@@ -225,7 +231,7 @@ class DaliLoader(LoaderPosition):
                 yield batch
         finally:
             self._pipe, self._fed = None, {}
-            self._batches_done = 0
+            self._batches_done = None
 
     # ------------------------------------------------------------------------------------------ the pipeline
     def _source(self, info: Any) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray]]:

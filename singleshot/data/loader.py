@@ -283,7 +283,7 @@ class DetectionLoader(LoaderPosition):
         self.batch_size, self.on_bad_image = batch_size, on_bad_image
         self.finisher = finisher
         self.num_skipped = 0
-        self._batches_done = 0
+        self._batches_done: int | None = None  # batches of the epoch done while an iteration runs, else None
 
     def set_epoch(self, epoch: int) -> None:
         """Call at the start of every epoch (before iterating) to reshuffle."""
@@ -294,15 +294,17 @@ class DetectionLoader(LoaderPosition):
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._batches_done = self.start_batch
-        for batch in self.loader:
-            self._batches_done += 1
-            bad = batch.pop("bad", None)
-            if bad:
-                self._handle_bad(bad)
-                if len(batch["image_ids"]) == 0:
-                    continue
-            yield self.finisher(batch) if self.finisher is not None else batch
-        self._batches_done = 0
+        try:
+            for batch in self.loader:
+                self._batches_done += 1
+                bad = batch.pop("bad", None)
+                if bad:
+                    self._handle_bad(bad)
+                    if len(batch["image_ids"]) == 0:
+                        continue
+                yield self.finisher(batch) if self.finisher is not None else batch
+        finally:
+            self._batches_done = None
 
     def _handle_bad(self, bad: list[BadSample]) -> None:
         for sample in bad:
@@ -314,8 +316,10 @@ class DetectionLoader(LoaderPosition):
             warnings.warn(f"skipped unreadable image: {sample.message}", stacklevel=3)
 
     def state_dict(self) -> dict[str, int]:
-        """The sampler position after the batches yielded so far in this epoch (for exact mid-epoch resume)."""
-        return self.sampler.state_dict(consumed=self._batches_done * self.batch_size)
+        """The sampler position after the batches yielded so far in this epoch (for exact mid-epoch resume); before
+        an iteration starts, the position it will start from (a restored one included)."""
+        done = self._batches_done
+        return self.sampler.state_dict(consumed=None if done is None else done * self.batch_size)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore a position; the next iteration continues the saved epoch where it stopped."""

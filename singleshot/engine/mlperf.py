@@ -3,16 +3,22 @@
 Emits the events and hyperparameter keys the MLPerf SSD rules require (see docs RECIPES.md): init/run start and
 stop (with ``status``), block/epoch starts and stops numbered from 1, eval start/stop/accuracy with ``epoch_num``,
 seed, batch size, sample counts, the learning-rate schedule keys and the submission keys. Only rank 0 writes.
-With logging off, :class:`MLPerfLogger` is a no-op, so the loop calls it unconditionally.
+:class:`MLPerfHook` maps the training run's events (engine/hooks.py) to these keys, so the loop holds no MLPerf
+lines; with logging off, :class:`MLPerfLogger` is a no-op.
 """
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from singleshot._extras import require
+from singleshot.engine.hooks import TrainHook
+
+if TYPE_CHECKING:
+    from singleshot.engine.build import TrainingParts
+    from singleshot.engine.config import TrainConfig
 
 
 class MLPerfLogger:
@@ -95,3 +101,52 @@ BLOCK_START, BLOCK_STOP = "block_start", "block_stop"
 EPOCH_START, EPOCH_STOP = "epoch_start", "epoch_stop"
 EVAL_START, EVAL_STOP, EVAL_ACCURACY = "eval_start", "eval_stop", "eval_accuracy"
 SUCCESS, ABORTED = "success", "aborted"
+
+
+class MLPerfHook(TrainHook):
+    """The MLPerf events of a training run, written by rank 0 to ``<run>/mlperf.log`` when ``enabled``.
+
+    ``run_stop``'s status is "success" when the quality target (``target_map``) was reached, or, for a run without
+    a target, when it finished; else "aborted" (a target missed, a signal)."""
+
+    def __init__(self, enabled: bool, target_map: float | None) -> None:
+        self.enabled, self.target_map = enabled, target_map
+        self.log = MLPerfLogger(None, False)
+
+    def init_start(self, run_dir: Path, main: bool) -> None:
+        # Opened here, after the run folder's lock: a refused start writes nothing into a live run's folder.
+        self.log = MLPerfLogger(run_dir / "mlperf.log", self.enabled and main)
+        self.log.start(INIT_START)
+
+    def init_end(self, cfg: TrainConfig, parts: TrainingParts) -> None:
+        data = parts.data
+        self.log.log_hyperparameters(
+            seed=cfg.train.seed, global_batch_size=parts.global_batch, train_samples=len(data.train),
+            eval_samples=len(data.val) if data.val is not None else 0, base_lr=parts.base_lr,
+            weight_decay=cfg.optim.weight_decay, warmup_steps=parts.schedule.warmup_steps,
+            warmup_factor=cfg.schedule.warmup_start_factor, decay_boundary_epochs=list(cfg.schedule.milestones),
+            max_samples=cfg.data.max_samples, bn_span=cfg.data.batch_size,
+        )  # fmt: skip
+        self.log.end(INIT_STOP)
+
+    def run_start(self) -> None:
+        self.log.start(RUN_START)
+
+    def epoch_start(self, epoch_num: int) -> None:
+        self.log.start(BLOCK_START, first_epoch_num=epoch_num, epoch_count=1)
+        self.log.start(EPOCH_START, epoch_num=epoch_num)
+
+    def epoch_end(self, epoch_num: int) -> None:
+        self.log.end(EPOCH_STOP, epoch_num=epoch_num)
+        self.log.end(BLOCK_STOP, first_epoch_num=epoch_num)
+
+    def eval_start(self, epoch_num: int) -> None:
+        self.log.start(EVAL_START, epoch_num=epoch_num)
+
+    def eval_end(self, epoch_num: int, stats: dict[str, float]) -> None:
+        self.log.end(EVAL_STOP, epoch_num=epoch_num)
+        self.log.event(EVAL_ACCURACY, stats["AP"], epoch_num=epoch_num)
+
+    def run_end(self, status: str) -> None:
+        ok = status == "target_reached" or (status == "finished" and self.target_map is None)
+        self.log.end(RUN_STOP, status=SUCCESS if ok else ABORTED)
