@@ -70,11 +70,14 @@ def resolve_device(name: str, local_rank: int = 0, key: str = "device") -> torch
 
 def synchronize(device: torch.device | None = None) -> None:
     """Wait for the work queued on ``device`` (default: the current accelerator, if any); a no-op on the CPU."""
-    kind = device.type if device is not None else current_accelerator()
-    if kind is None or kind == "cpu":
+    if device is not None and device.type == "cpu":
+        return
+    current = current_accelerator()
+    kind = device.type if device is not None else current
+    if kind is None:
         return
     api = getattr(torch, "accelerator", None)
-    if api is not None and hasattr(api, "synchronize") and kind == current_accelerator():
+    if api is not None and hasattr(api, "synchronize") and kind == current:
         api.synchronize(device)
         return
     sync = getattr(_module(kind), "synchronize", None)

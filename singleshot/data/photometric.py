@@ -80,12 +80,15 @@ def color_affine(
     return torch.cat([a, t[:, :, None]], dim=2).float()
 
 
-def normalize(images: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD) -> Tensor:
+def normalize(
+    images: Tensor, mean: Sequence[float] | Tensor = IMAGENET_MEAN, std: Sequence[float] | Tensor = IMAGENET_STD
+) -> Tensor:
     """``uint8[B, 3, H, W]`` (0..255, any device) -> float32 ``(x - 255 mean) / (255 std)``: the one input
-    normalization of inference (``Detector``, export checks, INT8 calibration, report pictures). The loader's colour
-    affine reduces to the same map for an identity colour draw (equal to float rounding; tested)."""
-    m = torch.tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
-    s = torch.tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
+    normalization of inference (``Detector``, export checks, INT8 calibration, report pictures, the uint8 front end
+    of exported graphs, which passes ``float32[3]`` buffers). The loader's colour affine reduces to the same map for
+    an identity colour draw (equal to float rounding; tested)."""
+    m = torch.as_tensor(mean, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
+    s = torch.as_tensor(std, dtype=torch.float32, device=images.device).view(1, 3, 1, 1) * 255.0
     return (images.float() - m) / s
 
 

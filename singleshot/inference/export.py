@@ -38,6 +38,7 @@ from singleshot.box.anchors import default_boxes
 from singleshot.box.factory import build_postprocessor
 from singleshot.box.nms import group_score_order
 from singleshot.box.nms import grouped_nms as nms_per_group
+from singleshot.data.photometric import normalize
 
 OPSET = 18
 
@@ -125,20 +126,20 @@ class DetectionGraph(nn.Module):
 
 
 class Uint8Input(nn.Module):
-    """``uint8[B, 3, S, S]`` RGB -> ``module((x - 255 mean) / (255 std))``: normalization inside an exported graph.
+    """``uint8[B, 3, S, S]`` RGB -> ``module(normalize(x))``: normalization inside an exported graph.
 
-    The arithmetic is :func:`singleshot.inference.preprocess.preprocess`'s (float32 subtract, then divide), so a
-    graph with this front end and PyTorch on a preprocessed batch see the same numbers.
+    The arithmetic is :func:`singleshot.data.photometric.normalize` itself (mean and std as buffers, so the graph holds
+    them as constants), so a graph with this front end and PyTorch on a preprocessed batch see the same numbers.
     """
 
     def __init__(self, module: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]) -> None:
         super().__init__()
         self.module = module
-        self.register_buffer("mean255", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
-        self.register_buffer("std255", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1) * 255.0)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32))
 
     def forward(self, images: Tensor) -> Any:
-        return self.module((images.float() - self.mean255) / self.std255)
+        return self.module(normalize(images, self.mean, self.std))
 
 
 def output_names(with_nms: bool) -> list[str]:
