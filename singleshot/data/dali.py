@@ -191,8 +191,9 @@ class DaliLoader(LoaderPosition):
         done = self._batches_done
         if done is None:  # no iteration yet: the position it will start from, with the restored checkpoint
             state: dict[str, Any] = self.sampler.state_dict()
-            if self._restore is not None and self._restore[:2] == (self.sampler.epoch, self.sampler.start):
-                state.update(dali=self._restore[2], dali_epoch=self._restore[0])
+            checkpoint = self._restored_checkpoint(self.sampler.start)
+            if checkpoint is not None:
+                state.update(dali=checkpoint, dali_epoch=self.sampler.epoch)
             return state
         state = self.sampler.state_dict(consumed=done * self.batch_size)
         if self._pipe is not None and done > 0:
@@ -205,15 +206,18 @@ class DaliLoader(LoaderPosition):
         if state.get("dali") is not None and state.get("dali_epoch") == state["epoch"] and state["start"] > 0:
             self._restore = (int(state["epoch"]), int(state["start"]), state["dali"])
 
+    def _restored_checkpoint(self, start: int) -> str | None:
+        """DALI's checkpoint loaded by :meth:`load_state_dict`, if it was taken at this epoch and position ``start``."""
+        restore = self._restore
+        return restore[2] if restore is not None and restore[:2] == (self.sampler.epoch, start) else None
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         indices, _ = self.sampler.epoch_order()
         if self.drop_last:
             indices = indices[: len(indices) - len(indices) % self.batch_size]
         self._order = indices
         start, self.sampler.start = self.sampler.start, 0
-        checkpoint = None
-        if self._restore is not None and self._restore[:2] == (self.sampler.epoch, start):
-            checkpoint = self._restore[2]
+        checkpoint = self._restored_checkpoint(start)
         self._restore = None
         # Without DALI's checkpoint (a fresh epoch) iteration 0 is the first batch after ``start``.
         self._offset = 0 if checkpoint is not None else start // self.batch_size

@@ -127,7 +127,9 @@ class Trainer:
         self.ckpt_dir = self.run_dir / "checkpoints"
         self.main = self.info.is_main
         self.lock = RunLock(self.run_dir) if self.main else None
-        self.hooks = HookList([MLPerfHook(cfg.run.mlperf_log, cfg.eval.target_map), *(hooks or [])])
+        # MLPerf's hook only when logging: every event of the loop goes through the hook list.
+        mlperf = [MLPerfHook(True, cfg.eval.target_map)] if cfg.run.mlperf_log else []
+        self.hooks = HookList([*mlperf, *(hooks or [])])
 
     # ----------------------------------------------------------------------------------------------- set-up
     def _setup(self) -> None:
@@ -196,13 +198,14 @@ class Trainer:
             label_to_category_id=p.val_label_to_category_id, log=self.monitor.print if self.main else None,
             results_file=str(self.run_dir / "coco_results.json") if self.main and self.cfg.run.report else None,
         )  # fmt: skip
-        stats = [float(result[name]) for name in STAT_NAMES]
-        self.hooks.fire("eval_end", self.epoch + 1, dict(zip(STAT_NAMES, stats)))
+        named = {name: float(result[name]) for name in STAT_NAMES}
+        stats = list(named.values())
+        self.hooks.fire("eval_end", self.epoch + 1, named)
         self.state.last_eval_step = self.step
         self.state.final_stats = stats
         if self.state.best_map is None or stats[0] > self.state.best_map:
             self.state.best_map = stats[0]
-        record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **dict(zip(STAT_NAMES, stats))}
+        record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **named}
         self._write({**record, "eval_seconds": round(time.perf_counter() - t0, 2)})
         if self.main and self.cfg.run.report:
             from singleshot.engine.report import evaluation_report
