@@ -109,3 +109,20 @@ def test_pretrained_backbone_loads_and_stays_frozen(tmp_path: Path, recwarn: pyt
     state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")["state_dict"]
     assert torch.equal(state["backbone.layer2.0.bn2.running_mean"], net.layer2[0].bn2.running_mean)
     assert torch.equal(state["backbone.bn1.weight"], net.bn1.weight.detach())
+
+
+def test_loader_workers_auto(monkeypatch: pytest.MonkeyPatch) -> None:
+    """data.num_workers=null: none on a CPU run; with an accelerator, the process's cores minus one (at most 16),
+    shared among torchrun's processes on the node; a number given is kept."""
+    from singleshot.engine.build import loader_workers
+    from singleshot.engine.distributed import DistInfo
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(16)), raising=False)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")
+    single, torchrun = DistInfo(), DistInfo(rank=1, world_size=4, local_rank=1, launcher="torchrun")
+    assert loader_workers(None, torch.device("cpu"), single) == 0
+    assert loader_workers(None, torch.device("cuda", 0), single) == 15
+    assert loader_workers(None, torch.device("cuda", 1), torchrun) == 3
+    assert loader_workers(2, torch.device("cpu"), single) == 2
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(64)), raising=False)
+    assert loader_workers(None, torch.device("cuda", 0), single) == 16

@@ -14,6 +14,10 @@ Two implementations, one result:
 - Elsewhere (CUDA, smaller inputs, or no numba): ``torchvision.ops.nms`` on boxes shifted apart per group, in blocks.
 
 ``SINGLESHOT_NMS=numba|torchvision`` forces one implementation (the result is the same).
+
+``padded_nms(boxes [G, W, 4], counts [G]) -> keep [G, W]`` is the fixed-shape form that the CUDA post-processing
+uses (every group padded to one width, nothing read back by the host): one Triton kernel launch on CUDA
+(:mod:`singleshot.box.nms_triton`), else a torch loop over the group width (the same greedy pass, all groups at once).
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from torchvision.ops import nms
 _HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 _BACKEND = os.environ.get("SINGLESHOT_NMS", "auto")  # "auto" | "numba" | "torchvision"
+_PADDED_BACKEND = "auto"  # padded_nms: "auto" (Triton where it runs) | "triton" | "torch"
 # Below this many boxes the blocked torchvision path costs < ~20 ms, less than loading the kernel the first time.
 _NUMBA_MIN_CANDIDATES = 16384
 
@@ -43,10 +48,15 @@ def group_score_order(groups: Tensor, scores: Tensor) -> Tensor:
     ``group * 2**30 + (bits(1.0) - bits(score))`` sorts by group, then by descending score, exactly; ties keep their
     input order. (About half the time of a float64 key, a third of two stable sorts.)
     """
+    return (groups * (1 << 30) + descending_score_key(scores)).sort(stable=True).indices
+
+
+def descending_score_key(scores: Tensor) -> Tensor:
+    """``scores [...]`` float in [0, 1] -> int64 ``[...]`` in [0, 2**30) that orders like the negated score, exactly
+    (for non-negative float32 the IEEE bit pattern orders like the value)."""
     s = scores.detach().float()
     s = torch.where(s > 0, s.clamp(max=1.0), 0.0)  # also turns -0.0 (sign bit set) into +0.0
-    bits = s.view(torch.int32).long()
-    return (groups * (1 << 30) + (_ONE_BITS - bits)).sort(stable=True).indices
+    return _ONE_BITS - s.view(torch.int32).long()
 
 
 _ONE_BITS = 0x3F800000  # bit pattern of float32 1.0 (< 2**30)
@@ -92,6 +102,48 @@ def grouped_nms(
     positions = torch.arange(kept.numel(), device=kept.device)
     rank = positions - torch.cummax(torch.where(starts, positions, torch.zeros_like(positions)), 0).values
     return kept[rank < max_per_group]
+
+
+def padded_nms(boxes: Tensor, counts: Tensor, iou_threshold: float) -> Tensor:
+    """Greedy NMS within each of ``G`` padded groups, with no host sync on CUDA.
+
+    Args:
+        boxes: ``[G, W, 4]`` xyxy, any units; group ``g``'s boxes are its first ``counts[g]`` rows, in descending
+            score order (ties in the order the list form would take them); the rest is padding.
+        counts: ``[G]`` int, 0 <= counts <= W.
+        iou_threshold: a box is suppressed by a kept, higher-scored box of its group with IoU > this.
+
+    Returns:
+        ``[G, W]`` bool, True for the boxes greedy NMS keeps (never for padding). The same boxes as
+        :func:`grouped_nms` keeps from the unpadded groups.
+    """
+    from singleshot.box.nms_triton import triton_available, triton_padded_nms
+
+    if _PADDED_BACKEND == "triton" or (_PADDED_BACKEND == "auto" and triton_available(boxes.device)):
+        return triton_padded_nms(boxes, counts, iou_threshold)
+    return _torch_padded_nms(boxes, counts, iou_threshold)
+
+
+def _torch_padded_nms(boxes: Tensor, counts: Tensor, iou_threshold: float) -> Tensor:
+    """:func:`padded_nms` without Triton: the greedy pass steps through the group width, every group at once (about
+    a dozen ops per position; the width is read once on the host to stop at the longest group). Same float64
+    arithmetic as the numba kernel."""
+    g, width = boxes.shape[:2]
+    inside = torch.arange(width, device=boxes.device) < counts[:, None]  # (G, W)
+    keep = inside.clone()
+    if g == 0 or width == 0:
+        return keep
+    b = boxes.double()
+    x1, y1, x2, y2 = b.unbind(-1)  # (G, W) each
+    area = (x2 - x1) * (y2 - y1)
+    later = torch.ones(width, width, dtype=torch.bool, device=boxes.device).triu(1)  # later[i, j]: j > i
+    for i in range(int(counts.max())):
+        w = torch.minimum(x2, x2[:, i : i + 1]) - torch.maximum(x1, x1[:, i : i + 1])
+        h = torch.minimum(y2, y2[:, i : i + 1]) - torch.maximum(y1, y1[:, i : i + 1])
+        inter = w * h
+        overlaps = (w > 0) & (h > 0) & (inter / (area[:, i : i + 1] + area - inter) > iou_threshold)
+        keep &= ~(overlaps & later[i] & keep[:, i : i + 1])
+    return keep
 
 
 def _group_starts(groups: Tensor) -> Tensor:

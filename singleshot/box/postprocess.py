@@ -8,13 +8,17 @@ of the image. The per-class limit ``candidates_per_class`` has two published mea
 * ``"after_nms"``, TF object-detection API's ``batch_multiclass_non_max_suppression`` (SSD320 v1.2): every
   candidate enters NMS, and the first ``candidates_per_class`` boxes NMS *keeps* stay (``max_size_per_class``).
 
-The per-(image, class) groups of the whole batch are suppressed together (see
-:func:`singleshot.box.nms.grouped_nms`), so there is no Python loop over images or classes.
+The per-(image, class) groups of the whole batch are suppressed together, so there is no Python loop over images or
+classes. Two paths, one result: on the CPU the candidates above the threshold are listed and suppressed as one flat
+list (:func:`singleshot.box.nms.grouped_nms`, numba); on an accelerator every tensor has a fixed shape and nothing is
+read back before the final per-image split (:mod:`singleshot.box.postprocess_fixed`, one Triton NMS kernel on CUDA).
+``SINGLESHOT_POSTPROCESS=list|fixed`` forces one.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -24,6 +28,7 @@ from torchvision.ops import box_convert
 from singleshot.box.anchors import AnchorSpec, default_boxes
 from singleshot.box.coder import BoxCoder
 from singleshot.box.nms import group_score_order, grouped_nms
+from singleshot.box.postprocess_fixed import fixed_shape_detections
 
 
 @dataclass(frozen=True)
@@ -258,7 +263,9 @@ class PostProcessor(nn.Module):
             parts.append(kept.select((~redo.index_select(0, kept.group)).nonzero().flatten()))
             pending = redo.nonzero().flatten()
             k *= 4
-        return _Kept.cat(parts)
+        kept = _Kept.cat(parts)
+        # Back to (group, -score) order, so that equal scores of an image rank by class whichever round found them.
+        return kept.select(kept.group.argsort(stable=True)) if len(parts) > 1 else kept
 
     @torch.no_grad()
     def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
@@ -266,6 +273,12 @@ class PostProcessor(nn.Module):
         b, _, c = cls_logits.shape
         num_cls = c - 1 if self.classifier == "softmax" else c
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
+        if _fixed_shape(cls_logits.device):
+            boxes, scores, labels, counts = fixed_shape_detections(self, bbox_regression, cls_logits, scale)
+            return [
+                {"boxes": bx[:n], "scores": sc[:n], "labels": lb[:n]}
+                for bx, sc, lb, n in zip(boxes, scores, labels, counts.tolist())  # the one host read
+            ]
         if cfg.per_class_cap == "before_nms":
             cands = self.candidates(cls_logits)
             kept = self._suppress(bbox_regression, cands, num_cls, scale, cfg.candidates_per_class, None)
@@ -285,6 +298,11 @@ class PostProcessor(nn.Module):
         ]
 
 
+def _fixed_shape(device: torch.device) -> bool:
+    """Whether outputs on ``device`` take the fixed-shape path (every accelerator) or the list path (the CPU)."""
+    return _PATH == "fixed" or (_PATH == "auto" and device.type != "cpu")
+
+
 def _rank_within(ids: Tensor, counts: Tensor) -> Tensor:
     """``ids [N]`` non-decreasing segment ids, ``counts [S]`` their bincount -> ``[N]`` position of each entry within
     its segment (0 for the first)."""
@@ -295,3 +313,5 @@ def _rank_within(ids: Tensor, counts: Tensor) -> Tensor:
 _DENSE_FRACTION = 0.25
 # Logit margin of the dense path's superset test (float32 exp/log rounding is ~1e-6 relative).
 _MARGIN = 1e-3
+# "auto" (fixed-shape on accelerators, list on the CPU) | "list" | "fixed"
+_PATH = os.environ.get("SINGLESHOT_POSTPROCESS", "auto")

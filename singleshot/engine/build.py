@@ -9,8 +9,10 @@ rank starts from the same weights), the box modules, the optimization objects, t
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
+import os
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -62,6 +64,7 @@ class TrainingParts:
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler
     train_step: TrainStep
+    loader_workers: int  # data.num_workers resolved (see loader_workers)
 
 
 def build_training(
@@ -81,9 +84,11 @@ def build_training(
     spec = get_spec(cfg.model.name)  # ModelConfig checked the name
     layout = capabilities(device).channels_last
     channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else layout
+    workers = loader_workers(cfg.data.num_workers, device, info)
     data = build_data(
-        cfg.data, image_size=spec.image_size, mean=spec.mean, std=spec.std, seed=cfg.train.seed,
-        rank=info.rank, world_size=info.world_size, device=device, channels_last=channels_last,
+        dataclasses.replace(cfg.data, num_workers=workers), image_size=spec.image_size, mean=spec.mean,
+        std=spec.std, seed=cfg.train.seed, rank=info.rank, world_size=info.world_size, device=device,
+        channels_last=channels_last,
     )  # fmt: skip
     classes, val_ids = _classes(cfg, data, main)
     model = _model(cfg, spec, data.train.num_classes, classes, device, channels_last, info, fresh=resume is None)
@@ -122,8 +127,22 @@ def build_training(
         ema=ema, eval_model=ema.module if ema is not None else model, encoder=encoder, loss_fn=loss,
         postprocess=postprocess, autocast=amp, global_batch=global_batch, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, base_lr=base_lr, optimizer=optimizer, schedule=schedule, scheduler=scheduler,
-        scaler=scaler, train_step=train_step,
+        scaler=scaler, train_step=train_step, loader_workers=workers,
     )  # fmt: skip
+
+
+def loader_workers(requested: int | None, device: torch.device, info: D.DistInfo) -> int:
+    """``data.num_workers``, or for null (auto): 0 when training on the CPU, where a worker process takes cores
+    from the model's own threads (2 cores: 29.9 img/s without a worker, 25.7 with one); with an accelerator, this
+    process's share of the CPU cores minus one (its main thread), at most 16."""
+    if requested is not None:
+        return requested
+    if device.type == "cpu":
+        return 0
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if info.launcher == "torchrun":  # the node's processes share one affinity set (SLURM gives each task its own)
+        cores //= max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(0, min(16, cores - 1))
 
 
 def _classes(cfg: TrainConfig, data: DataBundle, main: bool) -> tuple[list[str], dict[int, int] | None]:

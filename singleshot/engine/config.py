@@ -78,7 +78,9 @@ class DataConfig(_Choices):
     val: str | None = "synth"  # None = no evaluation
     batch_size: int = 32  # per process; the global batch is batch_size x world size
     val_batch_size: int = 32  # per process, for evaluation
-    num_workers: int = 0  # loader processes per training process (0 = load in the training process)
+    # loader processes per training process (0 = load in the training process); null (auto): 0 on a CPU run (a
+    # worker takes cores from the model there), else the process's CPU cores - 1, at most 16
+    num_workers: int | None = None
     # "ssd" (IoU crop, flip, colour jitter: MLPerf, NVIDIA v1.1) | "area_crop" (crop of 75-100% area, aspect
     # 0.75-3, flip: NVIDIA SSD320 v1.2) | "light" (flip + colour jitter, no crop) | "none" (resize + normalize only)
     augment: Literal["ssd", "area_crop", "light", "none"] = "ssd"

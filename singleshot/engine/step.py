@@ -82,6 +82,7 @@ class TrainStep:
         self._steps = 0
         self._saved: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._lazy: list[torch.Tensor] = []
+        self._flag_values: torch.Tensor | None = None  # [0., 1.] on the device, see _stop_flag
 
     def __call__(self, batch: dict[str, Any], stop_requested: bool) -> None:
         timer = self.timer
@@ -97,7 +98,7 @@ class TrainStep:
             # together; nothing here waits for it on the host.
             detached = loss.detach().float()
             flags = torch.stack([
-                (~torch.isfinite(detached)).float(), detached.new_tensor(float(stop_requested)),
+                (~torch.isfinite(detached)).float(), self._stop_flag(stop_requested, detached),
                 detached, losses["box"].detach().float(), losses["cls"].detach().float(),
             ])  # fmt: skip
             flags = all_reduce_mean(flags)
@@ -117,6 +118,13 @@ class TrainStep:
             self.scheduler.step()
         with timer("guard"):
             self._account(flags, bad)
+
+    def _stop_flag(self, stop_requested: bool, like: torch.Tensor) -> torch.Tensor:
+        """``stop_requested`` as a 0-d float on ``like``'s device, picked from two values put there once: a tensor
+        made from a Python number each step is a host-to-device copy that waits for the GPU's queue."""
+        if self._flag_values is None or self._flag_values.device != like.device:
+            self._flag_values = torch.tensor([0.0, 1.0], device=like.device)
+        return self._flag_values[int(stop_requested)]
 
     # ------------------------------------------------------------------------------------------ masked update
     def _state_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:

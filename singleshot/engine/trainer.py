@@ -314,7 +314,8 @@ class Trainer:
             print(
                 f"training {cfg.model.name} on {len(p.data.train)} images ({p.steps_per_epoch} steps/epoch, "
                 f"{p.total_steps} steps, global batch {p.global_batch}, lr {p.base_lr:.4g}, {where}, "
-                f"{self.precision}, data {p.data.backend}); run folder: {self.run_dir}"
+                f"{self.precision}, data {p.data.backend}, {p.loader_workers} loader workers); run folder: "
+                f"{self.run_dir}"
                 + (f"\n{p.data.backend_note}" if p.data.backend_note and cfg.data.backend == "auto" else ""),
                 flush=True,
             )
