@@ -129,6 +129,7 @@ class DaliLoader(LoaderPosition):
         device: "cpu" runs DALI's CPU backend (no GPU, no CUDA libraries); a CUDA device decodes with nvJPEG
             (``mixed``) and augments there.
         crop_attempts: SSD crop attempts per choice (``data.max_samples``).
+        prefetch: DALI's prefetch queue depth (:attr:`prefetch_depth`).
         channels_last: yield images in channels-last memory.
     """
 
@@ -184,6 +185,12 @@ class DaliLoader(LoaderPosition):
     def __len__(self) -> int:
         n = len(self.sampler)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
+
+    @property
+    def prefetch_depth(self) -> int:
+        """Batches DALI can have ready before they are asked for: its prefetch queue depth (the pipeline runs that
+        many iterations ahead of the one returned)."""
+        return self.prefetch
 
     def state_dict(self) -> dict[str, Any]:
         """The sampler position after the batches yielded so far, plus DALI's checkpoint of its random generators

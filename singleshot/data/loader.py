@@ -292,6 +292,15 @@ class DetectionLoader(LoaderPosition):
     def __len__(self) -> int:
         return len(self.loader)
 
+    @property
+    def prefetch_depth(self) -> int:
+        """Batches that can be ready before they are asked for: each worker process holds up to ``prefetch_factor``
+        requested batches (``num_workers * prefetch_factor`` in all; 0 when batches are made in this process). The
+        pin-memory thread only hands those same batches on, and the device finisher runs when a batch is taken, so
+        neither adds to the count. What a throughput measurement must consume before its clock starts."""
+        workers = self.loader.num_workers
+        return workers * (self.loader.prefetch_factor or 0) if workers > 0 else 0
+
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._batches_done = self.start_batch
         try:

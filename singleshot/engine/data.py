@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sized
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.utils.data import DataLoader
 
 from singleshot.accelerator import capabilities, synchronize
 from singleshot.data.base import DetectionDataset
@@ -163,30 +164,87 @@ def _dali(dataset: DetectionDataset, mode: str, batch_size: int, train: bool, kw
     return DaliLoader(dataset, mode=mode, batch_size=batch_size, shuffle=train, drop_last=train, **kw)
 
 
-def batches_per_second(loader: Iterable[dict[str, Any]], batches: int = 4) -> float:
-    """Batches per second after the first (start-up) batch; the device's queue is drained before each clock."""
+def prefetch_depth(loader: Any) -> int:
+    """Batches ``loader`` can have ready before they are asked for: its ``prefetch_depth`` (:class:`DetectionLoader`,
+    :class:`DaliLoader`), ``num_workers * prefetch_factor`` for a plain ``torch.utils.data.DataLoader``, else 0 (an
+    iterable that makes each batch when asked; one that prefetches must say so with a ``prefetch_depth``)."""
+    depth = getattr(loader, "prefetch_depth", None)
+    if depth is not None:
+        return int(depth)
+    if isinstance(loader, DataLoader):
+        return loader.num_workers * (loader.prefetch_factor or 0) if loader.num_workers > 0 else 0
+    return 0
+
+
+class LoaderTooShortError(ValueError):
+    """One pass of the loader has fewer batches than a steady-state measurement needs."""
+
+    def __init__(self, need: int, have: int, depth: int, timed: int) -> None:
+        self.need, self.have = need, have
+        super().__init__(
+            f"a steady-state throughput measurement needs {need} batches in one pass of the loader ({depth} that can "
+            f"be prefetched + 1 start-up batch + {timed} timed), but the loader has {have}; use a larger dataset or "
+            "a smaller batch size"
+        )
+
+
+def steady_state_iterator(loader: Iterable[dict[str, Any]], timed: int) -> Iterator[dict[str, Any]]:
+    """An iterator over ``loader`` that has consumed every batch that could have been made ahead of time: the
+    start-up batch and the :func:`prefetch_depth` behind it. The next ``timed`` batches it yields are made while
+    the caller waits for them, so timing those measures the loader's steady-state rate.
+
+    Raises:
+        LoaderTooShortError: (a ValueError) ``loader`` has fewer than ``prefetch_depth + 1 + timed`` batches in one
+            pass; the message says how many it needs and how many there are.
+    """
+    if timed < 1:
+        raise ValueError(f"timed must be at least 1, got {timed}")
+    depth = prefetch_depth(loader)
+    need = depth + 1 + timed
+    have = len(loader) if isinstance(loader, Sized) else None
+    if have is not None and have < need:
+        raise LoaderTooShortError(need, have, depth, timed)
     it = iter(loader)
-    next(it)
-    synchronize()
-    start, done = time.perf_counter(), 0
-    for _ in range(batches):
+    for got in range(depth + 1):
         if next(it, None) is None:
-            break
-        done += 1
+            raise LoaderTooShortError(need, got, depth, timed)
+    return it
+
+
+def batches_per_second(loader: Iterable[dict[str, Any]], timed: int = 20) -> float:
+    """The loader's steady-state rate: batches per second over ``timed`` batches taken after the start-up batch and
+    every prefetched batch are consumed (:func:`steady_state_iterator`; raises :class:`LoaderTooShortError`, a
+    ValueError, when the loader is too short for that). The device's queue is drained before each clock."""
+    it = steady_state_iterator(loader, timed)
     synchronize()
+    start = time.perf_counter()
+    for got in range(timed):
+        if next(it, None) is None:  # an unsized iterable that ended early
+            depth = prefetch_depth(loader)
+            raise LoaderTooShortError(depth + 1 + timed, depth + 1 + got, depth, timed)
+    synchronize()
+    elapsed = time.perf_counter() - start
     if hasattr(it, "close"):
         it.close()
-    return done / max(time.perf_counter() - start, 1e-9)
+    return timed / max(elapsed, 1e-9)
 
 
-def _choose_on_cuda(builtin: Any, dali: Any) -> tuple[str, str]:
-    """``data.backend=auto`` on CUDA: DALI when installed and it delivers batches faster than the built-in loader."""
+def _choose_on_cuda(builtin: Any, dali: Any, timed: int = 20) -> tuple[str, str]:
+    """``data.backend=auto`` on CUDA: DALI when installed and it delivers batches faster than the built-in loader
+    (steady-state rates, :func:`batches_per_second`); builtin, saying why, when the training set is too small to
+    measure that."""
     from singleshot.data.dali import dali_missing_reason
 
     reason = dali_missing_reason()
     if reason is not None:
         return "builtin", "data.backend=auto: builtin (DALI not installed)"
-    rates = {"builtin": batches_per_second(builtin()), "dali": batches_per_second(dali())}
+    rates: dict[str, float] = {}
+    for name, factory in (("builtin", builtin), ("dali", dali)):
+        try:
+            rates[name] = batches_per_second(factory(), timed)
+        except LoaderTooShortError as exc:
+            return "builtin", (f"data.backend=auto: builtin (the training set is too small to measure which loader is "
+                               f"faster: {exc.have} batches per epoch for the {name} loader, {exc.need} needed)")
     best = max(rates, key=rates.__getitem__)
     return best, (f"data.backend=auto: {best} (measured {rates['builtin']:.1f} builtin vs {rates['dali']:.1f} "
-                  "DALI batches/s)")
+                  "DALI batches/s in steady state)")

@@ -4,6 +4,7 @@ Every row states the task, backend (eager, torch.compile, ONNX Runtime), device,
 throughput (images/s over all timed iterations) and per-batch latency (median and p90, ms). Inputs are synthetic
 tensors already on the device, so image decoding and resizing are not included. Inference rows include decoding +
 NMS (unlike NVIDIA's published numbers, which time the model forward only); ``dets/img`` shows the NMS workload.
+:func:`infer_split` times the forward alone, post-processing alone and the two end to end, as separate rows.
 """
 
 from __future__ import annotations
@@ -106,6 +107,51 @@ def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device
     return rows
 
 
+def infer_split(model: nn.Module, device: torch.device, precision: str, batch_sizes: Sequence[int],
+                min_seconds: float) -> list[BenchRow]:
+    """Where eager inference time goes, per batch size, three rows:
+
+    * ``eager:forward``: the model's forward alone (under ``precision`` autocast);
+    * ``eager:post``: post-processing alone (``.float()`` of the outputs, decode, NMS, top-k: what
+      :func:`infer_eager_or_compiled` runs after the forward), on the stored outputs of one forward;
+    * ``eager:end2end``: the two together, as :func:`infer_eager_or_compiled` times them.
+
+    The post-processor is built once, before any timed call. ``dets_per_img`` (post and end to end) counts the
+    detections of the last timed call.
+    """
+    post = build_postprocessor(model.spec)
+    size = model.spec.image_size
+    rows = []
+    for b in batch_sizes:
+        x = torch.randn(b, 3, size, size, device=device)
+        if capabilities(device).channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        sizes = torch.tensor([[size, size]] * b, device=device)
+
+        @torch.no_grad()
+        def forward(x: Tensor = x) -> tuple[Tensor, Tensor]:
+            with autocast(device, precision):
+                return model(x)
+
+        @torch.no_grad()
+        def detections(outputs: tuple[Tensor, Tensor], sizes: Tensor = sizes) -> int:
+            dets = post(outputs[0].float(), outputs[1].float(), sizes)
+            return sum(len(d["scores"]) for d in dets)
+
+        stored = forward()
+        counts: dict[str, list[int]] = {"post": [], "end2end": []}
+        calls: dict[str, Callable[[], Any]] = {
+            "forward": forward,
+            "post": lambda f=detections, o=stored, c=counts["post"]: c.append(f(o)),
+            "end2end": lambda f=detections, g=forward, c=counts["end2end"]: c.append(f(g())),
+        }
+        for part, call in calls.items():
+            times = time_calls(call, device, min_seconds)
+            extra = {"dets_per_img": counts[part][-1] / b} if part in counts else {}
+            rows.append(make_row("infer", f"eager:{part}", device, precision, b, times, **extra))
+    return rows
+
+
 def infer_onnxruntime(model: nn.Module, onnx_path: str, device: torch.device, batch_sizes: Sequence[int],
                       min_seconds: float) -> list[BenchRow]:
     """ONNX Runtime on the graph with decoding + NMS inside (exported here, fp32)."""
@@ -134,13 +180,13 @@ def infer_onnxruntime(model: nn.Module, onnx_path: str, device: torch.device, ba
 
 
 def format_table(rows: Sequence[BenchRow], title: str) -> str:
-    header = f"{'task':<6} {'backend':<12} {'device':<34} {'prec':<5} {'batch':>5} {'img/s':>9} " \
+    header = f"{'task':<6} {'backend':<13} {'device':<34} {'prec':<5} {'batch':>5} {'img/s':>9} " \
              f"{'median ms':>10} {'p90 ms':>9} {'iters':>5}  note"
     lines = [title, header, "-" * len(header)]
     for r in rows:
         extra = " ".join(f"{k}={v:.1f}" for k, v in r.extra.items())
         note = "; ".join(filter(None, [extra, r.note]))
-        lines.append(f"{r.task:<6} {r.backend:<12} {r.device[:34]:<34} {r.precision:<5} {r.batch:>5} "
+        lines.append(f"{r.task:<6} {r.backend:<13} {r.device[:34]:<34} {r.precision:<5} {r.batch:>5} "
                      f"{r.images_per_s:>9.1f} {r.median_ms:>10.2f} {r.p90_ms:>9.2f} {r.iterations:>5}  {note}")
     return "\n".join(lines)
 
