@@ -80,6 +80,19 @@ def _build() -> Any:
     return padded_greedy_nms
 
 
+def _threshold(value: float, device: torch.device) -> Tensor:
+    """``value`` as a float64 ``[1]`` tensor on ``device``, made once: a Python float reaches a kernel as float32
+    (0.45 would become 0.449999988), and a tensor made from a Python number each call is a host-to-device copy that
+    waits for the GPU's queue."""
+    key = (device, value)
+    if key not in _THRESHOLDS:
+        _THRESHOLDS[key] = torch.tensor([value], dtype=torch.float64, device=device)
+    return _THRESHOLDS[key]
+
+
+_THRESHOLDS: dict[tuple[torch.device, float], Tensor] = {}
+
+
 def triton_padded_nms(boxes: Tensor, counts: Tensor, iou_threshold: float) -> Tensor:
     """``boxes [G, W, 4]`` xyxy (any units; each group's first ``counts[g]`` rows are its boxes in descending score
     order, the rest padding), ``counts [G]`` -> ``keep [G, W]`` bool. One kernel launch for all groups."""
@@ -88,7 +101,7 @@ def triton_padded_nms(boxes: Tensor, counts: Tensor, iou_threshold: float) -> Te
     if g == 0 or width == 0:
         return keep.bool()
     block = max(16, triton.next_power_of_2(width))
-    thr = torch.tensor([iou_threshold], dtype=torch.float64, device=boxes.device)
+    thr = _threshold(iou_threshold, boxes.device)
     _kernel()[(g,)](
         boxes.float().contiguous(), counts.to(torch.int32).contiguous(), thr, keep, width,
         BLOCK=block, num_warps=max(1, min(8, block // 256)), enable_fp_fusion=False,

@@ -58,19 +58,17 @@ def fixed_shape_detections(
     cap = cfg.candidates_per_class
     after = cfg.per_class_cap == "after_nms"
     k = min(a, 2 * cap if after else cap)
-    images = torch.arange(b, device=logits.device)
-    scores, boxes, keep, counts = _groups(post, bbox_regression, logits, scale, images, k)  # (G, k) ...
+    scores, boxes, keep, counts = _groups(post, bbox_regression, logits, scale, k)  # (G, k) ...
     if after:
         keep &= keep.cumsum(-1) <= cap
         scores, boxes, keep = _first_kept(scores, boxes, keep, cap)
-        num_cls = scores.shape[0] // b
         while k < a:
             redo = (counts == k) & (keep.sum(-1) < cap)  # its best k all passed, and NMS kept fewer than cap
             if not bool(redo.any()):  # the one host check of a round
                 break
             k = min(a, 4 * k)
             rows = redo.nonzero().flatten()  # (U,) group ids image * classes + class
-            s, bx, kp, found = _groups(post, bbox_regression, logits, scale, rows // num_cls, k, rows % num_cls)
+            s, bx, kp, found = _groups(post, bbox_regression, logits, scale, k, rows)
             kp &= kp.cumsum(-1) <= cap
             s, bx, kp = _first_kept(s, bx, kp, cap)
             scores[rows], boxes[rows], keep[rows] = s, bx, kp
@@ -80,30 +78,27 @@ def fixed_shape_detections(
 
 
 def _groups(
-    post: PostProcessor, bbox_regression: Tensor, logits: Tensor, scale: Tensor, images: Tensor, k: int,
-    classes: Tensor | None = None,
+    post: PostProcessor, bbox_regression: Tensor, logits: Tensor, scale: Tensor, k: int, groups: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The best ``k`` candidates of each group, decoded and suppressed.
 
-    ``images [U]`` with ``classes [U]`` (0-based foreground) lists the groups; ``classes=None`` means every class of
-    each listed image (U = len(images) * K, image-major). Returns ``scores [U, k]``, ``boxes [U, k, 4]`` xyxy pixels
+    ``groups [U]``: flat group ids ``image * K + class`` (class 0-based over the foreground classes); None = every
+    group of the batch (U = B * K, image-major). Returns ``scores [U, k]``, ``boxes [U, k, 4]`` xyxy pixels
     (unclipped), ``keep [U, k]`` bool (what NMS keeps, padding never) and ``counts [U]`` (candidates per group).
     """
-    a = logits.shape[1]
+    b, a, c = logits.shape
     softmax = post.classifier == "softmax"
-    if classes is None:
-        rows = logits.index_select(0, images) if images.numel() != logits.shape[0] else logits  # (U', A, C)
-        fg = rows[..., 1:] - rows.logsumexp(dim=-1, keepdim=True) if softmax else rows  # (U', A, K)
-        top, anchor = fg.transpose(1, 2).topk(k, dim=-1)  # (U', K, k)
-        num_cls = top.shape[1]
-        img = images.repeat_interleave(num_cls)  # (U,)
+    num_cls = c - 1 if softmax else c
+    if groups is None:
+        fg = logits[..., 1:] - logits.logsumexp(dim=-1, keepdim=True) if softmax else logits  # (B, A, K)
+        top, anchor = fg.transpose(1, 2).topk(k, dim=-1)  # (B, K, k)
         top, anchor = top.flatten(0, 1), anchor.flatten(0, 1)  # (U, k)
+        img = torch.arange(b * num_cls, device=logits.device) // num_cls  # (U,)
     else:
-        channel = classes + 1 if softmax else classes
-        values = logits[images, :, channel]  # (U, A)
-        fg = values - logits.index_select(0, images).logsumexp(dim=-1) if softmax else values
+        img, cls = groups // num_cls, groups % num_cls
+        values = logits[img, :, cls + 1 if softmax else cls]  # (U, A)
+        fg = values - logits.index_select(0, img).logsumexp(dim=-1) if softmax else values
         top, anchor = fg.topk(k, dim=-1)  # (U, k)
-        img = images
     # Both classifiers rank a monotonic transform of the score: log-probabilities, or logits for the sigmoid.
     scores = top.exp() if softmax else top.sigmoid()  # (U, k)
     # The list path's order within a group: descending score, ties by ascending anchor.
