@@ -76,6 +76,14 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _inputs(batch: int, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
+    """A random ``[batch, 3, size, size]`` input in the device's preferred layout, and its ``[batch, 2]`` sizes."""
+    x = torch.randn(batch, 3, size, size, device=device)
+    if capabilities(device).channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, torch.tensor([[size, size]] * batch, device=device)
+
+
 def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device, precision: str,
                             batch_sizes: Sequence[int], min_seconds: float) -> list[BenchRow]:
     """Forward + decode + NMS per batch size; ``backend`` "compile" compiles the model (decode + NMS stay eager:
@@ -85,10 +93,7 @@ def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device
     net: nn.Module = torch.compile(model) if backend == "compile" else model
     rows = []
     for b in batch_sizes:
-        x = torch.randn(b, 3, size, size, device=device)
-        if capabilities(device).channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        sizes = torch.tensor([[size, size]] * b, device=device)
+        x, sizes = _inputs(b, size, device)
         counts: list[int] = []
 
         @torch.no_grad()
@@ -123,10 +128,7 @@ def infer_split(model: nn.Module, device: torch.device, precision: str, batch_si
     size = model.spec.image_size
     rows = []
     for b in batch_sizes:
-        x = torch.randn(b, 3, size, size, device=device)
-        if capabilities(device).channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
-        sizes = torch.tensor([[size, size]] * b, device=device)
+        x, sizes = _inputs(b, size, device)
 
         @torch.no_grad()
         def forward(x: Tensor = x) -> tuple[Tensor, Tensor]:
