@@ -50,8 +50,8 @@ def test_measures_the_steady_rate_not_the_prefetched_batches() -> None:
     depth = 8
     rate = batches_per_second(PrefetchingLoader(depth, depth + 1 + 20), timed=20)
     steady = 1 / SLOW_S
-    # sleep() overshoots a little and never undershoots: the rate lands at or just under 50 batches/s
-    assert 0.75 * steady <= rate <= 1.02 * steady, rate
+    # sleep() overshoots (more on a loaded machine) and never undershoots: the rate lands at or under 50 batches/s
+    assert 0.5 * steady <= rate <= 1.02 * steady, rate
     # the same loader fools a measurement that starts right after the first batch (the old function's way, with its
     # default of 4 batches: all prefetched here), so the bounds above discriminate
     assert naive_rate(PrefetchingLoader(depth, depth + 1 + 20), 4) > 5 * steady
