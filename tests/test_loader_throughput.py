@@ -99,16 +99,13 @@ def test_prefetch_depth_of_the_dali_loader() -> None:
     assert loader.prefetch_depth == 3 == prefetch_depth(loader)
 
 
-def test_auto_backend_chooses_by_steady_rate_and_falls_back_on_a_small_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    import singleshot.data.dali as dali
-
-    monkeypatch.setattr(dali, "dali_missing_reason", lambda: None)
+def test_auto_backend_chooses_by_steady_rate_and_falls_back_on_a_small_set() -> None:
     # builtin: fast only while its prefetched batches last; DALI: steadily faster
     builtin = lambda: PrefetchingLoader(6, 6 + 1 + 5, slow_s=0.02)  # noqa: E731
     fast_dali = lambda: PrefetchingLoader(2, 2 + 1 + 5, slow_s=0.005)  # noqa: E731
-    backend, note = engine_data._choose_on_cuda(builtin, fast_dali, timed=5)
+    backend, note = engine_data._choose_on_cuda({"builtin": builtin, "dali": fast_dali}, timed=5)
     assert backend == "dali" and "steady state" in note, note
     # a training set too small to measure: builtin, and the note says why (no exception)
     short = lambda: PrefetchingLoader(6, 8)  # noqa: E731
-    backend, note = engine_data._choose_on_cuda(short, fast_dali, timed=5)
+    backend, note = engine_data._choose_on_cuda({"builtin": short, "dali": fast_dali}, timed=5)
     assert backend == "builtin" and "too small" in note and "8 batches" in note and "12 needed" in note, note

@@ -11,6 +11,7 @@ of docs/ARCHITECTURE.md::
 
 from __future__ import annotations
 
+import io
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -28,6 +29,33 @@ from singleshot.data.errors import BadImageError, Problem
 BAD_IMAGE_POLICIES = ("raise", "skip")
 
 
+def read_file(path: str | os.PathLike[str]) -> bytes:
+    """The bytes of an image file. Raises :class:`BadImageError` naming it when it is missing, unreadable or
+    empty."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
+        raise BadImageError(f"cannot read image {os.fspath(path)!r}: {getattr(e, 'strerror', None) or e}") from None
+    if not raw:
+        raise BadImageError(f"cannot decode image {os.fspath(path)}: file is empty")
+    return raw
+
+
+def jpeg_size(raw: bytes) -> tuple[int, int] | None:
+    """``(H, W)`` of a JPEG with 1 or 3 components (what ``torchvision.io.decode_jpeg`` decodes on a GPU), from its
+    header (Pillow reads only that); None for other formats, CMYK JPEGs and files Pillow cannot open."""
+    from PIL import Image, UnidentifiedImageError
+
+    if raw[:2] != b"\xff\xd8":
+        return None
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            return (im.height, im.width) if im.format == "JPEG" and im.mode in ("RGB", "L") else None
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
+        return None
+
+
 def read_image(path: str | os.PathLike[str]) -> Tensor:
     """Decode an image file to ``Tensor[3, H, W] uint8`` RGB.
 
@@ -41,13 +69,12 @@ def read_image(path: str | os.PathLike[str]) -> Tensor:
     Raises:
         BadImageError: the file is missing, empty, truncated, corrupt or in an unknown format; the message names it.
     """
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except (OSError, ValueError) as e:  # ValueError: a NUL byte in the name
-        raise BadImageError(f"cannot read image {os.fspath(path)!r}: {getattr(e, 'strerror', None) or e}") from None
-    if not raw:
-        raise BadImageError(f"cannot decode image {os.fspath(path)}: file is empty")
+    return decode_file(read_file(path), path)
+
+
+def decode_file(raw: bytes, path: str | os.PathLike[str]) -> Tensor:
+    """:func:`read_image` on bytes already read from ``path`` (named in errors, and read again by the Pillow
+    fallback)."""
     try:
         image = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8), mode=ImageReadMode.RGB)
         # 16-bit PNGs decode to uint16; normalizing those as 8-bit values would give a near-white image.
@@ -226,20 +253,34 @@ class DetectionDataset(Dataset):
         degenerate ones dropped.
         """
         image = read_image(self._paths[index])
-        h, w = int(image.shape[-2]), int(image.shape[-1])
+        return image, self.target(index, int(image.shape[-2]), int(image.shape[-1]))
+
+    def read_encoded(self, index: int) -> tuple[Tensor | None, Tensor | None, tuple[int, int]]:
+        """Record ``index``'s image for decoding elsewhere: ``(jpeg uint8[n], None, (H, W))`` for a JPEG that
+        ``torchvision.io.decode_jpeg`` decodes on a GPU (size from its header), else ``(None, image uint8[3, H, W],
+        (H, W))`` decoded here as :meth:`__getitem__` does. Raises :class:`BadImageError` as :func:`read_image`."""
+        path = self._paths[index]
+        raw = read_file(path)
+        size = jpeg_size(raw)
+        if size is not None:
+            return torch.frombuffer(bytearray(raw), dtype=torch.uint8), None, size
+        image = decode_file(raw, path)
+        return None, image, (int(image.shape[-2]), int(image.shape[-1]))
+
+    def target(self, index: int, h: int, w: int) -> dict[str, Any]:
+        """Record ``index``'s target for its image decoded at ``h x w`` pixels (see :meth:`__getitem__`)."""
         boxes, labels = self.annotation(index)
         if self.normalized_boxes:
             boxes = boxes * np.array([w, h, w, h], dtype=np.float32)
         elif (h, w) != tuple(self._sizes[index]):
             boxes, keep, _ = sanitize_boxes(boxes, w, h)
             boxes, labels = boxes[keep], labels[keep]
-        target = {
+        return {
             "boxes": torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32)),
             "labels": torch.from_numpy(np.ascontiguousarray(labels)),
             "image_id": int(self._image_ids[index]),
             "orig_size": (h, w),
         }
-        return image, target
 
     def repairs_summary(self, first: int = 2) -> str | None:
         """One line on what parsing dropped or changed (None if nothing): counts by kind, then the first problems.

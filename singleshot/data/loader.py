@@ -106,26 +106,33 @@ def collate_detection(
     """
     good = [s for s in samples if not isinstance(s, BadSample)]
     bad = [s for s in samples if isinstance(s, BadSample)]
-    m = max([1] + [len(t["labels"]) for _, t in good])
-    b = len(good)
+    batch = collate_targets([t for _, t in good], bad)
+    batch["images"] = _stack_images([img for img, _ in good], [t.get("photometric") for _, t in good],
+                                    not photometric_on_device, mean, std)  # fmt: skip
+    if good and good[0][1].get("photometric") is not None and photometric_on_device:
+        batch["photometric"] = torch.stack([t["photometric"] for _, t in good])
+    return batch
+
+
+def collate_targets(targets: Sequence[dict[str, Any]], bad: Sequence[BadSample] = ()) -> dict[str, Any]:
+    """The target part of a batch (see :func:`collate_detection`): ``boxes [B, M, 4]``, ``labels [B, M]``,
+    ``image_ids [B]``, ``orig_sizes [B, 2]``, and ``bad`` when any sample failed."""
+    m = max([1] + [len(t["labels"]) for t in targets])
+    b = len(targets)
     boxes = torch.zeros(b, m, 4, dtype=torch.float32)
     labels = torch.full((b, m), -1, dtype=torch.int64)
-    for i, (_, t) in enumerate(good):
+    for i, t in enumerate(targets):
         n = len(t["labels"])
         boxes[i, :n] = t["boxes"]
         labels[i, :n] = t["labels"]
     batch: dict[str, Any] = {
-        "images": _stack_images([img for img, _ in good], [t.get("photometric") for _, t in good],
-                                not photometric_on_device, mean, std),
         "boxes": boxes,
         "labels": labels,
-        "image_ids": torch.tensor([t["image_id"] for _, t in good], dtype=torch.int64),
-        "orig_sizes": torch.tensor([t["orig_size"] for _, t in good], dtype=torch.int64).reshape(b, 2),
+        "image_ids": torch.tensor([t["image_id"] for t in targets], dtype=torch.int64),
+        "orig_sizes": torch.tensor([t["orig_size"] for t in targets], dtype=torch.int64).reshape(b, 2),
     }
-    if good and good[0][1].get("photometric") is not None and photometric_on_device:
-        batch["photometric"] = torch.stack([t["photometric"] for _, t in good])
     if bad:
-        batch["bad"] = bad
+        batch["bad"] = list(bad)
     return batch
 
 
@@ -277,7 +284,7 @@ class DetectionLoader(LoaderPosition):
         sampler: ResumableSampler,
         batch_size: int,
         on_bad_image: str,
-        finisher: DevicePhotometric | None = None,
+        finisher: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     ) -> None:
         self.loader, self.sampler = loader, sampler
         self.batch_size, self.on_bad_image = batch_size, on_bad_image
@@ -306,14 +313,23 @@ class DetectionLoader(LoaderPosition):
         try:
             for batch in self.loader:
                 self._batches_done += 1
-                bad = batch.pop("bad", None)
-                if bad:
-                    self._handle_bad(bad)
-                    if len(batch["image_ids"]) == 0:
+                if not self._keep_good(batch):
+                    continue
+                if self.finisher is not None:
+                    batch = self.finisher(batch)
+                    if not self._keep_good(batch):  # a finisher that decodes can find bad images too
                         continue
-                yield self.finisher(batch) if self.finisher is not None else batch
+                yield batch
         finally:
             self._batches_done = None
+
+    def _keep_good(self, batch: dict[str, Any]) -> bool:
+        """Handles the batch's bad samples (raise or count them, as ``on_bad_image`` says); False when none is left."""
+        bad = batch.pop("bad", None)
+        if bad:
+            self._handle_bad(bad)
+            return len(batch["image_ids"]) > 0
+        return True
 
     def _handle_bad(self, bad: list[BadSample]) -> None:
         for sample in bad:
@@ -354,6 +370,7 @@ def build_loader(
     worker_init: Callable[[int], None] | None = None,
     num_replicas: int | None = None,
     rank: int | None = None,
+    decode_on_device: bool = False,
 ) -> DetectionLoader:
     """Build the loader for training (``shuffle=True``) or evaluation (``shuffle=False``).
 
@@ -374,6 +391,8 @@ def build_loader(
         persistent_workers: keep workers alive between epochs (when ``num_workers > 0``).
         worker_init: called in each worker process after its seeding (e.g. to ignore Ctrl-C there).
         num_replicas, rank: DDP world size and rank; default from the initialized process group.
+        decode_on_device: workers only read JPEG bytes and draw the augmentation (``transform.plan``); decoding and
+            the pixel work run batched on ``device`` (default: the CPU), see :mod:`singleshot.data.device_decode`.
 
     Returns:
         A :class:`DetectionLoader` yielding the batch dict of :func:`collate_detection`.
@@ -385,7 +404,16 @@ def build_loader(
     photometric_on_device = dev is not None and dev.type != "cpu"
     if pin_memory is None:
         pin_memory = capabilities(dev if dev is not None else default_device()).pin_memory
-    collate = functools.partial(collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std)
+    collate: Callable[..., dict[str, Any]] = functools.partial(
+        collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std
+    )
+    samples: Dataset = TransformedDataset(dataset, transform)
+    finisher: Any = DevicePhotometric(dev, mean=mean, std=std, channels_last=channels_last) if dev is not None else None
+    if decode_on_device:
+        from singleshot.data.device_decode import DeviceDecode, EncodedDataset, collate_encoded
+
+        samples, collate = EncodedDataset(dataset, transform), collate_encoded
+        finisher = DeviceDecode(dev or "cpu", mean=mean, std=std, channels_last=channels_last)
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last
     )
@@ -397,7 +425,7 @@ def build_loader(
             "prefetch_factor": prefetch_factor or 2,
         }
     loader = DataLoader(
-        TransformedDataset(dataset, transform),
+        samples,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
@@ -407,5 +435,4 @@ def build_loader(
         generator=torch.Generator().manual_seed(seed),
         **extra,
     )
-    finisher = DevicePhotometric(dev, mean=mean, std=std, channels_last=channels_last) if dev is not None else None
     return DetectionLoader(loader, sampler, batch_size, dataset.on_bad_image, finisher)

@@ -131,11 +131,47 @@ def resize_square(image: Tensor, size: int) -> Tensor:
     return TF.resize(hwc, [size, size], antialias=True)
 
 
+@dataclass(frozen=True)
+class Plan:
+    """What a transform does to one image's pixels, drawn without them (so it can be drawn where the file is read and
+    applied where the image is decoded, e.g. on the GPU): crop to ``window`` (``(x0, y0, x1, y1)`` integer pixels,
+    x1/y1 exclusive; None = whole image), resize to ``size x size``, mirror if ``flip``, and the colour draw
+    ``jitter`` (``(factors, order)`` or None) that the loader applies with the normalization."""
+
+    window: tuple[int, int, int, int] | None
+    size: int
+    flip: bool = False
+    jitter: tuple[tuple[float, float, float, float], list[int]] | None = None
+
+
+def apply_plan(image: Tensor, plan: Plan) -> Tensor:
+    """``uint8[3, H, W]`` (any device) -> ``uint8[3, S, S]``: the crop, resize and flip of ``plan``."""
+    if plan.window is not None:
+        x0, y0, x1, y1 = plan.window
+        image = image[:, y0:y1, x0:x1]
+    image = resize_square(image, plan.size)
+    return image.flip(-1) if plan.flip else image
+
+
 class _Resize:
-    """Shared tail: resize, then attach the image's colour draw for the loader."""
+    """Shared tail: a transform draws a :class:`Plan` and the output boxes from the image's size alone
+    (:meth:`plan`); ``__call__`` applies the plan to the pixels and attaches the image's colour draw."""
 
     def __init__(self, size: int) -> None:
         self.size = size
+
+    def plan(
+        self, height: int, width: int, target: dict[str, Any], rng: random.Random
+    ) -> tuple[Plan, dict[str, Any]]:
+        """The geometry and colour draw for an image of ``height x width`` pixels, and ``target`` with its boxes
+        moved accordingly (xyxy normalized to [0, 1]) and its labels filtered; the pixels are not needed."""
+        raise NotImplementedError
+
+    def __call__(
+        self, image: Tensor, target: dict[str, Any], rng: random.Random | None = None
+    ) -> tuple[Tensor, dict[str, Any]]:
+        plan, target = self.plan(int(image.shape[-2]), int(image.shape[-1]), target, rng or random.Random(0))
+        return self.finish(apply_plan(image, plan), target, plan.jitter)
 
     def resize(self, image: Tensor) -> Tensor:
         return resize_square(image, self.size)
@@ -179,32 +215,32 @@ class SSDTrainTransform(_Resize):
         self.flip_prob = flip_prob
         self.jitter = jitter
 
-    def __call__(
-        self, image: Tensor, target: dict[str, Any], rng: random.Random
-    ) -> tuple[Tensor, dict[str, Any]]:
-        h, w = int(image.shape[-2]), int(image.shape[-1])
+    def plan(
+        self, height: int, width: int, target: dict[str, Any], rng: random.Random
+    ) -> tuple[Plan, dict[str, Any]]:
+        h, w = height, width
         boxes = target["boxes"].numpy() / np.array([w, h, w, h], dtype=np.float32)  # (N, 4) xyxy normalized
         labels = target["labels"]
         crop = sample_ssd_crop(boxes, rng, self.crop_max_trials) if self.crop else None
+        window = None
         if crop is not None:
-            window, keep = crop
+            (fx0, fy0, fx1, fy1), keep = crop
             # Pixel window truncated to integers as the reference does; boxes are re-expressed relative to this
             # integer window (not the float one) so they stay exact to the pixels actually kept.
-            x0, y0 = int(window[0] * w), int(window[1] * h)
-            x1, y1 = max(int(window[2] * w), x0 + 1), max(int(window[3] * h), y0 + 1)
-            image = image[:, y0:y1, x0:x1]
+            x0, y0 = int(fx0 * w), int(fy0 * h)
+            x1, y1 = max(int(fx1 * w), x0 + 1), max(int(fy1 * h), y0 + 1)
+            window = (x0, y0, x1, y1)
             scale = np.array([w / (x1 - x0), h / (y1 - y0)] * 2, dtype=np.float32)
             offset = np.array([x0 / w, y0 / h] * 2, dtype=np.float32)
             boxes = np.clip((boxes[keep] - offset) * scale, 0.0, 1.0)
             valid = (boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1])
             boxes, labels = boxes[valid], labels[torch.from_numpy(np.flatnonzero(keep)[valid])]
         out_boxes = torch.from_numpy(np.ascontiguousarray(boxes, dtype=np.float32))
-        image = self.resize(image)
-        if rng.random() < self.flip_prob:
-            image = image.flip(-1)
+        flip = rng.random() < self.flip_prob
+        if flip:
             out_boxes = hflip_boxes(out_boxes)
         jitter = self.jitter.sample(rng) if self.jitter is not None else None
-        return self.finish(image, {**target, "boxes": out_boxes, "labels": labels}, jitter)
+        return Plan(window, self.size, flip, jitter), {**target, "boxes": out_boxes, "labels": labels}
 
 
 def sample_area_crop(
@@ -281,23 +317,21 @@ class AreaCropTrainTransform(_Resize):
         super().__init__(size)
         self.area, self.aspect, self.flip_prob = area, aspect, flip_prob
 
-    def __call__(
-        self, image: Tensor, target: dict[str, Any], rng: random.Random
-    ) -> tuple[Tensor, dict[str, Any]]:
-        h, w = int(image.shape[-2]), int(image.shape[-1])
+    def plan(
+        self, height: int, width: int, target: dict[str, Any], rng: random.Random
+    ) -> tuple[Plan, dict[str, Any]]:
+        h, w = height, width
         boxes, labels = target["boxes"].float(), target["labels"]
         window = sample_area_crop(w, h, rng, self.area, self.aspect)
         if window is not None:
             boxes, keep = crop_boxes(boxes, window)
             labels = labels[keep]
-            image = image[:, window[1] : window[3], window[0] : window[2]]
             h, w = window[3] - window[1], window[2] - window[0]
         boxes = boxes / torch.tensor([w, h, w, h], dtype=torch.float32)
-        image = self.resize(image)
-        if rng.random() < self.flip_prob:
-            image = image.flip(-1)
+        flip = rng.random() < self.flip_prob
+        if flip:
             boxes = hflip_boxes(boxes)
-        return self.finish(image, {**target, "boxes": boxes, "labels": labels}, None)
+        return Plan(window, self.size, flip), {**target, "boxes": boxes, "labels": labels}
 
 
 class SSDValTransform(_Resize):
@@ -307,9 +341,8 @@ class SSDValTransform(_Resize):
     photometric float32[11], the identity colour map)``.
     """
 
-    def __call__(
-        self, image: Tensor, target: dict[str, Any], rng: random.Random | None = None
-    ) -> tuple[Tensor, dict[str, Any]]:
-        h, w = int(image.shape[-2]), int(image.shape[-1])
-        boxes = target["boxes"] / torch.tensor([w, h, w, h], dtype=torch.float32)
-        return self.finish(self.resize(image), {**target, "boxes": boxes}, None)
+    def plan(
+        self, height: int, width: int, target: dict[str, Any], rng: random.Random | None = None
+    ) -> tuple[Plan, dict[str, Any]]:
+        boxes = target["boxes"] / torch.tensor([width, height, width, height], dtype=torch.float32)
+        return Plan(None, self.size), {**target, "boxes": boxes}

@@ -90,9 +90,11 @@ class DataConfig(_Choices):
     val_images: str | None = None  # image folder of a COCO JSON given as data.val (default: found near the JSON)
     # unreadable image: "raise" (stop, naming the file) | "skip" (skip it and count it)
     on_bad_image: Literal["raise", "skip"] = "raise"
-    # "builtin" (torch DataLoader workers) | "dali" (NVIDIA DALI, pip install 'singleshot[dali]'; nvJPEG on CUDA,
-    # its CPU backend elsewhere) | "auto" (builtin on CPU; on CUDA with DALI installed, whichever measures faster)
-    backend: Literal["auto", "builtin", "dali"] = "auto"
+    # "builtin" (torch DataLoader workers decode and augment) | "device" (workers read JPEG bytes and draw the
+    # augmentation; nvJPEG decode, crop, resize, flip and colour run batched on the GPU) | "dali" (NVIDIA DALI, pip
+    # install 'singleshot[dali]'; its CPU backend off CUDA) | "auto" (builtin on CPU; on CUDA whichever measures
+    # fastest in steady state)
+    backend: Literal["auto", "builtin", "device", "dali"] = "auto"
     # COCO iscrowd annotations: "drop" (left out of the targets) | "keep" (ordinary targets, and crowd-only images
     # stay: how both SSD300 references read COCO)
     crowd: Literal["drop", "keep"] = "drop"

@@ -30,7 +30,7 @@ class DataBundle:
     val: DetectionDataset | None
     train_loader: Any  # DetectionLoader | DaliLoader (same interface)
     val_loader: Any
-    backend: str = "builtin"  # the input pipeline in use: "builtin" | "dali"
+    backend: str = "builtin"  # the input pipeline in use: "builtin" | "device" | "dali"
     backend_note: str = ""  # why, when data.backend=auto chose it
 
 
@@ -90,8 +90,9 @@ def build_data(
 
     Batches come out on ``device`` (default: the CPU), normalized, images channels-last if ``channels_last``.
 
-    ``cfg.backend``: "builtin", "dali" (batches come out on ``device``, decoded with nvJPEG on CUDA) or "auto"
-    (builtin on CPU; on CUDA with DALI installed, the one that delivers training batches faster, measured here).
+    ``cfg.backend``: "builtin" (workers decode and augment), "device" (workers read JPEG bytes and draw the
+    augmentation; decoding and pixel work run batched on ``device``), "dali" (decoded with nvJPEG on CUDA) or "auto"
+    (builtin on the CPU; on CUDA the one that delivers training batches fastest in steady state, measured here).
     """
     train, val = _open_datasets(cfg, world_size)
     device = device or torch.device("cpu")
@@ -112,22 +113,30 @@ def build_data(
                           "or data.augment=ssd|area_crop|none")
     if backend == "auto":
         backend = "builtin"
-        if capabilities(device).dali and dali_mode is not None:
-            backend, note = _choose_on_cuda(
-                lambda: build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                                     **common),
-                lambda: _dali(train, dali_mode, cfg.batch_size, True, dali_kw),
-            )  # fmt: skip
+        if capabilities(device).dali:  # a GPU that decodes JPEGs: measure what feeds it fastest
+            from singleshot.data.dali import dali_missing_reason
+
+            candidates: dict[str, Any] = {
+                name: (lambda on_device=on_device: build_loader(
+                    train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                    decode_on_device=on_device, **common))
+                for name, on_device in (("builtin", False), ("device", True))
+            }  # fmt: skip
+            if dali_mode is not None and dali_missing_reason() is None:
+                candidates["dali"] = lambda: _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
+            backend, note = _choose_on_cuda(candidates)
     if backend == "dali":
         train_loader: Any = _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
         val_loader = _dali(val, "val", cfg.val_batch_size, False, dali_kw) if val is not None else None
         return DataBundle(train, val, train_loader, val_loader, "dali", note)
+    # "builtin" or "device" (decoding and pixel work on the training device); evaluation reads the same way
+    common["decode_on_device"] = backend == "device"
     train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
     val_loader = None
     if val is not None:
         val_loader = build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size, shuffle=False,
                                   drop_last=False, **common)
-    return DataBundle(train, val, train_loader, val_loader, "builtin", note)
+    return DataBundle(train, val, train_loader, val_loader, backend, note)
 
 
 def _open_datasets(cfg: DataConfig, world_size: int) -> tuple[DetectionDataset, DetectionDataset | None]:
@@ -229,22 +238,17 @@ def batches_per_second(loader: Iterable[dict[str, Any]], timed: int = 20) -> flo
     return timed / max(elapsed, 1e-9)
 
 
-def _choose_on_cuda(builtin: Any, dali: Any, timed: int = 20) -> tuple[str, str]:
-    """``data.backend=auto`` on CUDA: DALI when installed and it delivers batches faster than the built-in loader
-    (steady-state rates, :func:`batches_per_second`); builtin, saying why, when the training set is too small to
-    measure that."""
-    from singleshot.data.dali import dali_missing_reason
-
-    reason = dali_missing_reason()
-    if reason is not None:
-        return "builtin", "data.backend=auto: builtin (DALI not installed)"
+def _choose_on_cuda(candidates: dict[str, Any], timed: int = 20) -> tuple[str, str]:
+    """``data.backend=auto`` on CUDA: of ``candidates`` (name -> loader factory; "builtin" first), the one that
+    delivers batches fastest in steady state (:func:`batches_per_second`); builtin, saying why, when the training set
+    is too small to measure that."""
     rates: dict[str, float] = {}
-    for name, factory in (("builtin", builtin), ("dali", dali)):
+    for name, factory in candidates.items():
         try:
             rates[name] = batches_per_second(factory(), timed)
         except LoaderTooShortError as exc:
             return "builtin", (f"data.backend=auto: builtin (the training set is too small to measure which loader is "
                                f"faster: {exc.have} batches per epoch for the {name} loader, {exc.need} needed)")
     best = max(rates, key=rates.__getitem__)
-    return best, (f"data.backend=auto: {best} (measured {rates['builtin']:.1f} builtin vs {rates['dali']:.1f} "
-                  "DALI batches/s in steady state)")
+    measured = ", ".join(f"{name} {rate:.1f}" for name, rate in rates.items())
+    return best, f"data.backend=auto: {best} (measured batches/s in steady state: {measured})"
