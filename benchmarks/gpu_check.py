@@ -14,12 +14,13 @@ Sections, in priority order (each is skipped with a note when the budget is spen
    reference. The reference files are imported from ``--references`` (default ``.references``, made by
    ``scripts/fetch_references.sh``; see ``benchmarks/reference_code.py``), never vendored; without them the rows say
    "skipped: run scripts/fetch_references.sh".
-5. ``loader``: built-in loader vs DALI (``mixed``: nvJPEG) img/s with all CPU cores, SSD augmentation, 300 px, in
+5. ``loader``: the built-in loader, the device path (``data.backend=device``: nvJPEG decode and pixel work on the
+   GPU) and DALI (``mixed``: nvJPEG) img/s with all CPU cores, SSD augmentation, 300 px, in
    steady state: the batches the loader can have prefetched (its ``prefetch_depth``) are consumed before the clock
    starts, then 20 batches are timed (:func:`singleshot.engine.data.batches_per_second`).
-6. ``fed``: our TrainStep fed by the real loader (``build_loader`` over 640x480 JPEGs, SSD augmentation, one worker
-   per CPU core, pinned memory, batches finished on the device) for 20 steps after the prefetched batches are
-   drained, vs the same step on a ready batch: both img/s and the fraction.
+6. ``fed``: our TrainStep fed by the real loader, built-in and device paths (``build_loader`` over 640x480 JPEGs,
+   SSD augmentation, one worker per CPU core, pinned memory, batches finished on the device) for 20 steps after the
+   prefetched batches are drained, vs the same step on a ready batch: both img/s and the fraction.
 7. ``infer``: inference at batch 1, 8, 64, eager fp16 split into the forward alone, post-processing alone (decode +
    NMS on the stored outputs of one forward) and the two end to end; then ONNX Runtime CUDA (end to end) and
    TensorRT (ONNX Runtime's TensorRT provider) when present.
@@ -333,6 +334,11 @@ def section_loader(s: Settings, budget: Budget, workdir: Path) -> list[dict[str,
     rows.append({"pipeline": "builtin", "workers": cores, "prefetch_depth": builtin.prefetch_depth,
                  "timed_batches": timed, "img_per_s": batches_per_second(builtin, timed) * b})  # fmt: skip
     del builtin
+    device = build_loader(ds, SSDTrainTransform(300), batch_size=b, shuffle=True, num_workers=cores,
+                          device=s.device, decode_on_device=True)  # fmt: skip
+    rows.append({"pipeline": "device", "workers": cores, "prefetch_depth": device.prefetch_depth,
+                 "timed_batches": timed, "img_per_s": batches_per_second(device, timed) * b})  # fmt: skip
+    del device
     reason = dali_missing_reason()
     if reason is not None:
         rows.append({"pipeline": "dali", "skipped": reason})
@@ -362,26 +368,34 @@ def section_fed(s: Settings, budget: Budget, workdir: Path) -> list[dict[str, An
     step, data, model = make_train_step(s.model, batch, precision, s.device, False)
     ready_rate, _ = time_steps(step, data, s.device, s.seconds, read_every=10, warmup=1 if s.dry else 3)
     ds = repeat_records(_jpegs(s, workdir), _records_for(2 * cores, batch, timed))
-    loader = build_loader(ds, SSDTrainTransform(model.spec.image_size), batch_size=batch, shuffle=True,
-                          num_workers=cores, mean=model.spec.mean, std=model.spec.std, device=s.device,
-                          channels_last=cuda, pin_memory=cuda)  # fmt: skip
-    it = steady_state_iterator(loader, timed)
-    try:
-        step.read()
-        _sync(s.device)
-        start = time.perf_counter()
-        for k in range(timed):
-            step(next(it), False)
-            if (k + 1) % 10 == 0:
-                step.read()
-        step.read()
-        _sync(s.device)
-        fed_rate = timed / (time.perf_counter() - start)
-    finally:
-        getattr(it, "close", lambda: None)()
-    return [{"model": s.model, "batch": batch, "precision": precision, "workers": cores,
-             "prefetch_depth": loader.prefetch_depth, "timed_steps": timed, "ready_img_per_s": ready_rate * batch,
-             "fed_img_per_s": fed_rate * batch, "fraction": fed_rate / ready_rate}]  # fmt: skip
+    rows = []
+    for pipeline in ("builtin", "device"):  # data.backend's two built-in paths
+        if budget.left() < (5 if s.dry else 30):
+            rows.append({"pipeline": pipeline, "skipped": "time budget"})
+            continue
+        loader = build_loader(ds, SSDTrainTransform(model.spec.image_size), batch_size=batch, shuffle=True,
+                              num_workers=cores, mean=model.spec.mean, std=model.spec.std, device=s.device,
+                              channels_last=cuda, pin_memory=cuda, decode_on_device=pipeline == "device")  # fmt: skip
+        it = steady_state_iterator(loader, timed)
+        try:
+            step.read()
+            _sync(s.device)
+            start = time.perf_counter()
+            for k in range(timed):
+                step(next(it), False)
+                if (k + 1) % 10 == 0:
+                    step.read()
+            step.read()
+            _sync(s.device)
+            fed_rate = timed / (time.perf_counter() - start)
+        finally:
+            getattr(it, "close", lambda: None)()
+        rows.append({"pipeline": pipeline, "model": s.model, "batch": batch, "precision": precision,
+                     "workers": cores, "prefetch_depth": loader.prefetch_depth, "timed_steps": timed,
+                     "ready_img_per_s": ready_rate * batch, "fed_img_per_s": fed_rate * batch,
+                     "fraction": fed_rate / ready_rate})  # fmt: skip
+        del loader, it
+    return rows
 
 
 # ---------------------------------------------------------------------------------------------------- inference
@@ -507,11 +521,12 @@ def table(result: dict[str, Any]) -> str:
         out.append(f"loader {r.get('pipeline', '-'):<14} {what}")
     for r in result.get("fed", []):
         if "fraction" in r:
-            out.append(f"train fed by the loader ({r['workers']} workers): {r['fed_img_per_s']:.1f} img/s vs "
+            out.append(f"train fed by the {r['pipeline']} loader ({r['workers']} workers): "
+                       f"{r['fed_img_per_s']:.1f} img/s vs "
                        f"{r['ready_img_per_s']:.1f} on a ready batch = {100 * r['fraction']:.0f}% ({r['model']}, "
                        f"batch {r['batch']}, {r['precision']}, {r['timed_steps']} steps after the prefetch drained)")
         else:
-            out.append(f"train fed by the loader: {_why(r)}")
+            out.append(f"train fed by the {r.get('pipeline', '-')} loader: {_why(r)}")
     out.append(f"{'infer':<14} {'prec':<5} {'batch':>5} {'img/s':>9} {'median ms':>10}")
     for r in result.get("infer", []):
         if "images_per_s" in r:

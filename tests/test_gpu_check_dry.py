@@ -49,14 +49,18 @@ def test_dry_loader_and_fed_sections_measure_steady_state(tmp_path: Path) -> Non
     assert loader[0]["pipeline"] == "builtin" and loader[0]["img_per_s"] > 0, loader
     assert loader[0]["prefetch_depth"] == 2 * cores and loader[0]["timed_batches"] == timed
     assert all("error" not in r for r in loader), loader
-    if len(loader) > 1 and "skipped" not in loader[1]:  # DALI installed: its CPU backend
-        assert loader[1]["img_per_s"] > 0 and loader[1]["prefetch_depth"] == 2, loader
-    (fed,) = gpu_check.section_fed(s, budget, tmp_path)
-    assert fed["timed_steps"] == timed and fed["prefetch_depth"] == 2 * cores, fed
-    assert fed["ready_img_per_s"] > 0 and fed["fed_img_per_s"] > 0
-    assert fed["fraction"] == pytest.approx(fed["fed_img_per_s"] / fed["ready_img_per_s"])
-    text = gpu_check.table({"meta": _meta(), "loader": loader, "fed": [fed]})
-    assert "steady state" in text and "train fed by the loader" in text
+    assert loader[1]["pipeline"] == "device" and loader[1]["img_per_s"] > 0, loader
+    if len(loader) > 2 and "skipped" not in loader[2]:  # DALI installed: its CPU backend
+        assert loader[2]["img_per_s"] > 0 and loader[2]["prefetch_depth"] == 2, loader
+    fed_rows = gpu_check.section_fed(s, budget, tmp_path)
+    assert [r["pipeline"] for r in fed_rows] == ["builtin", "device"], fed_rows
+    for fed in fed_rows:
+        assert fed["timed_steps"] == timed and fed["prefetch_depth"] == 2 * cores, fed
+        assert fed["ready_img_per_s"] > 0 and fed["fed_img_per_s"] > 0
+        assert fed["fraction"] == pytest.approx(fed["fed_img_per_s"] / fed["ready_img_per_s"])
+    text = gpu_check.table({"meta": _meta(), "loader": loader, "fed": fed_rows})
+    assert "steady state" in text and "train fed by the builtin loader" in text
+    assert "train fed by the device loader" in text
 
 
 def test_repeat_records_cycles_the_images(tmp_path: Path) -> None:
