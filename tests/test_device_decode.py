@@ -152,3 +152,38 @@ def test_training_through_the_device_path(tmp_path: Path) -> None:
     for key, value in weights["builtin"].items():
         if value.is_floating_point():
             torch.testing.assert_close(weights["device"][key], value, atol=1e-4, rtol=1e-4)
+
+
+def test_resume_through_the_device_path_and_eval_cli(tmp_path: Path) -> None:
+    """A run stopped mid-epoch and resumed through the device path ends where the uninterrupted run does; the eval
+    command reads through it too (``--backend device``)."""
+    import json
+
+    from test_train_resume import STEP_SCHEDULE, assert_same_training_state
+    from train_helpers import tiny_config
+
+    from singleshot.checkpoint import load_checkpoint
+    from singleshot.cli import main
+    from singleshot.engine.trainer import train
+
+    extra = {**STEP_SCHEDULE, "data.backend": "device"}
+    straight = train(tiny_config(tmp_path / "straight", **extra))
+    assert straight.status == "finished" and straight.step == 6
+    train(tiny_config(tmp_path / "resumed", **extra, **{"train.max_steps": 3}))
+    assert load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")["sampler"]["start"] == 12  # mid-epoch
+    assert train(tiny_config(tmp_path / "resumed", **extra)).step == 6
+    assert_same_training_state(load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt"),
+                               load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt"))  # fmt: skip
+    data, ckpt = tiny_config(tmp_path).data.train, str(tmp_path / "straight" / "checkpoints" / "last.pt")
+    stats = {}
+    for backend in ("builtin", "device"):
+        out = tmp_path / f"{backend}.json"
+        assert main(["eval", "--checkpoint", ckpt, "--data", data, "--backend", backend, "--batch-size", "4",
+                     "--workers", "0", "--results", str(out)]) == 0  # fmt: skip
+        stats[backend] = json.loads(out.read_text())
+    # the same detections to float rounding (the pixels agree to 1e-4 on a CPU device)
+    assert len(stats["device"]) == len(stats["builtin"]) > 0
+    for key in ("image_id", "category_id"):
+        assert sorted(d[key] for d in stats["device"]) == sorted(d[key] for d in stats["builtin"])
+    top = [max(d["score"] for d in stats[b]) for b in ("device", "builtin")]
+    assert abs(top[0] - top[1]) < 1e-3

@@ -26,9 +26,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--split", default="val", help="split to evaluate (default: val)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass, per process")
     p.add_argument("--workers", type=int, default=None, help="loader worker processes (default: cores - 1, max 8)")
-    p.add_argument("--backend", default="builtin", choices=["builtin", "dali"],
-                   help="input pipeline: builtin, or dali (NVIDIA DALI, pip install 'singleshot[dali]'; --workers "
-                        "threads)")
+    p.add_argument("--backend", default="builtin", choices=["builtin", "device", "dali"],
+                   help="input pipeline: builtin, device (JPEG decode and resize on the GPU), or dali (NVIDIA DALI, "
+                        "pip install 'singleshot[dali]'; --workers threads)")
     p.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="autocast for the forward (auto: fp16 on CUDA, fp32 on CPU)")
@@ -92,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
             loader = build_loader(dataset, SSDValTransform(spec.image_size), batch_size=args.batch_size,
                                   shuffle=False, drop_last=False, num_workers=args.workers, mean=spec.mean,
                                   std=spec.std, device=device, channels_last=channels_last,
-                                  num_replicas=info.world_size, rank=info.rank)
+                                  num_replicas=info.world_size, rank=info.rank,
+                                  decode_on_device=args.backend == "device")
         overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
         post = build_postprocessor(spec, **overrides)
         if info.is_main:
