@@ -9,6 +9,7 @@ log(gw / dw) / scale_wh, log(gh / dh) / scale_wh)``, the coding of the MLPerf re
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import torch
@@ -198,6 +199,34 @@ def match_positives(
     return matched, flat // a, flat % a
 
 
+def match_dense(
+    gt_boxes: Tensor, gt_valid: Tensor, spec: AnchorSpec, rule: MatchRule, workspace: Workspace | None = None
+) -> Tensor:
+    """:func:`match_anchors` with every shape fixed by the input's (no ``nonzero``, no ``unique``), so the host
+    never waits for the device: the accelerator's form. Same result.
+
+    Args:
+        gt_boxes: ``Tensor[B, M, 4]`` xyxy normalized (padding rows are ignored).
+        gt_valid: ``Tensor[B, M]`` bool, True for real boxes.
+    Returns:
+        ``Tensor[B, A]`` int64 in ``[-1, M)``.
+    """
+    b, m = gt_valid.shape
+    iou = anchor_iou(gt_boxes, spec, workspace).masked_fill_(~gt_valid[..., None], -1.0)  # (B, M, A), padding -1
+    best, arg = iou.max(dim=1)  # (B, A): the first maximum, as the list form takes it
+    passes = best >= rule.iou_threshold if rule.inclusive else best > rule.iou_threshold
+    matched = torch.where(passes, arg, -1)
+    # Forced: each real gt onto its best anchor; where boxes share one, the highest index ("last") or the lowest.
+    best_anchor = iou.argmax(dim=2)  # (B, M)
+    index = torch.arange(m, device=iou.device).expand(b, m)
+    if rule.forced_tie == "last":
+        forced = torch.full_like(matched, -1).scatter_reduce_(1, best_anchor, torch.where(gt_valid, index, -1), "amax")
+    else:
+        forced = torch.full_like(matched, m).scatter_reduce_(1, best_anchor, torch.where(gt_valid, index, m), "amin")
+        forced = torch.where(forced < m, forced, -1)
+    return torch.where(forced >= 0, forced, matched)
+
+
 class TargetEncoder(nn.Module):
     """Turns a padded batch of ground truth into per-anchor regression targets and class labels.
 
@@ -228,6 +257,14 @@ class TargetEncoder(nn.Module):
             b, a = gt_boxes.shape[0], anchors.shape[0]
             return anchors.new_zeros(b, a, 4), torch.zeros(b, a, dtype=torch.long, device=anchors.device)
         valid = gt_labels > 0
+        if sync_free(gt_boxes.device):
+            # Every anchor coded, background masked: no data-dependent shape, so the host never waits here.
+            matched = match_dense(gt_boxes, valid, self.anchors, self.rule, self.workspace)  # (B, A)
+            positive, index = matched >= 0, matched.clamp(min=0)
+            labels = torch.where(positive, gt_labels.gather(1, index).long(), 0)
+            boxes = gt_boxes.gather(1, index[..., None].expand(-1, -1, 4))  # (B, A, 4) xyxy
+            offsets = self.coder.encode(box_convert(boxes, "xyxy", "cxcywh"), anchors)
+            return torch.where(positive[..., None], offsets, 0.0), labels
         matched, img, anchor = match_positives(gt_boxes, valid, self.anchors, workspace=self.workspace, rule=self.rule)
         # Only positives (a few per mille of the anchors) need labels and coding; background stays 0.
         gt = matched[img, anchor]  # (P,)
@@ -236,3 +273,13 @@ class TargetEncoder(nn.Module):
         offsets = anchors.new_zeros(*matched.shape, 4)
         offsets[img, anchor] = self.coder.encode(box_convert(gt_boxes[img, gt], "xyxy", "cxcywh"), anchors[anchor])
         return offsets, labels
+
+
+def sync_free(device: torch.device) -> bool:
+    """Whether the target encoder and the losses take their fixed-shape forms on ``device``: on accelerators, where a
+    data-dependent shape (``nonzero``) makes the host wait for the device; the CPU keeps the forms that compute on
+    the positives only. ``SINGLESHOT_SYNC_FREE=1|0`` forces one (the results are the same)."""
+    return _SYNC_FREE == "1" or (_SYNC_FREE == "auto" and device.type != "cpu")
+
+
+_SYNC_FREE = os.environ.get("SINGLESHOT_SYNC_FREE", "auto")  # "auto" | "1" | "0"

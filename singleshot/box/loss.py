@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou_loss, sigmoid_focal_loss
 
-from singleshot.box.coder import BoxCoder
+from singleshot.box.coder import BoxCoder, sync_free
 
 BOX_LOSSES = ("smooth_l1", "giou")
 
@@ -39,8 +39,10 @@ class MultiBoxLoss(nn.Module):
     no positives contribute 0; the result is the mean over the batch.
 
     Hand-written (torchvision's SSD loss loops per image): one descending sort + scatter picks the same negatives
-    as the reference's sort-of-a-sort ranking at half the sorting cost, mining runs without autograd, and the
-    cross-entropy with gradient is evaluated only on the ~4P selected anchors instead of all of them.
+    as the reference's sort-of-a-sort ranking at half the sorting cost, mining runs without autograd, and on the CPU
+    the cross-entropy with gradient is evaluated only on the ~4P selected anchors instead of all of them. On an
+    accelerator every anchor's terms are computed and masked (:meth:`_dense`): listing the selected anchors
+    (``nonzero``) would make the host wait for the forward pass every step.
     """
 
     def __init__(self, neg_pos_ratio: float = 3.0, box_loss: str = "smooth_l1", giou_weight: float = 2.0) -> None:
@@ -56,7 +58,10 @@ class MultiBoxLoss(nn.Module):
     ) -> dict[str, Tensor]:
         positive = target_labels > 0  # (B, A)
         num_pos = positive.sum(dim=1)  # (B,)
-        b, a, _ = cls_logits.shape
+        b = cls_logits.shape[0]
+        if sync_free(cls_logits.device):
+            box, cls = self._dense(bbox_regression, cls_logits, target_offsets, target_labels, positive, num_pos)
+            return self._total(box, cls, num_pos)
         img, anchor = positive.nonzero(as_tuple=True)  # (P,) each
         pred, target = bbox_regression[img, anchor].float(), target_offsets[img, anchor].float()  # (P, 4)
         if self.box_loss == "giou":
@@ -65,21 +70,51 @@ class MultiBoxLoss(nn.Module):
             per_pos = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (P,)
         box = bbox_regression.new_zeros(b, dtype=torch.float32).index_add_(0, img, per_pos)  # (B,)
 
-        with torch.no_grad():
-            # Background cross-entropy of every anchor, lse - l_0, ranks the negatives; positives never count.
-            logits = cls_logits.detach().float()
-            mining = (logits.logsumexp(dim=-1) - logits[..., 0]).masked_fill_(positive, 0.0)  # (B, A)
-            order = mining.argsort(dim=1, descending=True)
-            num_neg = (self.neg_pos_ratio * num_pos).clamp(max=a).long()  # (B,)
-            rank_ok = torch.arange(a, device=logits.device)[None, :] < num_neg[:, None]  # (B, A) in sorted order
-            selected = torch.zeros_like(positive).scatter_(1, order, rank_ok) | positive
-            sel_img, sel_anchor = selected.nonzero(as_tuple=True)  # (K,) each
+        sel_img, sel_anchor = self._negatives(cls_logits, positive, num_pos).nonzero(as_tuple=True)  # (K,) each
         # Cross-entropy with gradient only for the ~4P anchors that enter the loss.
         ce = F.cross_entropy(
             cls_logits[sel_img, sel_anchor].float(), target_labels[sel_img, sel_anchor], reduction="none"
         )
         cls = bbox_regression.new_zeros(b, dtype=torch.float32).index_add_(0, sel_img, ce)  # (B,)
 
+        return self._total(box, cls, num_pos)
+
+    def _negatives(self, cls_logits: Tensor, positive: Tensor, num_pos: Tensor) -> Tensor:
+        """``[B, A]`` bool: the hard negatives (the ``neg_pos_ratio * P`` highest background losses of each image)
+        and the positives, the anchors whose cross-entropy enters the loss."""
+        with torch.no_grad():
+            # Background cross-entropy of every anchor, lse - l_0, ranks the negatives; positives never count.
+            a = cls_logits.shape[1]
+            logits = cls_logits.detach().float()
+            mining = (logits.logsumexp(dim=-1) - logits[..., 0]).masked_fill_(positive, 0.0)  # (B, A)
+            order = mining.argsort(dim=1, descending=True)
+            num_neg = (self.neg_pos_ratio * num_pos).clamp(max=a).long()  # (B,)
+            rank_ok = torch.arange(a, device=logits.device)[None, :] < num_neg[:, None]  # (B, A) in sorted order
+            return torch.zeros_like(positive).scatter_(1, order, rank_ok) | positive
+
+    def _dense(self, bbox_regression: Tensor, cls_logits: Tensor, target_offsets: Tensor, target_labels: Tensor,
+               positive: Tensor, num_pos: Tensor) -> tuple[Tensor, Tensor]:  # fmt: skip
+        """Per-image box and class sums ``(box [B], cls [B])`` over every anchor, masked: the accelerator's form
+        (no ``nonzero``, so the host never waits for the device). Same values as the sparse form, to float
+        rounding, while every term is finite."""
+        b, a, _ = cls_logits.shape
+        pred, target = bbox_regression.float(), target_offsets.float()  # (B, A, 4)
+        if self.box_loss == "giou":
+            per_anchor = self.giou_weight * offsets_giou_loss(pred.view(-1, 4), target.view(-1, 4), self.coder)
+            per_anchor = per_anchor.view(b, a)
+        else:
+            per_anchor = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (B, A)
+        selected = self._negatives(cls_logits, positive, num_pos)
+        logits = cls_logits.float()
+        ce = logits.logsumexp(dim=-1) - logits.gather(-1, target_labels[..., None]).squeeze(-1)  # (B, A)
+        # A non-finite term of an unselected anchor leaves the masked sums finite but would reach the gradient through
+        # torch.where (0 x NaN): "+ 0 x sum" carries it into the loss instead, where the step's guard skips the step.
+        box = torch.where(positive, per_anchor, 0.0).sum(dim=1) + 0.0 * per_anchor.sum()  # (B,)
+        cls = torch.where(selected, ce, 0.0).sum(dim=1) + 0.0 * ce.sum()  # (B,)
+        return box, cls
+
+    @staticmethod
+    def _total(box: Tensor, cls: Tensor, num_pos: Tensor) -> dict[str, Tensor]:
         has_pos = (num_pos > 0).to(box.dtype)
         denom = num_pos.to(box.dtype).clamp(min=1e-6)
         box_part = (box * has_pos / denom).mean()
@@ -113,7 +148,10 @@ class FocalLoss(nn.Module):
     ) -> dict[str, Tensor]:
         positive = target_labels > 0
         denom = positive.sum().clamp(min=1).to(torch.float32)
-        one_hot = F.one_hot(target_labels, cls_logits.shape[-1] + 1)[..., 1:].to(torch.float32)  # (B, A, C)
+        # F.one_hot checks the label range with a host read on CUDA; a scatter gives the same tensor without it
+        shape = (*target_labels.shape, cls_logits.shape[-1] + 1)
+        one_hot = torch.zeros(shape, dtype=torch.float32, device=cls_logits.device)
+        one_hot = one_hot.scatter_(-1, target_labels[..., None], 1.0)[..., 1:]  # (B, A, C)
         cls = sigmoid_focal_loss(cls_logits.float(), one_hot, self.alpha, self.gamma, reduction="sum") / denom
         box = F.smooth_l1_loss(bbox_regression.float(), target_offsets.float(), reduction="none", beta=self.beta)
         box_denom = denom * bbox_regression.shape[-1] if self.normalize_box_by_codesize else denom
