@@ -135,3 +135,38 @@ def test_a_training_step_asks_the_host_for_nothing(monkeypatch: pytest.MonkeyPat
         step(batch, False)
     assert not WAITS & ops.names, WAITS & ops.names
     assert step.read().steps == 2
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_real_training_step_on_cuda_without_a_host_sync(precision: str) -> None:
+    """The real encoder, loss, fused SGD and (fp16) gradient scaler on CUDA: no step after the first synchronizes."""
+    from singleshot.box.factory import build_encoder, build_loss
+    from singleshot.engine.schedule import LRScheduler, build_schedule
+    from singleshot.engine.step import TrainStep
+    from singleshot.models import build_model
+    from singleshot.precision import autocast
+
+    device = torch.device("cuda")
+    torch.manual_seed(0)
+    net = build_model("ssd_tiny", num_classes=81).to(device).to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(net.parameters(), lr=1e-3, momentum=0.9, fused=True)
+    schedule = build_schedule(kind="constant", peak_lr=1e-3, steps_per_epoch=10, total_steps=100)
+    step = TrainStep(model=net, params=list(net.parameters()), encoder=build_encoder(net.spec),
+                     loss_fn=build_loss(net.spec), optimizer=optimizer, scheduler=LRScheduler(optimizer, schedule),
+                     scaler=torch.amp.GradScaler("cuda", enabled=precision == "fp16"),
+                     autocast=functools.partial(autocast, device, precision))  # fmt: skip
+    boxes, labels = gt_batch(6)
+    size = net.spec.image_size
+    batch = {"images": torch.randn(5, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
+             "boxes": boxes.to(device), "labels": labels.to(device)}  # fmt: skip
+    step(batch, False)
+    step(batch, False)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            step(batch, False)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert step.read().steps == 5
