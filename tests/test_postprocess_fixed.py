@@ -210,3 +210,22 @@ def test_fixed_path_on_cuda_without_a_host_sync() -> None:
         assert len(g["scores"]) == len(c["scores"]) == 200
         torch.testing.assert_close(g["scores"].cpu().sort().values, c["scores"].sort().values, rtol=1e-5, atol=1e-6)
         assert torch.equal(g["labels"].cpu().bincount(minlength=81), c["labels"].bincount(minlength=81))
+
+
+def test_a_kernel_that_cannot_run_falls_back_to_the_torch_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the Triton kernel cannot be built where ``auto`` picks it (a driver or Triton mismatch), post-processing
+    warns once and goes on with the torch loop, with the same result; a kernel that ran once is not second-guessed."""
+
+    def broken(*args: Any) -> torch.Tensor:
+        raise RuntimeError("PTX version mismatch")
+
+    monkeypatch.setattr(nms_module, "_PADDED_BACKEND", "auto")
+    monkeypatch.setattr(nms_module, "_triton_state", "untried")
+    monkeypatch.setattr(nms_triton, "triton_available", lambda device: True)
+    monkeypatch.setattr(nms_triton, "triton_padded_nms", broken)
+    boxes, counts = clustered_groups([3, 7, 0], 8, seed=1)
+    with pytest.warns(UserWarning, match="PTX version mismatch"):
+        keep = padded_nms(boxes, counts, 0.5)
+    assert torch.equal(keep, nms_module._torch_padded_nms(boxes, counts, 0.5))
+    assert nms_module._triton_state == "failed"
+    assert torch.equal(padded_nms(boxes, counts, 0.5), keep)  # no second try, no second warning

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,7 @@ _HAVE_NUMBA = importlib.util.find_spec("numba") is not None
 
 _BACKEND = os.environ.get("SINGLESHOT_NMS", "auto")  # "auto" | "numba" | "torchvision"
 _PADDED_BACKEND = "auto"  # padded_nms: "auto" (Triton where it runs) | "triton" | "torch"
+_triton_state = "untried"  # "auto" tries the kernel once: "ok", or "failed" (then the torch loop, with a warning)
 # Below this many boxes the blocked torchvision path costs < ~20 ms, less than loading the kernel the first time.
 _NUMBA_MIN_CANDIDATES = 16384
 
@@ -119,8 +121,20 @@ def padded_nms(boxes: Tensor, counts: Tensor, iou_threshold: float) -> Tensor:
     """
     from singleshot.box.nms_triton import triton_available, triton_padded_nms
 
+    global _triton_state
     if _PADDED_BACKEND == "triton" or (_PADDED_BACKEND == "auto" and triton_available(boxes.device)):
-        return triton_padded_nms(boxes, counts, iou_threshold)
+        if _PADDED_BACKEND == "triton" or _triton_state == "ok":
+            return triton_padded_nms(boxes, counts, iou_threshold)
+        if _triton_state == "untried":
+            try:
+                keep = triton_padded_nms(boxes, counts, iou_threshold)
+            except Exception as e:  # a Triton/driver combination that cannot build the kernel: the torch loop instead
+                _triton_state = "failed"
+                warnings.warn(f"the Triton NMS kernel could not run ({type(e).__name__}: {str(e)[:200]}); "
+                              "post-processing continues with the slower torch loop", stacklevel=2)  # fmt: skip
+            else:
+                _triton_state = "ok"
+                return keep
     return _torch_padded_nms(boxes, counts, iou_threshold)
 
 
