@@ -29,7 +29,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 from singleshot.data.base import DetectionDataset, decode_file
 from singleshot.data.errors import BadImageError, DataLoadError
 from singleshot.data.loader import BadSample, collate_targets
-from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, apply_photometric, photometric_params
+from singleshot.data.photometric import DevicePhotometric, photometric_params
 from singleshot.data.transforms import Plan, apply_plan
 
 
@@ -88,23 +88,12 @@ def collate_encoded(samples: Sequence[EncodedSample | BadSample]) -> dict[str, A
     return batch
 
 
-class DeviceDecode:
+class DeviceDecode(DevicePhotometric):
     """Finishes a :func:`collate_encoded` batch on ``device``: JPEGs decoded there in one batched call, each image's
-    plan applied (crop, resize, flip), the channel means taken, colour jitter + normalization applied; the batch
-    comes out as the built-in loader's (``images: float32[B, 3, S, S]`` normalized, on ``device``). Samples that no
-    decoder reads come back in ``bad`` (see :class:`~singleshot.data.loader.DetectionLoader`)."""
-
-    def __init__(
-        self,
-        device: torch.device | str,
-        *,
-        mean: Sequence[float] = IMAGENET_MEAN,
-        std: Sequence[float] = IMAGENET_STD,
-        channels_last: bool = False,
-    ) -> None:
-        self.device = torch.device(device)
-        self.mean, self.std = tuple(mean), tuple(std)
-        self.channels_last = channels_last
+    plan applied (crop, resize, flip), the channel means taken, then :class:`DevicePhotometric`'s colour jitter +
+    normalization; the batch comes out as the built-in loader's (``images: float32[B, 3, S, S]`` normalized, on
+    ``device``). Samples that no decoder reads come back in ``bad`` (see
+    :class:`~singleshot.data.loader.DetectionLoader`)."""
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
         encoded, paths, plans = batch.pop("encoded"), batch.pop("paths"), batch.pop("plans")
@@ -116,9 +105,7 @@ class DeviceDecode:
             batch = {k: v.index_select(0, index) if isinstance(v, Tensor) else v for k, v in batch.items()}
             batch["bad"] = [*batch.get("bad", []), *bad.values()]
             plans, paths = [plans[i] for i in keep], [paths[i] for i in keep]
-        sizes = batch["orig_sizes"].tolist()  # (B, 2) from the headers, on the host
-        out = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-        for image, path, size in zip(images, paths, sizes):
+        for image, path, size in zip(images, paths, batch["orig_sizes"].tolist()):  # sizes from the headers (host)
             if list(image.shape[-2:]) != size:
                 raise DataLoadError(f"{path}: decoded to {tuple(image.shape[-2:])} pixels, but its header says "
                                     f"{tuple(size)}")  # fmt: skip
@@ -126,11 +113,10 @@ class DeviceDecode:
             pixels = torch.stack([apply_plan(image, plan) for image, plan in zip(images, plans)])  # (B, 3, S, S)
         else:
             pixels = torch.zeros(0, 3, 1, 1, dtype=torch.uint8, device=self.device)
-        params = out.pop("photometric")
-        params[:, 0:3] = pixels.float().mean(dim=(2, 3))  # per-image channel means of the planned image
-        result = apply_photometric(pixels, params, self.mean, self.std)
-        out["images"] = result.contiguous(memory_format=torch.channels_last) if self.channels_last else result
-        return out
+        out = {k: v.to(self.device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
+        out["photometric"][:, 0:3] = pixels.float().mean(dim=(2, 3))  # channel means of each planned image
+        out["images"] = pixels
+        return super().__call__(out)
 
     def _decode(self, encoded: list[Tensor], paths: list[str]) -> tuple[list[Tensor | None], dict[int, BadSample]]:
         """Per sample an ``uint8[3, H, W]`` image on the device, and the samples no decoder reads (by position)."""
