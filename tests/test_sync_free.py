@@ -14,7 +14,7 @@ from dispatch_helpers import HOST_WAITS, OpNames
 
 from singleshot.box import MLPERF_MATCH, SSD300_ANCHORS, TF_ARGMAX_MATCH, FocalLoss, MultiBoxLoss, TargetEncoder
 from singleshot.box import coder as coder_module
-from singleshot.box.coder import match_anchors, match_dense
+from singleshot.box.coder import match_dense, match_positives
 
 
 def gt_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -46,7 +46,7 @@ def with_sync_free(on: bool, fn: Any, *args: Any) -> Any:
 def test_dense_matching_equals_the_list_form(rule: Any, seed: int) -> None:
     boxes, labels = gt_batch(seed)
     valid = labels > 0
-    listed = match_anchors(boxes, valid, SSD300_ANCHORS, rule=rule).clone()
+    listed = match_positives(boxes, valid, SSD300_ANCHORS, rule=rule)[0].clone()
     dense = match_dense(boxes, valid, SSD300_ANCHORS, rule)
     assert torch.equal(dense, listed)
     assert (dense[1] == -1).all() and (dense >= 0).sum() > 20  # the empty image, and real positives

@@ -14,7 +14,8 @@ from singleshot.box.coder import (
     BoxCoder,
     MatchRule,
     TargetEncoder,
-    match_anchors,
+    match_dense,
+    match_positives,
 )
 from singleshot.box.loss import FocalLoss, MultiBoxLoss
 from singleshot.box.nms import group_score_order, grouped_nms
@@ -38,5 +39,6 @@ __all__ = [
     "default_boxes_xyxy",
     "group_score_order",
     "grouped_nms",
-    "match_anchors",
+    "match_dense",
+    "match_positives",
 ]

@@ -115,22 +115,6 @@ MLPERF_MATCH = MatchRule()
 TF_ARGMAX_MATCH = MatchRule(inclusive=True, forced_tie="first")
 
 
-def match_anchors(
-    gt_boxes: Tensor,
-    gt_valid: Tensor,
-    spec: AnchorSpec,
-    iou_threshold: float = 0.5,
-    workspace: Workspace | None = None,
-    rule: MatchRule | None = None,
-) -> Tensor:
-    """Assign each default box the index of its ground-truth box, or -1 for background; see :func:`match_positives`.
-
-    Returns:
-        ``Tensor[B, A]`` int64 with values in ``[-1, M)`` (held in ``workspace`` until its next use, if given).
-    """
-    return match_positives(gt_boxes, gt_valid, spec, iou_threshold, workspace, rule)[0]
-
-
 def match_positives(
     gt_boxes: Tensor,
     gt_valid: Tensor,
@@ -202,8 +186,8 @@ def match_positives(
 def match_dense(
     gt_boxes: Tensor, gt_valid: Tensor, spec: AnchorSpec, rule: MatchRule, workspace: Workspace | None = None
 ) -> Tensor:
-    """:func:`match_anchors` with every shape fixed by the input's (no ``nonzero``, no ``unique``), so the host
-    never waits for the device: the accelerator's form. Same result.
+    """The matches of :func:`match_positives` with every shape fixed by the input's (no ``nonzero``, no ``unique``),
+    so the host never waits for the device: the accelerator's form. Same result.
 
     Args:
         gt_boxes: ``Tensor[B, M, 4]`` xyxy normalized (padding rows are ignored).

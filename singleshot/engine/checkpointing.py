@@ -125,11 +125,6 @@ class NoUsableCheckpoint(RuntimeError):
     """A run folder has checkpoints but none can be resumed from."""
 
 
-def find_resume_checkpoint(run_dir: Path, config: dict[str, Any], mutable: set[str]) -> dict[str, Any] | None:
-    """The checkpoint a run in ``run_dir`` resumes from (None for a new run); see :func:`resume_point`."""
-    return resume_point(run_dir, config, mutable)[0]
-
-
 def resume_point(
     run_dir: Path, config: dict[str, Any], mutable: set[str], set_aside: bool = False
 ) -> tuple[dict[str, Any] | None, str]:

@@ -108,13 +108,6 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mod
     return ddp(model, device_ids=ids, **{name: False})
 
 
-def all_reduce_max(values: torch.Tensor) -> torch.Tensor:
-    """Element-wise max over ranks (in place; identity for one process)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.all_reduce(values, op=dist.ReduceOp.MAX)
-    return values
-
-
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     """Element-wise mean over ranks (in place; identity for one process)."""
     if dist.is_available() and dist.is_initialized():
