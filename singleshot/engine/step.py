@@ -102,7 +102,7 @@ class TrainStep:
                 detached, losses["box"].detach().float(), losses["cls"].detach().float(),
             ])  # fmt: skip
             flags = all_reduce_mean(flags)
-            bad = flags[0] > 0
+            bad = flags[_NONFINITE] > 0
         with timer("zero_grad"):
             self.optimizer.zero_grad(set_to_none=True)
         with timer("backward"):
@@ -183,21 +183,22 @@ class TrainStep:
     # ------------------------------------------------------------------------------------------ accounting
     @torch.no_grad()
     def _account(self, flags: torch.Tensor, bad: torch.Tensor) -> None:
-        """Accumulate ``[loss, box, cls, good steps, skipped steps, stop, limit step]`` sums on the device."""
+        """Accumulate the window's ``[loss, box, cls sums, good steps, skipped steps, stop, limit step]`` on the
+        device (one tensor, so that :meth:`read` is one transfer; the slots are named below the class)."""
         if self._stats is None or self._stats.device != flags.device:
-            self._stats = torch.zeros(7, dtype=torch.float32, device=flags.device)
+            self._stats = torch.zeros(_STATS_LEN, dtype=torch.float32, device=flags.device)
             self._in_row = torch.zeros((), dtype=torch.float32, device=flags.device)
         assert self._in_row is not None
         self._steps += 1
         good = (~bad).float()
-        zero = torch.zeros_like(flags[2:5])
-        self._stats[0:3] += torch.where(bad, zero, flags[2:5])
-        self._stats[3] += good
-        self._stats[4] += 1.0 - good
-        self._stats[5] = torch.maximum(self._stats[5], (flags[1] > 0).float())
+        stats, losses = self._stats, flags[_LOSSES]
+        stats[_SUMS] += torch.where(bad, torch.zeros_like(losses), losses)
+        stats[_GOOD] += good
+        stats[_SKIPPED] += 1.0 - good
+        stats[_STOP] = torch.maximum(stats[_STOP], (flags[_STOP_FLAG] > 0).float())
         self._in_row.mul_(1.0 - good).add_(1.0 - good)
-        reached = (self._in_row >= self.max_bad_steps) & (self._stats[6] == 0)
-        self._stats[6] = torch.where(reached, torch.full_like(self._stats[6], self._steps), self._stats[6])
+        reached = (self._in_row >= self.max_bad_steps) & (stats[_LIMIT] == 0)
+        stats[_LIMIT] = torch.where(reached, torch.full_like(stats[_LIMIT], self._steps), stats[_LIMIT])
 
     def read(self) -> StepResult:
         """Bring the window's numbers to the host (the one sync) and start a new window."""
@@ -214,3 +215,9 @@ class TrainStep:
             steps, round(skipped), round(in_row), round(limit_step), stop > 0,
             loss / n if good else nan, box / n if good else nan, cls / n if good else nan,
         )  # fmt: skip
+
+
+# The guard's all-reduced vector: [non-finite, stop requested, loss, box, cls]
+_NONFINITE, _STOP_FLAG, _LOSSES = 0, 1, slice(2, 5)
+# TrainStep._stats: [loss, box, cls sums over good steps, good steps, skipped steps, stop seen, limit step]
+_SUMS, _GOOD, _SKIPPED, _STOP, _LIMIT, _STATS_LEN = slice(0, 3), 3, 4, 5, 6, 7
