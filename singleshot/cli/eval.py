@@ -2,6 +2,7 @@
 
     singleshot eval --checkpoint runs/exp/last.pt                        # built-in synthetic val split
     singleshot eval --checkpoint ssd300.pt --data /data/coco             # COCO 2017 val
+    singleshot eval --checkpoint ssd_int8.onnx --data /data/coco         # an exported graph (ONNX Runtime, CPU)
     torchrun --nproc_per_node 8 -m singleshot eval --checkpoint ssd300.pt --data /data/coco   # sharded over 8 GPUs
 """
 
@@ -18,7 +19,9 @@ from typing import Any
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval", help="COCO bbox evaluation of a checkpoint",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="singleshot, MLPerf or NVIDIA SSD300 checkpoint")
+    p.add_argument("--checkpoint", required=True,
+                   help="singleshot, MLPerf or NVIDIA SSD300 checkpoint, or a raw-output graph that `singleshot "
+                        "export` wrote (.onnx, INT8 included; .torchscript.pt; .pt2), run on the CPU")
     p.add_argument("--data", default="synth",
                    help="dataset folder or COCO JSON (COCO/VOC/YOLO); default: the built-in synthetic set")
     p.add_argument("--images", default=None, metavar="FOLDER",
@@ -54,12 +57,20 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.engine.data import open_dataset
     from singleshot.engine.distributed import cleanup_distributed, detect_environment, init_distributed
     from singleshot.evaluation import category_ids_by_name, evaluate
+    from singleshot.inference.formats import GraphModel, graph_format, load_runner
     from singleshot.interop import read_checkpoint
 
     info = detect_environment()
     try:
-        device = resolve_device(args.device, info.local_rank, "--device")
-        ckpt = read_checkpoint(args.checkpoint)
+        graph = graph_format(args.checkpoint)
+        if graph is not None:  # an exported graph: ONNX Runtime / PyTorch on the CPU, classes from its metadata
+            device = torch.device("cpu")
+            model: Any = GraphModel(load_runner(args.checkpoint, graph), args.checkpoint).eval()
+            classes = list(model.runner.metadata["classes"])
+        else:
+            device = resolve_device(args.device, info.local_rank, "--device")
+            ckpt = read_checkpoint(args.checkpoint)
+            classes = list(ckpt["classes"])
         dataset = open_dataset(args.data, args.split, image_dir=args.images)
         if len(dataset) == 0:
             raise DataError(f"{dataset.summary()}: no image with annotations to evaluate on (an empty annotation "
@@ -73,11 +84,12 @@ def run(args: argparse.Namespace) -> int:
         return 2
     init_distributed(info, device)
     try:
-        model = model_from_checkpoint(ckpt, source=args.checkpoint).to(device).eval()
+        if graph is None:
+            model = model_from_checkpoint(ckpt, source=args.checkpoint).to(device).eval()
         spec = model.spec
         # The checkpoint's labels meet the dataset's by class name: same names in another order score the same.
-        label_to_category_id = category_ids_by_name(list(ckpt["classes"]), dataset, f"checkpoint {args.checkpoint}")
-        channels_last = capabilities(device).channels_last
+        label_to_category_id = category_ids_by_name(classes, dataset, f"checkpoint {args.checkpoint}")
+        channels_last = graph is None and capabilities(device).channels_last
         if channels_last:
             model = model.to(memory_format=torch.channels_last)
         if args.backend == "dali":

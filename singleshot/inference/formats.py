@@ -148,3 +148,53 @@ def load_runner(path: str | os.PathLike[str], fmt: str | None = None, *, threads
 
     model = model_from_checkpoint(read_safetensors(path)).eval()
     return Runner(model, meta, fmt)
+
+
+def graph_format(path: str | os.PathLike[str]) -> str | None:
+    """The export format of a graph file that :func:`load_runner` opens (onnx, torchscript, pt2), by its name;
+    None for anything else (a checkpoint, safetensors weights)."""
+    try:
+        fmt = guess_format(path)
+    except ValueError:
+        return None
+    return fmt if fmt in ("onnx", "torchscript", "pt2") else None
+
+
+class GraphModel(nn.Module):
+    """An exported raw-output graph as a model for :func:`singleshot.evaluation.evaluate`: ``images float32[B, 3, S,
+    S]`` normalized -> ``(bbox_regression [B, A, 4], cls_logits [B, A, C])`` on the CPU (ONNX Runtime's CPU
+    provider, or PyTorch for TorchScript / pt2). ``spec`` is the preset's with the post-processing settings stored in
+    the file; a ``uint8_input`` graph gets the images back as uint8 (exact: they were uint8 before normalizing).
+
+    Raises:
+        ValueError: the graph has decoding + NMS inside (its detections are already final: export without
+            ``--with-nms`` to evaluate), or its metadata names no singleshot model.
+    """
+
+    def __init__(self, runner: Runner, path: str | os.PathLike[str]) -> None:
+        super().__init__()
+        import dataclasses
+
+        from singleshot.box.postprocess import PostprocessConfig
+        from singleshot.models import get_spec
+
+        meta = runner.metadata
+        if meta.get("with_nms"):
+            raise ValueError(f"{os.fspath(path)}: the graph has decoding + NMS inside; evaluate an export without "
+                             "--with-nms (the same weights, raw outputs)")  # fmt: skip
+        try:
+            spec = get_spec(meta["model"])
+        except (KeyError, ValueError) as e:
+            raise ValueError(f"{os.fspath(path)}: its metadata names no singleshot model ({e})") from None
+        self.spec = dataclasses.replace(spec, postprocess=PostprocessConfig(**meta.get("postprocess", {})))
+        self.runner, self.format = runner, runner.format
+        self.uint8_input = meta.get("input", {}).get("dtype") == "uint8"
+        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # where evaluate() looks for the device
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        if self.uint8_input:
+            mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
+            std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
+            images = ((images.cpu().float() * std + mean) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
+        bbox_regression, cls_logits = self.runner(images.cpu().contiguous())[:2]
+        return torch.from_numpy(bbox_regression), torch.from_numpy(cls_logits)
