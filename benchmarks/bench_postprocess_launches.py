@@ -32,8 +32,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_box import make_dense_outputs
 
+from singleshot.box import coder as coder_module
 from singleshot.box import nms as nms_module
-from singleshot.box import postprocess as postprocess_module
 from singleshot.box import postprocess_fixed
 from singleshot.box.factory import build_postprocessor
 from singleshot.models import get_spec
@@ -63,7 +63,7 @@ def count(path: str, batch: int) -> dict[str, Any]:
     reg, logits = make_dense_outputs(batch)
     post = build_postprocessor(get_spec("ssd300_resnet34"))
     sizes = torch.tensor([[480, 640]] * batch)
-    postprocess_module._PATH = path
+    coder_module._SYNC_FREE = "1" if path == "fixed" else "0"
     nms_module._BACKEND = "torchvision"
     nms_module._PADDED_BACKEND = "torch"
     post(reg, logits, sizes)  # caches (default boxes) outside the count

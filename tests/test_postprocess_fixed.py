@@ -21,8 +21,8 @@ from singleshot.box import (
     nms_triton,
     postprocess_fixed,
 )
+from singleshot.box import coder as coder_module
 from singleshot.box import nms as nms_module
-from singleshot.box import postprocess as postprocess_module
 from singleshot.box.nms import group_score_order, grouped_nms, padded_nms
 
 # a small SSD (4 levels, 285 anchors): Triton's interpreter runs the kernel in Python, so its tests stay small
@@ -37,7 +37,7 @@ def outputs(batch: int, anchors: int, channels: int, seed: int, spread: float = 
 
 def run(post: PostProcessor, path: str, reg: torch.Tensor, logits: torch.Tensor, sizes: torch.Tensor,
         monkeypatch: pytest.MonkeyPatch) -> list[dict[str, torch.Tensor]]:  # fmt: skip
-    monkeypatch.setattr(postprocess_module, "_PATH", path)
+    monkeypatch.setattr(coder_module, "_SYNC_FREE", "1" if path == "fixed" else "0")
     return post(reg, logits, sizes)
 
 
@@ -173,10 +173,10 @@ def test_op_count_and_one_launch_whatever_the_batch_and_classes(interpreted_trit
 
 
 def test_auto_takes_the_fixed_path_on_accelerators_only() -> None:
-    assert os.environ.get("SINGLESHOT_POSTPROCESS", "auto") == postprocess_module._PATH
-    if postprocess_module._PATH == "auto":
-        assert not postprocess_module._fixed_shape(torch.device("cpu"))
-        assert postprocess_module._fixed_shape(torch.device("cuda"))
+    assert os.environ.get("SINGLESHOT_SYNC_FREE", "auto") == coder_module._SYNC_FREE
+    if coder_module._SYNC_FREE == "auto":
+        assert not coder_module.sync_free(torch.device("cpu"))
+        assert coder_module.sync_free(torch.device("cuda"))
         assert not nms_triton.triton_available(torch.device("cpu")) or nms_triton._interpreting()
 
 

@@ -260,9 +260,10 @@ class TargetEncoder(nn.Module):
 
 
 def sync_free(device: torch.device) -> bool:
-    """Whether the target encoder and the losses take their fixed-shape forms on ``device``: on accelerators, where a
-    data-dependent shape (``nonzero``) makes the host wait for the device; the CPU keeps the forms that compute on
-    the positives only. ``SINGLESHOT_SYNC_FREE=1|0`` forces one (the results are the same)."""
+    """Whether the target encoder, the losses and the post-processor take their fixed-shape forms on ``device``: on
+    accelerators, where a data-dependent shape (``nonzero``) makes the host wait for the device; the CPU keeps the
+    forms that work on the positives or candidates only. ``SINGLESHOT_SYNC_FREE=1|0`` forces one (the results are
+    the same)."""
     return _SYNC_FREE == "1" or (_SYNC_FREE == "auto" and device.type != "cpu")
 
 

@@ -12,13 +12,13 @@ The per-(image, class) groups of the whole batch are suppressed together, so the
 classes. Two paths, one result: on the CPU the candidates above the threshold are listed and suppressed as one flat
 list (:func:`singleshot.box.nms.grouped_nms`, numba); on an accelerator every tensor has a fixed shape and nothing is
 read back before the final per-image split (:mod:`singleshot.box.postprocess_fixed`, one Triton NMS kernel on CUDA).
-``SINGLESHOT_POSTPROCESS=list|fixed`` forces one.
+The choice is :func:`singleshot.box.coder.sync_free`'s, the target encoder's and the losses' too
+(``SINGLESHOT_SYNC_FREE=1|0`` forces one).
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 
 import torch
@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from singleshot.box.anchors import AnchorSpec, default_boxes
-from singleshot.box.coder import BoxCoder
+from singleshot.box.coder import BoxCoder, sync_free
 from singleshot.box.nms import group_score_order, grouped_nms
 from singleshot.box.postprocess_fixed import fixed_shape_detections
 
@@ -273,7 +273,7 @@ class PostProcessor(nn.Module):
         b, _, c = cls_logits.shape
         num_cls = c - 1 if self.classifier == "softmax" else c
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
-        if _fixed_shape(cls_logits.device):
+        if sync_free(cls_logits.device):
             boxes, scores, labels, counts = fixed_shape_detections(self, bbox_regression, cls_logits, scale)
             return [
                 {"boxes": bx[:n], "scores": sc[:n], "labels": lb[:n]}
@@ -298,11 +298,6 @@ class PostProcessor(nn.Module):
         ]
 
 
-def _fixed_shape(device: torch.device) -> bool:
-    """Whether outputs on ``device`` take the fixed-shape path (every accelerator) or the list path (the CPU)."""
-    return _PATH == "fixed" or (_PATH == "auto" and device.type != "cpu")
-
-
 def _rank_within(ids: Tensor, counts: Tensor) -> Tensor:
     """``ids [N]`` non-decreasing segment ids, ``counts [S]`` their bincount -> ``[N]`` position of each entry within
     its segment (0 for the first)."""
@@ -313,5 +308,3 @@ def _rank_within(ids: Tensor, counts: Tensor) -> Tensor:
 _DENSE_FRACTION = 0.25
 # Logit margin of the dense path's superset test (float32 exp/log rounding is ~1e-6 relative).
 _MARGIN = 1e-3
-# "auto" (fixed-shape on accelerators, list on the CPU) | "list" | "fixed"
-_PATH = os.environ.get("SINGLESHOT_POSTPROCESS", "auto")
