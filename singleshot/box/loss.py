@@ -70,7 +70,10 @@ class MultiBoxLoss(nn.Module):
             per_pos = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (P,)
         box = bbox_regression.new_zeros(b, dtype=torch.float32).index_add_(0, img, per_pos)  # (B,)
 
-        sel_img, sel_anchor = self._negatives(cls_logits, positive, num_pos).nonzero(as_tuple=True)  # (K,) each
+        with torch.no_grad():
+            logits = cls_logits.detach().float()
+            background_ce = logits.logsumexp(dim=-1) - logits[..., 0]  # (B, A)
+        sel_img, sel_anchor = self._negatives(background_ce, positive, num_pos).nonzero(as_tuple=True)  # (K,) each
         # Cross-entropy with gradient only for the ~4P anchors that enter the loss.
         ce = F.cross_entropy(
             cls_logits[sel_img, sel_anchor].float(), target_labels[sel_img, sel_anchor], reduction="none"
@@ -79,17 +82,18 @@ class MultiBoxLoss(nn.Module):
 
         return self._total(box, cls, num_pos)
 
-    def _negatives(self, cls_logits: Tensor, positive: Tensor, num_pos: Tensor) -> Tensor:
+    def _negatives(self, background_ce: Tensor, positive: Tensor, num_pos: Tensor) -> Tensor:
         """``[B, A]`` bool: the hard negatives (the ``neg_pos_ratio * P`` highest background losses of each image)
-        and the positives, the anchors whose cross-entropy enters the loss."""
+        and the positives, the anchors whose cross-entropy enters the loss.
+
+        ``background_ce [B, A]``: each anchor's cross-entropy against the background class, ``lse - l_0``; it ranks
+        the negatives (positives never count)."""
         with torch.no_grad():
-            # Background cross-entropy of every anchor, lse - l_0, ranks the negatives; positives never count.
-            a = cls_logits.shape[1]
-            logits = cls_logits.detach().float()
-            mining = (logits.logsumexp(dim=-1) - logits[..., 0]).masked_fill_(positive, 0.0)  # (B, A)
+            a = background_ce.shape[1]
+            mining = background_ce.detach().masked_fill(positive, 0.0)  # (B, A)
             order = mining.argsort(dim=1, descending=True)
             num_neg = (self.neg_pos_ratio * num_pos).clamp(max=a).long()  # (B,)
-            rank_ok = torch.arange(a, device=logits.device)[None, :] < num_neg[:, None]  # (B, A) in sorted order
+            rank_ok = torch.arange(a, device=mining.device)[None, :] < num_neg[:, None]  # (B, A) in sorted order
             return torch.zeros_like(positive).scatter_(1, order, rank_ok) | positive
 
     def _dense(self, bbox_regression: Tensor, cls_logits: Tensor, target_offsets: Tensor, target_labels: Tensor,
@@ -104,9 +108,10 @@ class MultiBoxLoss(nn.Module):
             per_anchor = per_anchor.view(b, a)
         else:
             per_anchor = F.smooth_l1_loss(pred, target, reduction="none").sum(-1)  # (B, A)
-        selected = self._negatives(cls_logits, positive, num_pos)
         logits = cls_logits.float()
-        ce = logits.logsumexp(dim=-1) - logits.gather(-1, target_labels[..., None]).squeeze(-1)  # (B, A)
+        lse = logits.logsumexp(dim=-1)  # (B, A), once for the mining and the cross-entropy
+        selected = self._negatives(lse.detach() - logits.detach()[..., 0], positive, num_pos)
+        ce = lse - logits.gather(-1, target_labels[..., None]).squeeze(-1)  # (B, A)
         # A non-finite term of an unselected anchor leaves the masked sums finite but would reach the gradient through
         # torch.where (0 x NaN): "+ 0 x sum" carries it into the loss instead, where the step's guard skips the step.
         box = torch.where(positive, per_anchor, 0.0).sum(dim=1) + 0.0 * per_anchor.sum()  # (B,)
