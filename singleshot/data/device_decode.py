@@ -16,7 +16,6 @@ bad image, named, and raised or skipped as ``data.on_bad_image`` says.
 from __future__ import annotations
 
 import random
-import traceback
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +27,7 @@ from torchvision.io import ImageReadMode, decode_jpeg
 
 from singleshot.data.base import DetectionDataset, decode_file
 from singleshot.data.errors import BadImageError, DataLoadError
-from singleshot.data.loader import BadSample, collate_targets
+from singleshot.data.loader import BadSample, collate_targets, load_sample
 from singleshot.data.photometric import DevicePhotometric, photometric_params
 from singleshot.data.transforms import Plan, apply_plan
 
@@ -61,17 +60,12 @@ class EncodedDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> EncodedSample | BadSample:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        path = self.dataset.image_path(index)
-        try:
-            jpeg, image, (h, w) = self.dataset.read_encoded(index)
-            plan, target = self.transform.plan(h, w, self.dataset.target(index, h, w), random.Random(seed))
-            return EncodedSample(jpeg, image, path, plan, target)
-        except BadImageError as e:
-            return BadSample(index, path, str(e), True)
-        except Exception as e:  # surfaced in the main process with the file named, see DetectionLoader
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
-            msg = f"error loading sample {index} ({path}): {type(e).__name__}: {e}"
-            return BadSample(index, path, f"{msg}\nworker traceback:\n{tb}", False)
+        return load_sample(self.dataset, index, lambda: self._encoded(index, random.Random(seed)))
+
+    def _encoded(self, index: int, rng: random.Random) -> EncodedSample:
+        jpeg, image, (h, w) = self.dataset.read_encoded(index)
+        plan, target = self.transform.plan(h, w, self.dataset.target(index, h, w), rng)
+        return EncodedSample(jpeg, image, self.dataset.image_path(index), plan, target)
 
 
 def collate_encoded(samples: Sequence[EncodedSample | BadSample]) -> dict[str, Any]:

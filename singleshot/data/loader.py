@@ -62,15 +62,20 @@ class TransformedDataset(Dataset):
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor, dict[str, Any]] | BadSample:
         index, seed = key if isinstance(key, tuple) else (key, key)
-        try:
-            image, target = self.dataset[index]
-            return self.transform(image, target, random.Random(seed))
-        except BadImageError as e:
-            return BadSample(index, self.dataset.image_path(index), str(e), True)
-        except Exception as e:  # surfaced in the main process with the file named, see DetectionLoader
-            tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
-            msg = f"error loading sample {index} ({self.dataset.image_path(index)}): {type(e).__name__}: {e}"
-            return BadSample(index, self.dataset.image_path(index), f"{msg}\nworker traceback:\n{tb}", False)
+        return load_sample(self.dataset, index, lambda: self.transform(*self.dataset[index], random.Random(seed)))
+
+
+def load_sample(dataset: DetectionDataset, index: int, load: Callable[[], Any]) -> Any:
+    """``load()`` for record ``index``, or the :class:`BadSample` that stands for it in the batch: a worker never
+    raises; the main process raises or skips (see :class:`DetectionLoader`), naming the file."""
+    try:
+        return load()
+    except BadImageError as e:
+        return BadSample(index, dataset.image_path(index), str(e), True)
+    except Exception as e:  # surfaced in the main process with the file named, see DetectionLoader
+        tb = "".join(traceback.format_exception(type(e), e, e.__traceback__, limit=-4))
+        msg = f"error loading sample {index} ({dataset.image_path(index)}): {type(e).__name__}: {e}"
+        return BadSample(index, dataset.image_path(index), f"{msg}\nworker traceback:\n{tb}", False)
 
 
 def _new_tensor(shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
