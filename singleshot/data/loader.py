@@ -310,8 +310,7 @@ class DetectionLoader(LoaderPosition):
         requested batches (``num_workers * prefetch_factor`` in all; 0 when batches are made in this process). The
         pin-memory thread only hands those same batches on, and the device finisher runs when a batch is taken, so
         neither adds to the count. What a throughput measurement must consume before its clock starts."""
-        workers = self.loader.num_workers
-        return workers * (self.loader.prefetch_factor or 0) if workers > 0 else 0
+        return prefetch_depth(self.loader)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         self._batches_done = self.start_batch
@@ -354,6 +353,17 @@ class DetectionLoader(LoaderPosition):
     def load_state_dict(self, state: dict[str, int]) -> None:
         """Restore a position; the next iteration continues the saved epoch where it stopped."""
         self.sampler.load_state_dict(state)
+
+
+def prefetch_depth(loader: Any) -> int:
+    """Batches ``loader`` can have ready before they are asked for: its own ``prefetch_depth``
+    (:class:`DetectionLoader`, ``DaliLoader``), ``num_workers * prefetch_factor`` for a ``torch.utils.data.DataLoader``,
+    else 0 (an iterable that makes each batch when asked; one that prefetches must say so with a
+    ``prefetch_depth``)."""
+    if isinstance(loader, DataLoader):
+        return loader.num_workers * (loader.prefetch_factor or 0) if loader.num_workers > 0 else 0
+    depth = getattr(loader, "prefetch_depth", None)
+    return int(depth) if depth is not None else 0
 
 
 def build_loader(

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader
 
 from singleshot.accelerator import capabilities, synchronize
 from singleshot.data.base import DetectionDataset
 from singleshot.data.formats import load_dataset
-from singleshot.data.loader import build_loader
+from singleshot.data.loader import build_loader, prefetch_depth
 from singleshot.data.transforms import AreaCropTrainTransform, SSDTrainTransform, SSDValTransform
 from singleshot.engine.config import ConfigError, DataConfig
 
@@ -173,18 +172,6 @@ def _dali(dataset: DetectionDataset, mode: str, batch_size: int, train: bool, kw
     return DaliLoader(dataset, mode=mode, batch_size=batch_size, shuffle=train, drop_last=train, **kw)
 
 
-def prefetch_depth(loader: Any) -> int:
-    """Batches ``loader`` can have ready before they are asked for: its ``prefetch_depth`` (:class:`DetectionLoader`,
-    :class:`DaliLoader`), ``num_workers * prefetch_factor`` for a plain ``torch.utils.data.DataLoader``, else 0 (an
-    iterable that makes each batch when asked; one that prefetches must say so with a ``prefetch_depth``)."""
-    depth = getattr(loader, "prefetch_depth", None)
-    if depth is not None:
-        return int(depth)
-    if isinstance(loader, DataLoader):
-        return loader.num_workers * (loader.prefetch_factor or 0) if loader.num_workers > 0 else 0
-    return 0
-
-
 class LoaderTooShortError(ValueError):
     """One pass of the loader has fewer batches than a steady-state measurement needs."""
 
@@ -199,8 +186,8 @@ class LoaderTooShortError(ValueError):
 
 def steady_state_iterator(loader: Iterable[dict[str, Any]], timed: int) -> Iterator[dict[str, Any]]:
     """An iterator over ``loader`` that has consumed every batch that could have been made ahead of time: the
-    start-up batch and the :func:`prefetch_depth` behind it. The next ``timed`` batches it yields are made while
-    the caller waits for them, so timing those measures the loader's steady-state rate.
+    start-up batch and the :func:`~singleshot.data.loader.prefetch_depth` behind it. The next ``timed`` batches it
+    yields are made while the caller waits for them, so timing those measures the loader's steady-state rate.
 
     Raises:
         LoaderTooShortError: (a ValueError) ``loader`` has fewer than ``prefetch_depth + 1 + timed`` batches in one
