@@ -173,9 +173,6 @@ class _Resize:
         plan, target = self.plan(int(image.shape[-2]), int(image.shape[-1]), target, rng or random.Random(0))
         return self.finish(apply_plan(image, plan), target, plan.jitter)
 
-    def resize(self, image: Tensor) -> Tensor:
-        return resize_square(image, self.size)
-
     def finish(self, image: Tensor, target: dict[str, Any], jitter: Any) -> tuple[Tensor, dict[str, Any]]:
         """``uint8[3, S, S]`` -> the same image and ``target["photometric"]: float32[11]``, the channel means and the
         colour-jitter draw (identity when ``jitter`` is None) that the loader applies with the normalization."""
