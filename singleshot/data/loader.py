@@ -419,16 +419,18 @@ def build_loader(
     photometric_on_device = dev is not None and dev.type != "cpu"
     if pin_memory is None:
         pin_memory = capabilities(dev if dev is not None else default_device()).pin_memory
-    collate: Callable[..., dict[str, Any]] = functools.partial(
-        collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std
-    )
-    samples: Dataset = TransformedDataset(dataset, transform)
-    finisher: Any = DevicePhotometric(dev, mean=mean, std=std, channels_last=channels_last) if dev is not None else None
+    samples: Dataset
+    collate: Callable[..., dict[str, Any]]
+    finisher: Any
     if decode_on_device:
         from singleshot.data.device_decode import DeviceDecode, EncodedDataset, collate_encoded
 
         samples, collate = EncodedDataset(dataset, transform), collate_encoded
         finisher = DeviceDecode(dev or "cpu", mean=mean, std=std, channels_last=channels_last)
+    else:
+        samples = TransformedDataset(dataset, transform)
+        collate = functools.partial(collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std)
+        finisher = DevicePhotometric(dev, mean=mean, std=std, channels_last=channels_last) if dev is not None else None
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last
     )
