@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -14,12 +15,17 @@ HOST_WAITS = frozenset(
 
 
 class OpNames(TorchDispatchMode):
-    """``with OpNames() as ops: ...`` -> ``ops.names``, the set of ATen operators dispatched in the block."""
+    """``with OpNames() as ops: ...`` -> ``ops.counts`` (calls per ATen operator dispatched in the block) and
+    ``ops.names`` (the set of them)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.names: set[str] = set()
+        self.counts: Counter[str] = Counter()
+
+    @property
+    def names(self) -> set[str]:
+        return set(self.counts)
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.names.add(str(func.overloadpacket))
+        self.counts[str(func.overloadpacket)] += 1
         return func(*args, **(kwargs or {}))

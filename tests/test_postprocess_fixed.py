@@ -5,13 +5,11 @@ single kernel launch that do not grow with the batch or the class count, and no 
 from __future__ import annotations
 
 import os
-from collections import Counter
 from typing import Any
 
 import pytest
 import torch
-from dispatch_helpers import HOST_WAITS
-from torch.utils._python_dispatch import TorchDispatchMode
+from dispatch_helpers import HOST_WAITS, OpNames
 
 from singleshot.box import (
     SSD300_ANCHORS,
@@ -131,16 +129,6 @@ def test_triton_kernel_keeps_what_numba_keeps(interpreted_triton: None, thr: flo
     assert torch.equal(nms_module._torch_padded_nms(boxes, counts, thr), keep)
 
 
-class _OpCounter(TorchDispatchMode):
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.ops[str(func.overloadpacket)] += 1
-        return func(*args, **(kwargs or {}))
-
-
 def test_op_count_and_one_launch_whatever_the_batch_and_classes(interpreted_triton: None,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
     """The portable list path calls torchvision's NMS more often as the batch grows (3,999 times for 64 dense SSD300
@@ -157,14 +145,14 @@ def test_op_count_and_one_launch_whatever_the_batch_and_classes(interpreted_trit
         scale = torch.tensor([[96.0, 96.0, 96.0, 96.0]]).repeat(batch, 1)
         postprocess_fixed.fixed_shape_detections(post, reg, logits, scale)  # builds the default-box cache once
         launches.clear()
-        with _OpCounter() as counter:
+        with OpNames() as counter:
             boxes, scores, labels, found = postprocess_fixed.fixed_shape_detections(post, reg, logits, scale)
-        counts.append(counter.ops)
+        counts.append(counter.counts)
         assert launches == [(batch * (channels - 1), 8, 4)]  # one launch, every (image, class) group in it
         assert int(found.sum()) > 0
         # nothing the host must wait for before the split: no data-dependent shapes, no scalar reads, no tensor made
         # from host numbers (on CUDA a copy that waits)
-        assert not HOST_WAITS & set(counter.ops)
+        assert not HOST_WAITS & counter.names
         listed = run(post, "list", reg, logits, torch.tensor([[96, 96]] * batch), monkeypatch)
         assert [len(d["scores"]) for d in listed] == found.tolist()
         assert_same([{"boxes": b[:n], "scores": s[:n], "labels": lb[:n]} for b, s, lb, n in
