@@ -3,7 +3,7 @@
 from singleshot._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
-# loading torch; `from singleshot... import X` works as before.
+# loading torch; `from singleshot import X` imports X's module then.
 _LAZY = {
     "BoxCoder": "singleshot.box",
     "FocalLoss": "singleshot.box",
@@ -14,6 +14,8 @@ _LAZY = {
     "build_loss": "singleshot.box.factory",
     "build_postprocessor": "singleshot.box.factory",
     "Detector": "singleshot.inference",
+    "InferenceCore": "singleshot.inference.core",
+    "load_model": "singleshot.inference.loading",
     "build_model": "singleshot.interop.weights",
     "DetectorSpec": "singleshot.models",
     "get_spec": "singleshot.models",
@@ -30,6 +32,7 @@ __all__ = [
     "BoxCoder",
     "Detector",
     "DetectorSpec",
+    "InferenceCore",
     "FocalLoss",
     "MultiBoxLoss",
     "PostProcessor",
@@ -40,4 +43,5 @@ __all__ = [
     "default_boxes",
     "get_spec",
     "list_models",
+    "load_model",
 ]

@@ -131,6 +131,12 @@ def capabilities(device: torch.device | str) -> Capabilities:
     return _CAPABILITIES.get(kind, _CAPABILITIES["cpu"])
 
 
+def use_channels_last(device: torch.device | str, requested: bool | None = None) -> bool:
+    """The one channels-last decision: ``requested`` when given (``train.channels_last``), else the device's
+    preference (:attr:`Capabilities.channels_last`: on for CUDA)."""
+    return capabilities(device).channels_last if requested is None else bool(requested)
+
+
 def device_name(device: torch.device) -> str:
     """A human-readable name: the GPU's model for CUDA, else the device string."""
     if device.type == "cuda":

@@ -21,7 +21,8 @@ from singleshot.data.transforms import SSDValTransform
 from singleshot.engine.config import load_config
 from singleshot.engine.trainer import Trainer
 from singleshot.evaluation import category_ids_by_name, evaluate
-from singleshot.models import build_model
+from singleshot.inference.core import InferenceCore
+from singleshot.models import build_model, get_spec
 
 BOXES = [  # per image: (x, y, w, h, class name), pixels of a 64x48 image
     [(2, 3, 20, 14, "cat"), (30, 20, 16, 16, "dog")],
@@ -46,13 +47,15 @@ def write_set(root: Path, categories: dict[str, int]) -> Path:
     return root / "ann.json"
 
 
-class _Replay:
-    """A post-processor that returns prepared detections (the model's labels) for the images in loader order."""
+class _Replay(InferenceCore):
+    """A core whose post-processing returns prepared detections (the model's labels) for the images in loader
+    order."""
 
     def __init__(self, per_image: list[dict[str, Tensor]]) -> None:
+        super().__init__(_Constant(), spec=get_spec("ssd_tiny"), device="cpu")
         self.per_image, self.at = per_image, 0
 
-    def __call__(self, bbox: Tensor, logits: Tensor, sizes: Tensor) -> list[dict[str, Tensor]]:
+    def postprocess(self, outputs: tuple[Tensor, Tensor], sizes: Tensor, **overrides: Any) -> list[dict[str, Tensor]]:
         out = self.per_image[self.at : self.at + len(sizes)]
         self.at += len(sizes)
         return out
@@ -87,7 +90,7 @@ def _evaluate(ann: Path, model_classes: list[str], l2c: dict[int, int] | None = 
     ds = load_dataset(ann, "val", keep_empty=True)
     loader = build_loader(ds, SSDValTransform(32), batch_size=4, shuffle=False, num_workers=0)
     l2c = l2c if l2c is not None else category_ids_by_name(model_classes, ds)
-    return evaluate(_Constant(), loader, _Replay(_detections(model_classes)), label_to_category_id=l2c, log=None)
+    return evaluate(_Replay(_detections(model_classes)), loader, label_to_category_id=l2c, log=None)
 
 
 def test_permuted_class_order_gives_identical_ap(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from torch import nn
 
 import singleshot
 from singleshot.evaluation import evaluate
+from singleshot.inference.core import InferenceCore
 
 SPEC = singleshot.models.get_spec("ssd_tiny")
 GT_BOXES = {  # image_id -> (H, W), boxes xyxy pixels, labels
@@ -68,8 +69,9 @@ class Replay(nn.Module):
 def run_eval(shards: list[list[int]], **kwargs) -> dict:
     pairs = [batch_and_outputs(ids) for ids in shards]
     model = Replay([out for _, out in pairs]).train()
-    result = evaluate(model, [b for b, _ in pairs], singleshot.build_postprocessor(SPEC), ground_truth=ground_truth(),
-                      label_to_category_id=L2C, log=None, **kwargs)
+    core = InferenceCore(model, spec=SPEC, device="cpu")
+    result = evaluate(core, [b for b, _ in pairs], ground_truth=ground_truth(), label_to_category_id=L2C, log=None,
+                      **kwargs)
     assert model.training  # restored
     return result
 

@@ -16,7 +16,8 @@ import singleshot
 from singleshot.checkpoint import model_from_checkpoint
 from singleshot.cli import main
 from singleshot.data.photometric import normalize
-from singleshot.inference.formats import export, load_runner, read_metadata
+from singleshot.inference.formats import export, read_metadata
+from singleshot.inference.loading import load_runner
 from singleshot.inference.verify import verify_export
 from singleshot.interop import read_checkpoint
 

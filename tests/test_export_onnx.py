@@ -11,6 +11,7 @@ from torchvision.ops import nms
 
 import singleshot
 from singleshot.checkpoint import atomic_save, make_checkpoint
+from singleshot.inference.core import InferenceCore
 from singleshot.inference.export import DetectionGraph, export_onnx, grouped_nms, run_onnx
 from singleshot.inference.verify import RAW_ATOL, RAW_RTOL
 
@@ -68,7 +69,8 @@ def test_nms_graph_matches_the_pytorch_postprocessor(model, nms_onnx) -> None:
 
 def test_nms_graph_eager_is_not_fake(model) -> None:
     with torch.no_grad():
-        eager = DetectionGraph(model, score_threshold=0.2)(torch.randn(1, 3, 160, 160))
+        post = InferenceCore(model, device="cpu", precision="fp32", score_threshold=0.2).postprocessor()
+        eager = DetectionGraph(model, post)(torch.randn(1, 3, 160, 160))
     assert eager[0].shape == (1, 200, 4) and not isinstance(eager[0], torch._subclasses.FakeTensor)
 
 

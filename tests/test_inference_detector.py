@@ -14,7 +14,7 @@ from singleshot.data.errors import BadImageError
 from singleshot.data.loader import collate_detection
 from singleshot.data.transforms import SSDValTransform
 from singleshot.inference import Detector, draw_detections, save_image
-from singleshot.inference.preprocess import preprocess, to_uint8_rgb
+from singleshot.inference.images import to_uint8_rgb
 
 CLASSES = ["red", "green", "blue"]
 
@@ -94,10 +94,12 @@ def test_boxes_are_in_original_pixels(detector, photo) -> None:
     assert (nearest < 6.0).all(), nearest
 
 
-def test_preprocessing_is_the_validation_transform(photo) -> None:
+def test_preprocessing_is_the_validation_transform(detector, photo) -> None:
     chw = torch.from_numpy(photo).permute(2, 0, 1).contiguous()
-    spec = singleshot.models.get_spec("ssd_tiny")
-    ours = preprocess([chw], spec.image_size, spec.mean, spec.std, torch.device("cpu"))[0]
+    spec = detector.spec
+    x, sizes = detector.core.preprocess([chw])
+    ours = x[0]
+    assert sizes.tolist() == [[90, 130]]
     empty = {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long), "image_id": 0, "orig_size": (1, 1)}
     sample = SSDValTransform(spec.image_size)(chw, empty)
     theirs = collate_detection([sample], mean=spec.mean, std=spec.std)["images"][0]  # the evaluation loader's pixels

@@ -32,7 +32,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--backend", default="builtin", choices=["builtin", "device", "dali"],
                    help="input pipeline: builtin, device (JPEG decode and resize on the GPU), or dali (NVIDIA DALI, "
                         "pip install 'singleshot[dali]'; --workers threads)")
-    p.add_argument("--device", default="auto", help="auto (this rank's GPU, else CPU), cpu, cuda, cuda:1, ...")
+    p.add_argument("--device", default="auto",
+                   help="auto (this rank's GPU, else CPU; exported graphs: CPU), cpu, cuda, cuda:1, ...")
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "fp16", "bf16"],
                    help="autocast for the forward (auto: fp16 on CUDA, fp32 on CPU)")
     p.add_argument("--score-threshold", type=float, default=None, help="override the preset's (0.05 for SSD300)")
@@ -45,32 +46,17 @@ def register(subparsers: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
-    from singleshot.accelerator import capabilities, resolve_device
-    from singleshot.box.factory import build_postprocessor
-    from singleshot.checkpoint import model_from_checkpoint
     from singleshot.cli import describe_error
     from singleshot.data.errors import DataError
-    from singleshot.data.loader import build_loader
-    from singleshot.data.transforms import SSDValTransform
-    from singleshot.engine.data import open_dataset
+    from singleshot.engine.data import eval_loader, open_dataset
     from singleshot.engine.distributed import cleanup_distributed, detect_environment, init_distributed
     from singleshot.evaluation import category_ids_by_name, evaluate
-    from singleshot.inference.formats import GraphModel, graph_format, load_runner
-    from singleshot.interop import read_checkpoint
+    from singleshot.inference.core import InferenceCore
+    from singleshot.inference.loading import load_model
 
     info = detect_environment()
     try:
-        graph = graph_format(args.checkpoint)
-        if graph is not None:  # an exported graph: ONNX Runtime / PyTorch on the CPU, classes from its metadata
-            device = torch.device("cpu")
-            model: Any = GraphModel(load_runner(args.checkpoint, graph), args.checkpoint).eval()
-            classes = list(model.runner.metadata["classes"])
-        else:
-            device = resolve_device(args.device, info.local_rank, "--device")
-            ckpt = read_checkpoint(args.checkpoint)
-            classes = list(ckpt["classes"])
+        loaded = load_model(args.checkpoint, device=args.device, local_rank=info.local_rank)
         dataset = open_dataset(args.data, args.split, image_dir=args.images)
         if len(dataset) == 0:
             raise DataError(f"{dataset.summary()}: no image with annotations to evaluate on (an empty annotation "
@@ -82,37 +68,21 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, ValueError, RuntimeError, DataError) as e:
         print(f"singleshot eval: error: {describe_error(e)}", file=sys.stderr)
         return 2
+    device = loaded.device
     init_distributed(info, device)
     try:
-        if graph is None:
-            model = model_from_checkpoint(ckpt, source=args.checkpoint).to(device).eval()
-        spec = model.spec
         # The checkpoint's labels meet the dataset's by class name: same names in another order score the same.
-        label_to_category_id = category_ids_by_name(classes, dataset, f"checkpoint {args.checkpoint}")
-        channels_last = graph is None and capabilities(device).channels_last
-        if channels_last:
-            model = model.to(memory_format=torch.channels_last)
-        if args.backend == "dali":
-            from singleshot.data.dali import DaliLoader
-
-            loader: Any = DaliLoader(
-                dataset, mode="val", image_size=spec.image_size, batch_size=args.batch_size, shuffle=False,
-                drop_last=False, num_replicas=info.world_size, rank=info.rank, num_threads=args.workers or 1,
-                device=device, mean=spec.mean, std=spec.std, channels_last=channels_last,
-            )  # fmt: skip
-        else:
-            loader = build_loader(dataset, SSDValTransform(spec.image_size), batch_size=args.batch_size,
-                                  shuffle=False, drop_last=False, num_workers=args.workers, mean=spec.mean,
-                                  std=spec.std, device=device, channels_last=channels_last,
-                                  num_replicas=info.world_size, rank=info.rank,
-                                  decode_on_device=args.backend == "device")
-        overrides = {} if args.score_threshold is None else {"score_threshold": args.score_threshold}
-        post = build_postprocessor(spec, **overrides)
+        label_to_category_id = category_ids_by_name(loaded.classes, dataset, f"checkpoint {args.checkpoint}")
+        core = InferenceCore(InferenceCore.prepare(loaded.module, device), device=device, precision=args.precision,
+                             score_threshold=args.score_threshold)
+        spec = core.spec
+        loader = eval_loader(dataset, args.backend, image_size=spec.image_size, batch_size=args.batch_size,
+                             workers=args.workers, mean=spec.mean, std=spec.std, device=device,
+                             channels_last=core.channels_last, rank=info.rank, world_size=info.world_size)
         if info.is_main:
-            print(f"evaluating {Path(args.checkpoint).name} ({spec.name}) on {dataset.summary()} "
-                  f"[{device}, {info.world_size} process(es)]")
-        metrics = evaluate(model, loader, post, precision=None if args.precision == "auto" else args.precision,
-                           label_to_category_id=label_to_category_id, results_file=results,
+            print(f"evaluating {Path(args.checkpoint).name} ({spec.name}, {loaded.kind}) on {dataset.summary()} "
+                  f"[{device}, {core.precision}, {info.world_size} process(es)]")
+        metrics = evaluate(core, loader, label_to_category_id=label_to_category_id, results_file=results,
                            log=print if info.is_main else None)
         if info.is_main:
             print(f"{metrics['num_images']} images, {metrics['num_detections']} detections; inference "

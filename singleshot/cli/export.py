@@ -56,7 +56,7 @@ def _dataset_images(source: str, split: str, limit: int) -> list[Any]:
 def _images(items: list[str], limit: int, split: str) -> list[Any]:
     """uint8[3, H, W] images from files, folders of images and globs, else from one dataset (name or path)."""
     from singleshot.data.base import read_image
-    from singleshot.inference.inputs import expand_image_paths
+    from singleshot.inference.images import expand_image_paths
 
     files, errors = expand_image_paths(items)
     if files and not errors:
@@ -67,16 +67,17 @@ def _images(items: list[str], limit: int, split: str) -> list[Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from singleshot.checkpoint import model_from_checkpoint
-    from singleshot.inference.formats import export, load_runner
-    from singleshot.interop import read_checkpoint
+    from singleshot.inference.formats import export, graph_format
+    from singleshot.inference.loading import load_model, load_runner
 
     if args.int8 and (args.format != "onnx" or not args.calibration):
         print("singleshot export: error: --int8 needs --format onnx and --calibration DATA", file=sys.stderr)
         return 2
     try:
-        ckpt = read_checkpoint(args.checkpoint)
-        model = model_from_checkpoint(ckpt).eval()
+        if graph_format(args.checkpoint) is not None:
+            raise ValueError(f"{args.checkpoint} is an exported graph; export from the checkpoint it came from")
+        loaded = load_model(args.checkpoint, device="cpu")
+        model = loaded.module
     except (OSError, ValueError, RuntimeError) as e:
         print(f"singleshot export: error: {e}", file=sys.stderr)
         return 2
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     if args.max_detections is not None:
         overrides["max_detections"] = args.max_detections
     common = {"with_nms": args.with_nms, "uint8_input": args.uint8_input, **overrides}
-    classes, l2c = ckpt["classes"], ckpt.get("label_to_category_id")
+    classes, l2c = loaded.classes, loaded.label_to_category_id
     try:
         if args.int8:
             path = _export_int8(args, model, classes, l2c, common)

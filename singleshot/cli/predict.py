@@ -2,6 +2,7 @@
 
     singleshot predict --checkpoint runs/exp/last.pt photos/ extra.png --out predictions/
     singleshot predict --checkpoint model.safetensors "shots/**/*.jpg" --out predictions/
+    singleshot predict --checkpoint model_int8.onnx photos/ --out predictions/      # an export, on the CPU
 
 Writes ``OUT/predictions.json`` (one record per image: file, size, detections with ``box`` xyxy pixels, ``score``,
 ``label``, ``name``) and ``OUT/<name>.jpg`` (``.png`` for PNG inputs) per image. Unreadable files are reported by
@@ -21,7 +22,9 @@ from typing import Any
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("predict", help="detect objects in images (JSON + drawn pictures)",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="singleshot, MLPerf or NVIDIA SSD300 checkpoint")
+    p.add_argument("--checkpoint", required=True, metavar="MODEL",
+                   help="singleshot, MLPerf or NVIDIA SSD300 checkpoint, .safetensors, or a raw-output graph that "
+                        "`singleshot export` wrote (.onnx, INT8 included; .torchscript.pt; .pt2), run on the CPU")
     p.add_argument("inputs", nargs="+", metavar="IMAGES",
                    help='image files, folders (not recursive) and/or quoted glob patterns ("photos/**/*.jpg")')
     p.add_argument("--out", required=True, help="output folder")
@@ -30,13 +33,6 @@ def register(subparsers: Any) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
     p.add_argument("--no-pictures", action="store_true", help="write the JSON only")
     p.set_defaults(func=run)
-
-
-def collect_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    """Files, folders (their image files, sorted) and glob patterns -> (files, errors naming missing paths)."""
-    from singleshot.inference.inputs import expand_image_paths
-
-    return expand_image_paths(list(inputs))
 
 
 def _picture_name(path: Path, used: set[str]) -> str:
@@ -49,12 +45,11 @@ def _picture_name(path: Path, used: set[str]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from singleshot.data.errors import BadImageError
     from singleshot.inference.detector import Detector
     from singleshot.inference.draw import draw_detections, save_image
-    from singleshot.inference.preprocess import to_uint8_rgb
+    from singleshot.inference.images import expand_image_paths
 
-    files, errors = collect_inputs(args.inputs)
+    files, errors = expand_image_paths(list(args.inputs))
     for message in errors:
         print(f"singleshot predict: error: {message}", file=sys.stderr)
     try:
@@ -66,35 +61,32 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     used: set[str] = set()
-    failed = len(errors)
-    for start in range(0, len(files), args.batch_size):
-        paths, images = [], []
-        for path in files[start : start + args.batch_size]:
-            try:
-                images.append(to_uint8_rgb(path))
-                paths.append(path)
-            except BadImageError as e:
-                print(f"singleshot predict: skipped {path}: {e}", file=sys.stderr)
-                failed += 1
-        for path, image, result in zip(paths, images, detector.predict_tensors(images, args.score_threshold)):
-            record: dict[str, Any] = {
-                "file": os.fspath(path), "height": int(image.shape[-2]), "width": int(image.shape[-1]),
-                "detections": [
-                    {"box": [round(v, 2) for v in box], "score": round(score, 4), "label": label, "name": name}
-                    for box, score, label, name in zip(result["boxes"].tolist(), result["scores"].tolist(),
-                                                       result["labels"].tolist(), result["names"])
-                ],
-            }
-            if not args.no_pictures:
-                picture = _picture_name(path, used)
-                drawn = draw_detections(image, result["boxes"], result["labels"], result["scores"], detector.classes)
-                save_image(drawn, out / picture)
-                record["picture"] = picture
-            records.append(record)
+    skipped: list[Path] = []
+
+    def skip(path: Path, error: Exception) -> None:
+        print(f"singleshot predict: skipped {path}: {error}", file=sys.stderr)
+        skipped.append(path)
+
+    for path, image, result in detector.stream(files, args.score_threshold, args.batch_size, on_error=skip):
+        record: dict[str, Any] = {
+            "file": os.fspath(path), "height": int(image.shape[-2]), "width": int(image.shape[-1]),
+            "detections": [
+                {"box": [round(v, 2) for v in box], "score": round(score, 4), "label": label, "name": name}
+                for box, score, label, name in zip(result["boxes"].tolist(), result["scores"].tolist(),
+                                                   result["labels"].tolist(), result["names"])
+            ],
+        }
+        if not args.no_pictures:
+            picture = _picture_name(path, used)
+            drawn = draw_detections(image, result["boxes"], result["labels"], result["scores"], detector.classes)
+            save_image(drawn, out / picture)
+            record["picture"] = picture
+        records.append(record)
     with open(out / "predictions.json", "w", encoding="utf-8") as f:
         json.dump({"checkpoint": os.fspath(args.checkpoint), "model": detector.spec.name,
                    "score_threshold": args.score_threshold, "images": records}, f, indent=1)
     total = sum(len(r["detections"]) for r in records)
+    failed = len(errors) + len(skipped)
     print(f"{len(records)} images, {total} detections -> {out / 'predictions.json'}"
           + (f"; {failed} input(s) failed (see above)" if failed else ""))
     return 1 if failed else 0

@@ -20,8 +20,8 @@ from typing import Any
 
 import torch
 
-from singleshot.accelerator import capabilities
-from singleshot.box.factory import build_encoder, build_loss, build_postprocessor
+from singleshot.accelerator import use_channels_last
+from singleshot.box.factory import build_encoder, build_loss
 from singleshot.engine import distributed as D
 from singleshot.engine.config import ConfigError, TrainConfig
 from singleshot.engine.data import DataBundle, build_data
@@ -31,6 +31,7 @@ from singleshot.engine.runtime import SectionTimer
 from singleshot.engine.schedule import LRScheduler, WarmupSchedule, build_schedule, scaled_lr
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import category_ids_by_name
+from singleshot.inference.core import InferenceCore
 from singleshot.interop.weights import load_weights
 from singleshot.models import build_model, get_spec
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
@@ -53,7 +54,7 @@ class TrainingParts:
     eval_model: torch.nn.Module  # evaluated, saved as the checkpoint's model and deployed: the EMA when there is one
     encoder: torch.nn.Module
     loss_fn: torch.nn.Module
-    postprocess: torch.nn.Module
+    inference: InferenceCore  # evaluation and the report's pictures: eval_model, precision, eval.score_threshold
     autocast: Callable[[], Any]
     global_batch: int
     steps_per_epoch: int
@@ -82,8 +83,7 @@ def build_training(
     are :class:`ConfigError`\\ s naming the key."""
     main = info.is_main
     spec = get_spec(cfg.model.name)  # ModelConfig checked the name
-    layout = capabilities(device).channels_last
-    channels_last = cfg.train.channels_last if cfg.train.channels_last is not None else layout
+    channels_last = use_channels_last(device, cfg.train.channels_last)
     workers = loader_workers(cfg.data.num_workers, device, info)
     data = build_data(
         dataclasses.replace(cfg.data, num_workers=workers), image_size=spec.image_size, mean=spec.mean,
@@ -92,7 +92,7 @@ def build_training(
     )  # fmt: skip
     classes, val_ids = _classes(cfg, data, main)
     model = _model(cfg, spec, data.train.num_classes, classes, device, channels_last, info, fresh=resume is None)
-    encoder, loss, postprocess = _box_modules(cfg, spec, loss_fn)
+    encoder, loss = _box_modules(cfg, spec, loss_fn)
     global_batch = cfg.data.batch_size * info.world_size
     steps_per_epoch = len(data.train) // global_batch
     epochs_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
@@ -114,6 +114,9 @@ def build_training(
     if resume is not None:
         _load_resumed(resume, model, optimizer, scheduler, scaler, data)
     ema = _ema(cfg, model, resume)
+    eval_model = ema.module if ema is not None else model
+    inference = InferenceCore(eval_model, spec=spec, device=device, precision=precision, channels_last=channels_last,
+                              score_threshold=cfg.eval.score_threshold)
     train_model = D.wrap_model(torch.compile(model) if cfg.train.compile else model, device, info)
     amp = functools.partial(autocast, device, precision)
     train_step = TrainStep(
@@ -124,8 +127,8 @@ def build_training(
     return TrainingParts(
         data=data, classes=classes, label_to_category_id=data.train.label_to_category_id,
         val_label_to_category_id=val_ids, channels_last=channels_last, model=model, train_model=train_model,
-        ema=ema, eval_model=ema.module if ema is not None else model, encoder=encoder, loss_fn=loss,
-        postprocess=postprocess, autocast=amp, global_batch=global_batch, steps_per_epoch=steps_per_epoch,
+        ema=ema, eval_model=eval_model, encoder=encoder, loss_fn=loss,
+        inference=inference, autocast=amp, global_batch=global_batch, steps_per_epoch=steps_per_epoch,
         total_steps=total_steps, base_lr=base_lr, optimizer=optimizer, schedule=schedule, scheduler=scheduler,
         scaler=scaler, train_step=train_step, loader_workers=workers,
     )  # fmt: skip
@@ -215,16 +218,14 @@ def _model(
 
 def _box_modules(
     cfg: TrainConfig, spec: DetectorSpec, loss_fn: torch.nn.Module | None
-) -> tuple[torch.nn.Module, torch.nn.Module, torch.nn.Module]:
-    """The spec's target encoder (its matching rule), loss (``train.box_loss`` or the given one) and
-    post-processing (``eval.score_threshold`` when set)."""
+) -> tuple[torch.nn.Module, torch.nn.Module]:
+    """The spec's target encoder (its matching rule) and loss (``train.box_loss`` or the given one)."""
     box_loss = None if cfg.train.box_loss == "preset" else cfg.train.box_loss
     try:
         loss = loss_fn if loss_fn is not None else build_loss(spec, box_loss=box_loss)
     except ValueError as e:  # build_loss knows which box terms each loss has
         raise ConfigError(f"train.box_loss={cfg.train.box_loss}: {spec.name}: {e}; use train.box_loss=preset") from None
-    overrides = {} if cfg.eval.score_threshold is None else {"score_threshold": cfg.eval.score_threshold}
-    return build_encoder(spec), loss, build_postprocessor(spec, **overrides)
+    return build_encoder(spec), loss
 
 
 def _load_resumed(

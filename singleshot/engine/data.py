@@ -124,18 +124,53 @@ def build_data(
             if dali_mode is not None and dali_missing_reason() is None:
                 candidates["dali"] = lambda: _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
             backend, note = _choose_on_cuda(candidates)
+
+    def val_loader(chosen: str) -> Any:  # evaluation reads the way training does
+        if val is None:
+            return None
+        return eval_loader(val, chosen, image_size=image_size, batch_size=cfg.val_batch_size, workers=cfg.num_workers,
+                           mean=mean, std=std, device=device, channels_last=channels_last, rank=rank,
+                           world_size=world_size, seed=seed)
+
     if backend == "dali":
         train_loader: Any = _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
-        val_loader = _dali(val, "val", cfg.val_batch_size, False, dali_kw) if val is not None else None
-        return DataBundle(train, val, train_loader, val_loader, "dali", note)
+        return DataBundle(train, val, train_loader, val_loader(backend), "dali", note)
     # "builtin" or "device" (decoding and pixel work on the training device); evaluation reads the same way
     common["decode_on_device"] = backend == "device"
     train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
-    val_loader = None
-    if val is not None:
-        val_loader = build_loader(val, SSDValTransform(image_size), batch_size=cfg.val_batch_size, shuffle=False,
-                                  drop_last=False, **common)
-    return DataBundle(train, val, train_loader, val_loader, backend, note)
+    return DataBundle(train, val, train_loader, val_loader(backend), backend, note)
+
+
+def eval_loader(
+    dataset: DetectionDataset,
+    backend: str,
+    *,
+    image_size: int,
+    batch_size: int,
+    workers: int | None,
+    mean: tuple[float, float, float],
+    std: tuple[float, float, float],
+    device: torch.device,
+    channels_last: bool = False,
+    rank: int = 0,
+    world_size: int = 1,
+    seed: int = 0,
+) -> Any:
+    """The evaluation loader (training's and ``singleshot eval``'s): ``dataset`` in order, the last batch kept,
+    sharded over ``world_size`` ranks; batches resized to ``image_size``, normalized and on ``device``.
+
+    ``backend``: "builtin" (loader workers decode and resize), "device" (workers read the bytes; decoding and resizing
+    run batched on ``device``) or "dali" (``workers`` DALI threads). ``workers`` None: the data layer's default.
+    """
+    if backend == "dali":
+        kw = {"image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean,
+              "std": std, "num_threads": workers or 1, "device": device, "channels_last": channels_last}
+        return _dali(dataset, "val", batch_size, False, kw)
+    return build_loader(
+        dataset, SSDValTransform(image_size), batch_size=batch_size, shuffle=False, drop_last=False,
+        num_workers=workers, rank=rank, num_replicas=world_size, seed=seed, mean=mean, std=std, device=device,
+        channels_last=channels_last, worker_init=_ignore_interrupts, decode_on_device=backend == "device",
+    )  # fmt: skip
 
 
 def _open_datasets(cfg: DataConfig, world_size: int) -> tuple[DetectionDataset, DetectionDataset | None]:

@@ -15,9 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from singleshot.data.base import DetectionDataset
+from singleshot.inference.core import InferenceCore
 
 
 def read_metrics(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -77,35 +78,29 @@ def plot_curves(metrics_path: Path, out_path: Path) -> Path:
 
 @torch.no_grad()
 def prediction_pictures(
-    model: nn.Module,
+    core: InferenceCore,
     dataset: DetectionDataset,
-    postprocess: nn.Module,
     out_dir: Path,
-    device: torch.device,
     num: int = 8,
     min_score: float = 0.3,
     classes: list[str] | None = None,
 ) -> list[Path]:
-    """The first ``num`` validation images as JPEGs: ground truth (left) next to the model's detections with
-    score >= ``min_score`` (right).
+    """The first ``num`` validation images as JPEGs: ground truth (left) next to the detections of ``core``'s model
+    with score >= ``min_score`` (right).
 
     ``classes`` names the model's labels (default: the dataset's, when both use one label order).
     """
     from singleshot.inference.draw import draw_detections, save_image
-    from singleshot.inference.preprocess import preprocess
 
-    spec = model.spec
     out_dir.mkdir(parents=True, exist_ok=True)
-    was_training = model.training
-    model.eval()
+    was_training = core.model.training
+    core.model.eval()
     paths = []
     try:
         for i in range(min(num, len(dataset))):
             image, target = dataset[i]  # uint8[3, H, W]
             h, w = image.shape[-2:]
-            x = preprocess([image], spec.image_size, spec.mean, spec.std, device)  # (1, 3, S, S): Detector's pixels
-            bbox, logits = model(x)
-            det = postprocess(bbox.float(), logits.float(), torch.tensor([[h, w]], device=device))[0]
+            det = core.detect([image])[0]
             keep = det["scores"] >= min_score
             boxes, labels, scores = det["boxes"][keep], det["labels"][keep], det["scores"][keep]
             predicted = draw_detections(image, boxes, labels, scores, classes or dataset.classes)
@@ -116,28 +111,24 @@ def prediction_pictures(
             save_image(drawn, path)
             paths.append(path)
     finally:
-        model.train(was_training)
+        core.model.train(was_training)
     return paths
 
 
 def write_report(
     run_dir: Path,
     *,
-    model: nn.Module,
+    core: InferenceCore,
     dataset: DetectionDataset | None,
-    postprocess: nn.Module,
-    device: torch.device,
     num_pictures: int = 8,
     classes: list[str] | None = None,
 ) -> list[Path]:
     """``curves.png`` and ``predictions/*.jpg`` in ``run_dir`` (``classes``: the model's label names)."""
     written = [plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")]
-    if dataset is not None and num_pictures > 0:
-        pics = prediction_pictures(
-            model, dataset, postprocess, run_dir / "predictions", device, num_pictures, classes=classes
-        )
-        if pics:
-            written.append(run_dir / "predictions")
+    if dataset is not None and num_pictures > 0 and prediction_pictures(
+        core, dataset, run_dir / "predictions", num_pictures, classes=classes
+    ):
+        written.append(run_dir / "predictions")
     return written
 
 
@@ -186,9 +177,7 @@ def evaluation_report(
     run_dir: Path,
     *,
     dataset: DetectionDataset,
-    model: nn.Module,
-    postprocess: nn.Module,
-    device: torch.device,
+    core: InferenceCore,
     step: int,
     classes: list[str] | None = None,
     num_pictures: int = 8,
@@ -200,6 +189,7 @@ def evaluation_report(
 
     Args:
         dataset: the validation set that was evaluated (its ground truth and its first ``num_pictures`` images).
+        core: the evaluated model with its precision and post-processing (the pictures' detections).
         score_threshold: detections counted in the confusion matrix and drawn on the pictures.
         tensorboard: a ``SummaryWriter`` (or None) that receives the figures and pictures at ``step``.
         log: where the per-class table goes (None: nowhere).
@@ -230,8 +220,8 @@ def evaluation_report(
             for tag, image in figures.items():
                 tensorboard.add_image(f"eval/{tag}", image, step)
     if num_pictures > 0:
-        pics = prediction_pictures(model, dataset, postprocess, run_dir / "predictions", device, num_pictures,
-                                   min_score=score_threshold, classes=classes)
+        pics = prediction_pictures(core, dataset, run_dir / "predictions", num_pictures, min_score=score_threshold,
+                                   classes=classes)
         if pics:
             written.append(run_dir / "predictions")
         if tensorboard is not None:

@@ -194,7 +194,7 @@ class Trainer:
             self.monitor.print(f"evaluation after epoch {self.epoch + 1} (step {self.step}):")
         t0 = time.perf_counter()
         result = evaluate(
-            p.eval_model, val_loader, p.postprocess, precision=self.precision,
+            p.inference, val_loader,
             label_to_category_id=p.val_label_to_category_id, log=self.monitor.print if self.main else None,
             results_file=str(self.run_dir / "coco_results.json") if self.main and self.cfg.run.report else None,
         )  # fmt: skip
@@ -211,7 +211,7 @@ class Trainer:
             from singleshot.engine.report import evaluation_report
 
             evaluation_report(
-                self.run_dir, dataset=p.data.val, model=p.eval_model, postprocess=p.postprocess, device=self.device,
+                self.run_dir, dataset=p.data.val, core=p.inference,
                 step=self.step, classes=p.classes, num_pictures=self.cfg.eval.num_pictures,
                 tensorboard=self.monitor.tensorboard, log=self.monitor.print,
             )  # fmt: skip
@@ -458,8 +458,8 @@ class Trainer:
         from singleshot.engine.report import write_report
 
         paths = write_report(
-            self.run_dir, model=self.parts.eval_model, dataset=self.parts.data.val, postprocess=self.parts.postprocess,
-            device=self.device, num_pictures=self.cfg.eval.num_pictures, classes=self.parts.classes,
+            self.run_dir, core=self.parts.inference, dataset=self.parts.data.val,
+            num_pictures=self.cfg.eval.num_pictures, classes=self.parts.classes,
         )  # fmt: skip
         for p in paths:
             print(f"wrote {p}")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from singleshot.evaluation.groundtruth import coco_ground_truth, find_dataset
 from singleshot.evaluation.metrics import (
@@ -24,7 +24,7 @@ from singleshot.evaluation.metrics import (
     format_per_class,
     write_results_json,
 )
-from singleshot.precision import autocast, resolve_precision
+from singleshot.inference.core import InferenceCore
 
 
 def detections_to_rows(
@@ -88,29 +88,26 @@ def _broadcast(result: dict[str, Any] | None) -> dict[str, Any]:
 
 @torch.no_grad()
 def evaluate(
-    model: nn.Module,
+    core: InferenceCore,
     loader: Iterable[dict[str, Any]],
-    postprocessor: Callable[[Tensor, Tensor, Tensor], list[dict[str, Tensor]]],
     *,
     ground_truth: dict[str, Any] | str | None = None,
     label_to_category_id: dict[int, int] | None = None,
-    precision: str | None = None,
     results_file: str | None = None,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
-    """COCO bbox evaluation of ``model`` over ``loader``; safe to call from every DDP rank.
+    """COCO bbox evaluation of ``core``'s model over ``loader``; safe to call from every DDP rank.
 
     Args:
-        model: the detector (plain, DDP or compiled); its forward gives ``(bbox_regression [B, A, 4],
-            cls_logits [B, A, C])``. It is put in eval mode and restored afterwards.
+        core: the model with its precision and post-processing (:class:`~singleshot.inference.core.InferenceCore`;
+            the model may be plain, an EMA copy, compiled or an exported graph). The model is put in eval mode and
+            restored afterwards.
         loader: batches as the data layer collates them (``images`` normalized, ``image_ids``, ``orig_sizes``
-            (H, W)), on the model's device or moved there here; under DDP each rank iterates its own shard
+            (H, W)), on the core's device or moved there here; under DDP each rank iterates its own shard
             (``build_loader(..., shuffle=False)`` does this).
-        postprocessor: ``singleshot.build_postprocessor(spec)``: decoding + NMS to boxes xyxy in original pixels.
         ground_truth: COCO instances dict or JSON path; default: from the loader's dataset (its JSON for COCO
             datasets, built from the parsed annotations otherwise). Only the images the loader yielded are scored.
         label_to_category_id: label (1..K) -> COCO category id; default: the loader's dataset's.
-        precision: "fp32", "fp16" or "bf16" autocast for the forward; default fp16 on CUDA, fp32 elsewhere.
         results_file: if given, rank 0 writes the COCO results JSON there (xywh original pixels, category ids).
         log: where rank 0 prints the 12 lines and the per-class table (None: silent).
 
@@ -129,13 +126,11 @@ def evaluate(
         if dataset is None:
             raise ValueError("pass ground_truth: the loader has no singleshot dataset to build it from")
         ground_truth = coco_ground_truth(dataset)
-    param = next(model.parameters())
-    device = param.device
+    device = core.device
     lookup = label_lookup(label_to_category_id, device)
-    precision = resolve_precision(precision or "auto", device)
 
-    was_training = model.training
-    model.eval()
+    was_training = core.model.training
+    core.model.eval()
     chunks: list[Tensor] = []
     seen: list[int] = []
     start = time.perf_counter()
@@ -143,13 +138,11 @@ def evaluate(
         for batch in loader:
             # A loader built for the device (build_loader(device=...)) already put the batch there: no-op moves.
             batch = {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
-            with autocast(device, precision):
-                bbox_regression, cls_logits = model(batch["images"])
-            dets = postprocessor(bbox_regression.float(), cls_logits.float(), batch["orig_sizes"])
+            dets = core.detect_batch(batch["images"], batch["orig_sizes"])
             chunks.append(detections_to_rows(dets, batch["image_ids"], lookup).cpu())
             seen += batch["image_ids"].tolist()
     finally:
-        model.train(was_training)
+        core.model.train(was_training)
     rows = torch.cat(chunks).numpy() if chunks else np.zeros((0, 7))
     inference_s = time.perf_counter() - start
 

@@ -23,10 +23,9 @@ import torch
 from torch import Tensor, nn
 
 from singleshot._extras import require
-from singleshot.accelerator import capabilities, synchronize
 from singleshot.accelerator import device_name as accelerator_name
-from singleshot.box.factory import build_postprocessor
-from singleshot.precision import autocast
+from singleshot.accelerator import synchronize
+from singleshot.inference.core import InferenceCore
 
 BACKENDS = ("eager", "compile", "onnxruntime")
 
@@ -76,32 +75,28 @@ def device_name(device: torch.device) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
-def _inputs(batch: int, size: int, device: torch.device) -> tuple[Tensor, Tensor]:
-    """A random ``[batch, 3, size, size]`` input in the device's preferred layout, and its ``[batch, 2]`` sizes."""
-    x = torch.randn(batch, 3, size, size, device=device)
-    if capabilities(device).channels_last:
+def _inputs(core: InferenceCore, batch: int) -> tuple[Tensor, Tensor]:
+    """A random ``[batch, 3, S, S]`` input in the core's layout, and its ``[batch, 2]`` sizes (H, W)."""
+    size = core.spec.image_size
+    x = torch.randn(batch, 3, size, size, device=core.device)
+    if core.channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
-    return x, torch.tensor([[size, size]] * batch, device=device)
+    return x, torch.tensor([[size, size]] * batch, device=core.device)
 
 
 def infer_eager_or_compiled(model: nn.Module, backend: str, device: torch.device, precision: str,
                             batch_sizes: Sequence[int], min_seconds: float) -> list[BenchRow]:
     """Forward + decode + NMS per batch size; ``backend`` "compile" compiles the model (decode + NMS stay eager:
     their shapes depend on the data)."""
-    post = build_postprocessor(model.spec)
-    size = model.spec.image_size
     net: nn.Module = torch.compile(model) if backend == "compile" else model
+    core = InferenceCore(net, spec=model.spec, device=device, precision=precision)
     rows = []
     for b in batch_sizes:
-        x, sizes = _inputs(b, size, device)
+        x, sizes = _inputs(core, b)
         counts: list[int] = []
 
-        @torch.no_grad()
         def step(x: Tensor = x, sizes: Tensor = sizes, counts: list[int] = counts) -> None:
-            with autocast(device, precision):
-                bbox_regression, cls_logits = net(x)
-            dets = post(bbox_regression.float(), cls_logits.float(), sizes)
-            counts.append(sum(len(d["scores"]) for d in dets))
+            counts.append(sum(len(d["scores"]) for d in core.detect_batch(x, sizes)))
 
         t0 = time.perf_counter()
         step()  # compiles (for "compile") outside the timed calls
@@ -116,36 +111,29 @@ def infer_split(model: nn.Module, device: torch.device, precision: str, batch_si
                 min_seconds: float) -> list[BenchRow]:
     """Where eager inference time goes, per batch size, three rows:
 
-    * ``eager:forward``: the model's forward alone (under ``precision`` autocast);
-    * ``eager:post``: post-processing alone (``.float()`` of the outputs, decode, NMS, top-k: what
-      :func:`infer_eager_or_compiled` runs after the forward), on the stored outputs of one forward;
+    * ``eager:forward``: the model's forward alone (:meth:`InferenceCore.forward`: under ``precision`` autocast,
+      outputs in float32);
+    * ``eager:post``: post-processing alone (decode, NMS, top-k: :meth:`InferenceCore.postprocess`), on the stored
+      outputs of one forward;
     * ``eager:end2end``: the two together, as :func:`infer_eager_or_compiled` times them.
 
     The post-processor is built once, before any timed call. ``dets_per_img`` (post and end to end) counts the
     detections of the last timed call.
     """
-    post = build_postprocessor(model.spec)
-    size = model.spec.image_size
+    core = InferenceCore(model, device=device, precision=precision)
     rows = []
     for b in batch_sizes:
-        x, sizes = _inputs(b, size, device)
+        x, sizes = _inputs(core, b)
 
-        @torch.no_grad()
-        def forward(x: Tensor = x) -> tuple[Tensor, Tensor]:
-            with autocast(device, precision):
-                return model(x)
-
-        @torch.no_grad()
         def detections(outputs: tuple[Tensor, Tensor], sizes: Tensor = sizes) -> int:
-            dets = post(outputs[0].float(), outputs[1].float(), sizes)
-            return sum(len(d["scores"]) for d in dets)
+            return sum(len(d["scores"]) for d in core.postprocess(outputs, sizes))
 
-        stored = forward()
+        stored = core.forward(x)
         counts: dict[str, list[int]] = {"post": [], "end2end": []}
         calls: dict[str, Callable[[], Any]] = {
-            "forward": forward,
+            "forward": lambda x=x: core.forward(x),
             "post": lambda f=detections, o=stored, c=counts["post"]: c.append(f(o)),
-            "end2end": lambda f=detections, g=forward, c=counts["end2end"]: c.append(f(g())),
+            "end2end": lambda f=detections, x=x, c=counts["end2end"]: c.append(f(core.forward(x))),
         }
         for part, call in calls.items():
             times = time_calls(call, device, min_seconds)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from singleshot.accelerator import capabilities
+from singleshot.accelerator import capabilities, use_channels_last
 from singleshot.box.factory import build_encoder, build_loss
 from singleshot.inference.bench import BenchRow, make_row, time_calls
 from singleshot.precision import autocast
@@ -38,7 +38,7 @@ def train_bench(model: nn.Module, backend: str, device: torch.device, precision:
     rows = []
     for b in batch_sizes:
         x = torch.randn(b, 3, size, size, generator=g).to(device)
-        if capabilities(device).channels_last:
+        if use_channels_last(device):
             x = x.contiguous(memory_format=torch.channels_last)
         boxes, labels = synthetic_targets(b, 4, model.num_classes, g)
         offsets, target_labels = encoder(boxes.to(device), labels.to(device))

@@ -3,39 +3,39 @@
     detector = Detector.from_checkpoint("runs/exp/best.pt")           # CUDA if available, else CPU
     result = detector.predict("street.jpg", score_threshold=0.3)
     result["boxes"]   # Tensor[K, 4] xyxy, pixels of street.jpg; also "scores", "labels" (1..K), "names"
+
+Any file :func:`singleshot.load_model` opens works: checkpoints (singleshot, MLPerf, NVIDIA), ``.safetensors``, and
+raw-output ``.onnx`` (INT8 included), ``.torchscript.pt`` and ``.pt2`` exports (these run on the CPU).
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from singleshot.accelerator import capabilities, default_device
-from singleshot.box.factory import build_postprocessor
-from singleshot.checkpoint import model_from_checkpoint
-from singleshot.inference.inputs import expand_image_paths, is_path_pattern
-from singleshot.inference.preprocess import ImageInput, preprocess, to_uint8_rgb
-from singleshot.interop import read_checkpoint
-from singleshot.precision import autocast
+from singleshot.accelerator import default_device
+from singleshot.data.errors import BadImageError
+from singleshot.inference.core import InferenceCore
+from singleshot.inference.draw import label_name
+from singleshot.inference.images import ImageInput, expand_image_paths, is_path_pattern, to_uint8_rgb
+from singleshot.inference.loading import load_model
 
 
 class Detector:
     """A model plus everything needed to go from images to labelled boxes.
 
     Attributes:
-        model: the underlying ``nn.Module`` in eval mode; ``model(x)`` with ``x: float[B, 3, S, S]`` normalized
-            gives the raw ``(bbox_regression [B, A, 4], cls_logits [B, A, C])``.
+        model: the underlying module in eval mode; ``model(x)`` with ``x: float[B, 3, S, S]`` normalized gives the
+            raw ``(bbox_regression [B, A, 4], cls_logits [B, A, C])``.
+        core: its :class:`~singleshot.inference.core.InferenceCore` (preprocessing, precision, post-processing).
         spec: the model's :class:`~singleshot.models.DetectorSpec` (``image_size`` S, anchors, normalization).
         classes: the K class names; label ``k`` is ``classes[k - 1]``.
         label_to_category_id: label -> dataset category id (for COCO results files).
         device: where the model runs.
-        half: fp16 autocast for the forward (default on CUDA).
     """
 
     def __init__(
@@ -45,47 +45,30 @@ class Detector:
         *,
         label_to_category_id: dict[int, int] | None = None,
         device: str | torch.device | None = None,
-        half: bool | None = None,
+        precision: str = "auto",
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
-        self.model = model.to(self.device).eval()
-        self.spec = model.spec
+        self.model = InferenceCore.prepare(model, self.device)
+        self.core = InferenceCore(self.model, device=self.device, precision=precision)
+        self.spec = self.core.spec
         self.classes = list(classes)
         self.label_to_category_id = dict(label_to_category_id or {i: i for i in range(1, len(self.classes) + 1)})
-        self.half = capabilities(self.device).fp16_training if half is None else half
-        self.channels_last = capabilities(self.device).channels_last
-        if self.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike[str], device: str | torch.device | None = None) -> Detector:
-        """Load a singleshot (or MLPerf / NVIDIA SSD300) checkpoint, or a ``.safetensors`` file written by
-        ``singleshot export``; ``device`` defaults to CUDA when available."""
-        ckpt = read_checkpoint(Path(path))
-        model = model_from_checkpoint(ckpt)
-        l2c = {int(k): int(v) for k, v in (ckpt.get("label_to_category_id") or {}).items()}
-        return cls(model, ckpt["classes"], label_to_category_id=l2c or None, device=device)
+    def from_checkpoint(
+        cls, path: str | os.PathLike[str], device: str | torch.device | None = None, precision: str = "auto"
+    ) -> Detector:
+        """Open any model file (see the module docstring) with :func:`singleshot.load_model`; ``device`` defaults to
+        CUDA when available (exported graphs: the CPU)."""
+        loaded = load_model(path, device=device)
+        return cls(loaded.module, loaded.classes, label_to_category_id=loaded.label_to_category_id,
+                   device=loaded.device, precision=precision)
 
-    def _autocast(self) -> contextlib.AbstractContextManager[Any]:
-        half = "fp16" if capabilities(self.device).fp16_training else "bf16"
-        return autocast(self.device, half if self.half else "fp32")
-
-    @torch.no_grad()
     def predict_tensors(
         self, images: Sequence[Tensor], score_threshold: float = 0.3, max_detections: int | None = None
     ) -> list[dict[str, Any]]:
         """One batch of ``uint8[3, H, W]`` RGB images -> one result dict per image (see :meth:`predict`)."""
-        if not images:
-            return []
-        overrides: dict[str, Any] = {"score_threshold": float(score_threshold)}
-        if max_detections is not None:
-            overrides["max_detections"] = int(max_detections)
-        post = build_postprocessor(self.spec, **overrides)
-        x = preprocess(images, self.spec.image_size, self.spec.mean, self.spec.std, self.device, self.channels_last)
-        with self._autocast():
-            bbox_regression, cls_logits = self.model(x)
-        sizes = torch.tensor([[im.shape[-2], im.shape[-1]] for im in images], device=self.device)  # (B, 2) (H, W)
-        dets = post(bbox_regression.float(), cls_logits.float(), sizes)
+        dets = self.core.detect(images, score_threshold=float(score_threshold), max_detections=max_detections)
         return [self._result(d) for d in dets]
 
     def _result(self, det: dict[str, Tensor]) -> dict[str, Any]:
@@ -94,8 +77,35 @@ class Detector:
             "boxes": det["boxes"].cpu(),
             "scores": det["scores"].cpu(),
             "labels": labels,
-            "names": [self.classes[i - 1] for i in labels.tolist()],
+            "names": [label_name(i, self.classes) for i in labels.tolist()],
         }
+
+    def stream(
+        self,
+        items: Iterable[ImageInput],
+        score_threshold: float = 0.3,
+        batch_size: int = 8,
+        max_detections: int | None = None,
+        on_error: Callable[[ImageInput, BadImageError], None] | None = None,
+    ) -> Iterator[tuple[ImageInput, Tensor, dict[str, Any]]]:
+        """Detections for many images, read and run ``batch_size`` at a time: yields ``(item, image uint8[3, H, W],
+        result)`` in order. An unreadable file raises, or with ``on_error`` is passed to it and skipped."""
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        pending: list[tuple[ImageInput, Tensor]] = []
+        for item in [*items, None]:
+            if item is not None:
+                try:
+                    pending.append((item, to_uint8_rgb(item)))
+                except BadImageError as exc:
+                    if on_error is None:
+                        raise
+                    on_error(item, exc)
+            if pending and (item is None or len(pending) == batch_size):
+                images = [image for _, image in pending]
+                for (it, image), result in zip(pending, self.predict_tensors(images, score_threshold, max_detections)):
+                    yield it, image, result
+                pending = []
 
     def predict(
         self,
@@ -124,17 +134,12 @@ class Detector:
         """
         single = not isinstance(images, (list, tuple)) and not is_path_pattern(images)
         items = [images] if single else _expand(images if isinstance(images, (list, tuple)) else [images])
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        results: list[dict[str, Any]] = []
-        for start in range(0, len(items), batch_size):
-            chunk = [to_uint8_rgb(im) for im in items[start : start + batch_size]]
-            results += self.predict_tensors(chunk, score_threshold, max_detections)
+        results = [r for _, _, r in self.stream(items, score_threshold, batch_size, max_detections)]
         return results[0] if single else results
 
     def __repr__(self) -> str:
         return (f"Detector({self.spec.name}, {len(self.classes)} classes, input {self.spec.image_size}px, "
-                f"device={self.device}, half={self.half})")
+                f"device={self.device}, precision={self.core.precision})")
 
 
 def _expand(items: Sequence[ImageInput]) -> list[ImageInput]:

@@ -35,6 +35,11 @@ def class_color(label: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+def label_name(label: int, class_names: Sequence[str]) -> str:
+    """The name of label ``label`` (1..K: ``class_names[label - 1]``); ``"class N"`` for a label outside the list."""
+    return class_names[label - 1] if 1 <= label <= len(class_names) else f"class {label}"
+
+
 def draw_detections(
     image_uint8_chw: Tensor,
     boxes_xyxy_pixels: Tensor,
@@ -67,7 +72,7 @@ def draw_detections(
     score_list = None if scores is None else [float(v) for v in torch.as_tensor(scores).reshape(-1).tolist()]
     captions = []
     for i, label in enumerate(label_list):
-        name = class_names[label - 1] if 1 <= label <= len(class_names) else f"class {label}"
+        name = label_name(label, class_names)
         captions.append(name if score_list is None else f"{name} {score_list[i]:.2f}")
     h, w = image.shape[-2:]
     side = min(h, w)

@@ -35,10 +35,11 @@ from torch import Tensor, nn
 
 from singleshot._extras import require
 from singleshot.box.anchors import default_boxes
-from singleshot.box.factory import build_postprocessor
 from singleshot.box.nms import group_score_order
 from singleshot.box.nms import grouped_nms as nms_per_group
+from singleshot.box.postprocess import PostProcessor
 from singleshot.data.photometric import normalize
+from singleshot.inference.core import InferenceCore
 
 OPSET = 18
 
@@ -83,17 +84,22 @@ def _grouped_nms_onnx(boxes, scores, iou_threshold: float, score_threshold: floa
 
 
 class DetectionGraph(nn.Module):
-    """Model + decoding + NMS as one module with fixed-size padded outputs (see the module docstring)."""
+    """Model + decoding + NMS as one module with fixed-size padded outputs (see the module docstring).
 
-    def __init__(self, model: nn.Module, **postprocess_overrides: float) -> None:
+    ``post`` is the model's :class:`~singleshot.inference.core.InferenceCore` post-processor (its thresholds, box
+    decoding and classifier): the graph computes what that post-processor computes, in fixed shapes, which
+    :func:`singleshot.inference.verify.verify_export` and the export tests check detection by detection.
+    """
+
+    def __init__(self, model: nn.Module, post: PostProcessor) -> None:
         super().__init__()
         self.model = model
-        self.post = build_postprocessor(model.spec, **postprocess_overrides)
-        cap = getattr(self.post.config, "per_class_cap", "before_nms")
+        self.post = post
+        cap = post.config.per_class_cap
         if cap != "before_nms":  # the graph's per-class top-k runs before NMS, as MLPerf's decoding does
             raise ValueError(
                 f"{model.spec.name} caps candidates per class {cap}, which this NMS graph does not implement: export "
-                "the raw outputs (without --with-nms) and decode them with singleshot.build_postprocessor"
+                "the raw outputs (without --with-nms); singleshot evaluates and predicts with those"
             )
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -155,7 +161,10 @@ def export_module(model: nn.Module, *, with_nms: bool = False, uint8_input: bool
     """
     model = model.eval().cpu().float()
     default_boxes(model.spec.anchors, "cpu", torch.float32)
-    module: nn.Module = DetectionGraph(model, **postprocess_overrides).eval() if with_nms else model
+    module: nn.Module = model
+    if with_nms:
+        post = InferenceCore(model, device="cpu", precision="fp32", **postprocess_overrides).postprocessor()
+        module = DetectionGraph(model, post).eval()
     if uint8_input:
         module = Uint8Input(module, model.spec.mean, model.spec.std).eval()
     return module

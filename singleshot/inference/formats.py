@@ -1,4 +1,5 @@
-"""Every export format behind one call, and a runner that loads any of them back.
+"""Every export format behind one call (:func:`export`), its metadata, and its format told from a file name; files
+are opened again by :mod:`singleshot.inference.loading`.
 
 =============  ==========================================================  =========================================
 format         file                                                        metadata (:mod:`.metadata`)
@@ -19,15 +20,13 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import nn
 
-from singleshot._extras import require
 from singleshot.inference.export import example_input, export_module, export_onnx, output_names, read_onnx_metadata
 from singleshot.inference.metadata import export_metadata
 
@@ -107,49 +106,6 @@ def guess_format(path: str | os.PathLike[str]) -> str:
     raise ValueError(f"{path}: cannot tell the export format from the name; pass the format explicitly")
 
 
-class Runner:
-    """An exported file loaded for inference: ``runner(images) -> list of numpy outputs`` in the file's order.
-
-    ``images``: ``[B, 3, S, S]`` float32 normalized, or uint8 for ``uint8_input`` graphs (see ``metadata``).
-    """
-
-    def __init__(self, fn: Callable[[Tensor], Sequence[Any]], metadata: dict[str, Any], fmt: str) -> None:
-        self._fn = fn
-        self.metadata = metadata
-        self.format = fmt
-
-    def __call__(self, images: Tensor) -> list[np.ndarray]:
-        with torch.no_grad():
-            out = self._fn(images)
-        return [o.detach().cpu().numpy() if isinstance(o, Tensor) else np.asarray(o) for o in out]
-
-
-def load_runner(path: str | os.PathLike[str], fmt: str | None = None, *, threads: int | None = None) -> Runner:
-    """Load an exported file of any format (ONNX through ONNX Runtime on the CPU, the others through PyTorch)."""
-    fmt = fmt or guess_format(path)
-    meta = read_metadata(path, fmt)
-    if fmt == "onnx":
-        ort = require("onnxruntime", "export", "loading an ONNX file")
-
-        options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
-        session = ort.InferenceSession(os.fspath(path), options, providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return Runner(lambda x: session.run(None, {name: x.detach().cpu().numpy()}), meta, fmt)
-    if fmt == "torchscript":
-        module = torch.jit.load(os.fspath(path), map_location="cpu")
-        return Runner(module, meta, fmt)
-    if fmt == "pt2":
-        module = torch.export.load(os.fspath(path)).module()
-        return Runner(module, meta, fmt)
-    from singleshot.checkpoint import model_from_checkpoint
-    from singleshot.safetensors_io import read_safetensors
-
-    model = model_from_checkpoint(read_safetensors(path)).eval()
-    return Runner(model, meta, fmt)
-
-
 def graph_format(path: str | os.PathLike[str]) -> str | None:
     """The export format of a graph file that :func:`load_runner` opens (onnx, torchscript, pt2), by its name;
     None for anything else (a checkpoint, safetensors weights)."""
@@ -158,43 +114,3 @@ def graph_format(path: str | os.PathLike[str]) -> str | None:
     except ValueError:
         return None
     return fmt if fmt in ("onnx", "torchscript", "pt2") else None
-
-
-class GraphModel(nn.Module):
-    """An exported raw-output graph as a model for :func:`singleshot.evaluation.evaluate`: ``images float32[B, 3, S,
-    S]`` normalized -> ``(bbox_regression [B, A, 4], cls_logits [B, A, C])`` on the CPU (ONNX Runtime's CPU
-    provider, or PyTorch for TorchScript / pt2). ``spec`` is the preset's with the post-processing settings stored in
-    the file; a ``uint8_input`` graph gets the images back as uint8 (exact: they were uint8 before normalizing).
-
-    Raises:
-        ValueError: the graph has decoding + NMS inside (its detections are already final: export without
-            ``--with-nms`` to evaluate), or its metadata names no singleshot model.
-    """
-
-    def __init__(self, runner: Runner, path: str | os.PathLike[str]) -> None:
-        super().__init__()
-        import dataclasses
-
-        from singleshot.box.postprocess import PostprocessConfig
-        from singleshot.models import get_spec
-
-        meta = runner.metadata
-        if meta.get("with_nms"):
-            raise ValueError(f"{os.fspath(path)}: the graph has decoding + NMS inside; evaluate an export without "
-                             "--with-nms (the same weights, raw outputs)")  # fmt: skip
-        try:
-            spec = get_spec(meta["model"])
-        except (KeyError, ValueError) as e:
-            raise ValueError(f"{os.fspath(path)}: its metadata names no singleshot model ({e})") from None
-        self.spec = dataclasses.replace(spec, postprocess=PostprocessConfig(**meta.get("postprocess", {})))
-        self.runner, self.format = runner, runner.format
-        self.uint8_input = meta.get("input", {}).get("dtype") == "uint8"
-        self.anchor = nn.Parameter(torch.zeros(0), requires_grad=False)  # where evaluate() looks for the device
-
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        if self.uint8_input:
-            mean = torch.tensor(self.spec.mean).view(1, 3, 1, 1)
-            std = torch.tensor(self.spec.std).view(1, 3, 1, 1)
-            images = ((images.cpu().float() * std + mean) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-        bbox_regression, cls_logits = self.runner(images.cpu().contiguous())[:2]
-        return torch.from_numpy(bbox_regression), torch.from_numpy(cls_logits)

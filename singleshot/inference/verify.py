@@ -12,10 +12,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from singleshot.box.factory import build_postprocessor
 from singleshot.data.photometric import normalize
+from singleshot.inference.core import InferenceCore
 from singleshot.inference.export import DetectionGraph
-from singleshot.inference.formats import Runner
+from singleshot.inference.loading import Runner
 
 RAW_ATOL, RAW_RTOL = 1e-4, 1e-3  # fp32 file vs fp32 PyTorch: |exported - torch| <= atol + rtol * |torch|
 DET_ATOL = 1e-4  # scores and boxes (normalized units) of matching detections
@@ -52,7 +52,7 @@ def verify_export(model: nn.Module, runner: Runner, images: Tensor, **postproces
 
     Args:
         model: the fp32 PyTorch model the file was exported from.
-        runner: :func:`singleshot.inference.formats.load_runner` of the file (its metadata says whether the graph
+        runner: :func:`singleshot.inference.loading.load_runner` of the file (its metadata says whether the graph
             takes uint8 and holds NMS).
         images: ``uint8[B, 3, S, S]`` RGB, already resized to the model's input size.
         postprocess_overrides: the thresholds the file was exported with (NMS graphs) or the ones to decode with.
@@ -67,14 +67,14 @@ def verify_export(model: nn.Module, runner: Runner, images: Tensor, **postproces
     got = runner(images if meta.get("input", {}).get("dtype") == "uint8" else x)
     size = model.spec.image_size
     sizes = torch.tensor([[size, size]] * len(images))
-    post = build_postprocessor(model.spec, **postprocess_overrides)
-    raw = model(x)
-    reference = post(raw[0], raw[1], sizes)
+    core = InferenceCore(model, device="cpu", precision="fp32", **postprocess_overrides)
+    raw = core.forward(x)
+    reference = core.postprocess(raw, sizes)
     count = sum(len(r["scores"]) for r in reference)
     label = f"{runner.format} vs PyTorch ({len(images)} images, {count} detections)"
     if with_nms:
         boxes, scores, labels, num = (torch.from_numpy(np.asarray(a)) for a in got)
-        eager = DetectionGraph(model, **postprocess_overrides)(x)
+        eager = DetectionGraph(model, core.postprocessor())(x)
         same_graph = bool(torch.equal(num, eager[3]))
         dets = [{"boxes": boxes[i, : int(n)] * size, "scores": scores[i, : int(n)], "labels": labels[i, : int(n)]}
                 for i, n in enumerate(num.tolist())]
@@ -84,7 +84,7 @@ def verify_export(model: nn.Module, runner: Runner, images: Tensor, **postproces
     else:
         worst_raw = max(float(np.max(np.abs(g - e.numpy()) - RAW_RTOL * np.abs(e.numpy()))) for g, e in zip(got, raw))
         diff = max(float(np.max(np.abs(g - e.numpy()))) for g, e in zip(got, raw))
-        dets = post(torch.from_numpy(got[0]), torch.from_numpy(got[1]), sizes)
+        dets = core.postprocess((torch.from_numpy(got[0]), torch.from_numpy(got[1])), sizes)
         ok_det, worst = _compare_detections(dets, reference, size)
         ok = worst_raw <= RAW_ATOL and ok_det
         text = (f"{label}: raw max |diff| {diff:.2e} (tolerance {RAW_ATOL:g} + {RAW_RTOL:g}*|x|), "
@@ -113,14 +113,14 @@ def int8_agreement(model: nn.Module, runner: Runner, images: Tensor, min_score: 
     got = runner(images if meta.get("input", {}).get("dtype") == "uint8" else x)
     size = model.spec.image_size
     sizes = torch.tensor([[size, size]] * len(images))
-    post = build_postprocessor(model.spec, **postprocess_overrides)
-    reference = post(*model(x), sizes)
+    core = InferenceCore(model, device="cpu", precision="fp32", **postprocess_overrides)
+    reference = core.detect_batch(x, sizes)
     if meta.get("with_nms"):
         boxes, scores, labels, num = (torch.from_numpy(np.asarray(a)) for a in got)
         dets = [{"boxes": boxes[i, : int(n)] * size, "scores": scores[i, : int(n)], "labels": labels[i, : int(n)]}
                 for i, n in enumerate(num.tolist())]
     else:
-        dets = post(torch.from_numpy(got[0]), torch.from_numpy(got[1]), sizes)
+        dets = core.postprocess((torch.from_numpy(got[0]), torch.from_numpy(got[1])), sizes)
     found = total = 0
     for g, r in zip(dets, reference):
         g_keep, r_keep = g["scores"] >= min_score, r["scores"] >= min_score

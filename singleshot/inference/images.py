@@ -1,26 +1,68 @@
-"""Turning user images into network input: the validation transform (square resize + ImageNet normalization).
+"""What a user names as images, turned into what the model's core takes: ``uint8[3, H, W]`` RGB tensors.
 
-Accepted image types: a file path (``str``/``os.PathLike``), a PIL image, a NumPy ``uint8`` array ``[H, W]``,
-``[H, W, 1|3|4]``, or a tensor ``uint8 [3|1, H, W]`` / ``[H, W]`` (float tensors in [0, 1] are accepted too, the
-torchvision convention). Grayscale becomes RGB; an alpha channel is dropped.
+Names: a file, a folder (its image files, sorted, not recursive) or a glob pattern (``*``, ``?``, ``[``, ``**``
+recursive) stand for image files (:func:`expand_image_paths`). Image objects: a file path (``str``/``os.PathLike``),
+a PIL image, a NumPy ``uint8`` array ``[H, W]``, ``[H, W, 1|3|4]``, or a tensor ``uint8 [3|1, H, W]`` / ``[H, W]``
+(float tensors in [0, 1] are accepted too, the torchvision convention); grayscale becomes RGB, an alpha channel is
+dropped (:func:`to_uint8_rgb`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
-from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from singleshot.accelerator import capabilities
 from singleshot.data.base import read_image
-from singleshot.data.photometric import normalize
-from singleshot.data.transforms import resize_square
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | Tensor
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+_GLOB_CHARS = set("*?[")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_image_paths(items: list[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """Files as given; folders -> their image files (sorted, not recursive); glob patterns (``*``, ``?``, ``[``,
+    ``**`` recursive) -> the matching image files (sorted).
+
+    Returns:
+        ``(files, errors)``: errors name each item that is neither an existing path nor a pattern matching an image.
+    """
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if is_image_file(p))
+        elif path.exists():
+            files.append(path)
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if is_image_file(Path(p)))
+            if matches:
+                files += matches
+            else:
+                errors.append(f"{text}: no image file matches this pattern")
+        else:
+            errors.append(f"{text}: no such file or folder")
+    return files, errors
+
+
+def is_path_pattern(item: object) -> bool:
+    """True for a string/path naming a folder or a glob pattern (an input that stands for several images)."""
+    if not isinstance(item, (str, os.PathLike)):
+        return False
+    text = os.fspath(item)
+    return Path(text).is_dir() or (bool(_GLOB_CHARS & set(text)) and not Path(text).exists())
 
 
 def _from_pil(image: Any) -> Tensor:
@@ -73,26 +115,3 @@ def to_uint8_rgb(image: ImageInput) -> Tensor:
     if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL eagerly
         return _from_pil(image)
     raise TypeError(f"unsupported image type {type(image).__name__}: pass a path, PIL image, numpy array or tensor")
-
-
-def preprocess(
-    images: Sequence[Tensor],
-    size: int,
-    mean: Sequence[float],
-    std: Sequence[float],
-    device: torch.device,
-    channels_last: bool = False,
-) -> Tensor:
-    """``B`` images ``uint8[3, H_i, W_i]`` -> ``float32[B, 3, size, size]`` ImageNet-normalized on ``device``.
-
-    The resize runs on the CPU in uint8 (:func:`~singleshot.data.transforms.resize_square`, the transforms' resize,
-    so predictions match evaluation); the uint8 batch is then moved (pinned where that helps) and normalized on the
-    device (:func:`~singleshot.data.photometric.normalize`).
-    """
-    batch = torch.stack([resize_square(im, size) for im in images])  # (B, 3, S, S) uint8
-    if capabilities(device).pin_memory:
-        batch = batch.pin_memory()
-    batch = normalize(batch.to(device, non_blocking=True), mean, std)
-    if channels_last:
-        batch = batch.contiguous(memory_format=torch.channels_last)
-    return batch
