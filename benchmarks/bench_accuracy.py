@@ -117,22 +117,20 @@ def score_results(ground_truth: Path, results_file: Path) -> dict[str, Any]:
 def evaluate_checkpoint(checkpoint: Path, set_dir: Path, results_file: Path, workers: int) -> None:
     """Run a singleshot checkpoint over the set's val split (every image, empty ones too) into a results JSON,
     with the post-processing its training run used (the run's ``eval.score_threshold``, else the model's)."""
-    from singleshot.box.factory import build_postprocessor
-    from singleshot.checkpoint import load_checkpoint, model_from_checkpoint
+    from singleshot.checkpoint import load_checkpoint
     from singleshot.data.formats import load_dataset
     from singleshot.data.loader import build_loader
     from singleshot.data.transforms import SSDValTransform
     from singleshot.evaluation import evaluate
+    from singleshot.inference import InferenceCore, load_model
 
-    ckpt = load_checkpoint(checkpoint)
-    model = model_from_checkpoint(ckpt).eval()
-    spec = model.spec
+    threshold = load_checkpoint(checkpoint).get("config", {}).get("eval", {}).get("score_threshold")
+    core = InferenceCore(load_model(checkpoint, device="cpu").module, score_threshold=threshold)
+    spec = core.spec
     dataset = load_dataset(set_dir, split="val", keep_empty=True)  # YOLO is scored on every image too
     loader = build_loader(dataset, SSDValTransform(spec.image_size), batch_size=32, shuffle=False, drop_last=False,
                           num_workers=workers, mean=spec.mean, std=spec.std)
-    threshold = ckpt.get("config", {}).get("eval", {}).get("score_threshold")
-    post = build_postprocessor(spec, **({} if threshold is None else {"score_threshold": threshold}))
-    evaluate(model, loader, post, results_file=str(results_file), log=None)
+    evaluate(core, loader, results_file=str(results_file), log=None)
 
 
 def _last_eval_record(metrics_jsonl: Path) -> dict[str, Any] | None:

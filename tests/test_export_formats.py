@@ -215,3 +215,48 @@ def test_eval_takes_exported_graphs(trained, tmp_path, capsys) -> None:
     nms = export(model, tmp_path / "nms.onnx", "onnx", classes=ckpt["classes"], with_nms=True)
     assert main(["eval", "--checkpoint", str(nms), "--data", data, "--workers", "0"]) == 2
     assert "NMS inside" in capsys.readouterr().err
+
+
+def test_predict_takes_every_export(trained, tmp_path, capsys) -> None:
+    """``singleshot predict --checkpoint`` on each file ``singleshot export`` writes gives the checkpoint's detections
+    (same labels, boxes within 1 px, scores within 1e-3); the INT8 graph runs and finds most of them; a graph with NMS
+    inside is refused by name."""
+    from train_helpers import tiny_dataset
+
+    from singleshot.inference.metadata import export_metadata
+    from singleshot.inference.quantize import calibration_batches, quantize_onnx
+
+    path, ckpt, model = trained
+    files = sorted(p for p in tiny_dataset().rglob("*") if p.suffix.lower() in (".jpg", ".png"))[:4]
+    assert files
+
+    def predict(checkpoint) -> list[list[dict]]:
+        out = tmp_path / f"pred-{checkpoint.name}"
+        code = main(["predict", "--checkpoint", str(checkpoint), *map(str, files), "--out", str(out), "--no-pictures",
+                     "--device", "cpu"])
+        assert code == 0, capsys.readouterr().err
+        return [r["detections"] for r in json.loads((out / "predictions.json").read_text())["images"]]
+
+    reference = predict(path)
+    assert sum(map(len, reference)) > 0
+    exports = [
+        _export(model, ckpt, tmp_path, "onnx", ".onnx"),
+        export(model, tmp_path / "u8.torchscript.pt", "torchscript", classes=ckpt["classes"], uint8_input=True),
+        _export(model, ckpt, tmp_path, "pt2", ".pt2"),
+        _export(model, ckpt, tmp_path, "safetensors", ".safetensors"),
+    ]
+    for exported in exports:
+        got = predict(exported)
+        for ref, dets in zip(reference, got):
+            assert [d["label"] for d in dets] == [d["label"] for d in ref], exported.name
+            for d, r in zip(dets, ref):
+                assert max(abs(a - b) for a, b in zip(d["box"], r["box"])) <= 1.0, (exported.name, d, r)
+                assert abs(d["score"] - r["score"]) <= 1e-3, (exported.name, d, r)
+    calib = calibration_batches(list(images_with_objects(160, 16)), 160, model.spec.mean, model.spec.std)
+    int8 = quantize_onnx(model, tmp_path / "int8.onnx", calib,
+                         metadata=export_metadata(model, ckpt["classes"], ckpt["label_to_category_id"]))
+    found = predict(int8)
+    assert sum(map(len, found)) >= 0.5 * sum(map(len, reference))
+    nms = export(model, tmp_path / "nms.onnx", "onnx", classes=ckpt["classes"], with_nms=True)
+    assert main(["predict", "--checkpoint", str(nms), *map(str, files), "--out", str(tmp_path / "n")]) == 2
+    assert "NMS inside" in capsys.readouterr().err
