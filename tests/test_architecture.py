@@ -117,3 +117,30 @@ def test_imports_flow_one_way() -> None:
                 continue
             wrong.append(f"{rel} imports {name}")
     assert wrong == [], "\n".join(wrong)
+
+
+def test_an_image_through_predict_enters_at_most_8_files_none_twice(tmp_path: Path) -> None:
+    """``scripts/trace_predict.py``'s count: the files the command and the inference package enter for one image."""
+    import importlib.util
+
+    import numpy as np
+    import torch
+    from PIL import Image
+
+    import singleshot
+    from singleshot.checkpoint import atomic_save, make_checkpoint
+
+    torch.manual_seed(0)
+    checkpoint = tmp_path / "tiny.pt"
+    atomic_save(make_checkpoint(singleshot.build_model("ssd_tiny", num_classes=3), ["a", "b"]), checkpoint)
+    image = tmp_path / "photo.png"
+    Image.fromarray((np.random.default_rng(0).random((70, 90, 3)) * 255).astype(np.uint8)).save(image)
+    spec = importlib.util.spec_from_file_location("trace_predict", PACKAGE.parent / "scripts" / "trace_predict.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    entries = module.trace(["--checkpoint", str(checkpoint), str(image), "--out", str(tmp_path / "out"),
+                            "--device", "cpu"])  # fmt: skip
+    entered = [callee for caller, callee in entries if caller.startswith(("cli/", "inference/"))]
+    assert entered[0] == "cli/predict.py" and "inference/core.py" in entered, entered
+    assert len(entered) <= 8 and len(set(entered)) == len(entered), entered

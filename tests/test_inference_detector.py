@@ -14,7 +14,7 @@ from singleshot.data.errors import BadImageError
 from singleshot.data.loader import collate_detection
 from singleshot.data.transforms import SSDValTransform
 from singleshot.inference import Detector, draw_detections, save_image
-from singleshot.inference.images import to_uint8_rgb
+from singleshot.inference.detector import to_uint8_rgb
 
 CLASSES = ["red", "green", "blue"]
 

@@ -56,7 +56,7 @@ def _dataset_images(source: str, split: str, limit: int) -> list[Any]:
 def _images(items: list[str], limit: int, split: str) -> list[Any]:
     """uint8[3, H, W] images from files, folders of images and globs, else from one dataset (name or path)."""
     from singleshot.data.base import read_image
-    from singleshot.inference.images import expand_image_paths
+    from singleshot.inference.detector import expand_image_paths
 
     files, errors = expand_image_paths(items)
     if files and not errors:

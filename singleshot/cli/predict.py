@@ -46,14 +46,10 @@ def _picture_name(path: Path, used: set[str]) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from singleshot.inference.detector import Detector
-    from singleshot.inference.draw import draw_detections, save_image
-    from singleshot.inference.images import expand_image_paths
+    from singleshot.inference.draw import save_detections
 
-    files, errors = expand_image_paths(list(args.inputs))
-    for message in errors:
-        print(f"singleshot predict: error: {message}", file=sys.stderr)
     try:
-        detector = Detector.from_checkpoint(args.checkpoint, device=args.device)
+        detector = Detector.from_checkpoint(args.checkpoint, device=args.device, score_threshold=args.score_threshold)
     except (OSError, ValueError, RuntimeError) as e:
         print(f"singleshot predict: error: {e}", file=sys.stderr)
         return 2
@@ -61,13 +57,14 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     records: list[dict[str, Any]] = []
     used: set[str] = set()
-    skipped: list[Path] = []
+    failed: list[Any] = []
 
-    def skip(path: Path, error: Exception) -> None:
-        print(f"singleshot predict: skipped {path}: {error}", file=sys.stderr)
-        skipped.append(path)
+    def skip(item: Any, error: Exception) -> None:
+        what = "error" if isinstance(error, FileNotFoundError) else f"skipped {item}"
+        print(f"singleshot predict: {what}: {error}", file=sys.stderr)
+        failed.append(item)
 
-    for path, image, result in detector.stream(files, args.score_threshold, args.batch_size, on_error=skip):
+    for path, image, result in detector.stream(args.inputs, batch_size=args.batch_size, on_error=skip):
         record: dict[str, Any] = {
             "file": os.fspath(path), "height": int(image.shape[-2]), "width": int(image.shape[-1]),
             "detections": [
@@ -77,16 +74,14 @@ def run(args: argparse.Namespace) -> int:
             ],
         }
         if not args.no_pictures:
-            picture = _picture_name(path, used)
-            drawn = draw_detections(image, result["boxes"], result["labels"], result["scores"], detector.classes)
-            save_image(drawn, out / picture)
-            record["picture"] = picture
+            record["picture"] = _picture_name(Path(path), used)
+            save_detections(out / record["picture"], image, result["boxes"], result["labels"], result["scores"],
+                            detector.classes)
         records.append(record)
     with open(out / "predictions.json", "w", encoding="utf-8") as f:
         json.dump({"checkpoint": os.fspath(args.checkpoint), "model": detector.spec.name,
                    "score_threshold": args.score_threshold, "images": records}, f, indent=1)
     total = sum(len(r["detections"]) for r in records)
-    failed = len(errors) + len(skipped)
     print(f"{len(records)} images, {total} detections -> {out / 'predictions.json'}"
-          + (f"; {failed} input(s) failed (see above)" if failed else ""))
+          + (f"; {len(failed)} input(s) failed (see above)" if failed else ""))
     return 1 if failed else 0

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +30,7 @@ from torch import Tensor
 from torchvision.ops import clip_boxes_to_image
 from torchvision.transforms.v2 import functional as TF
 
-from singleshot.data.photometric import photometric_params
+from singleshot.data.photometric import normalize, photometric_params
 
 # The seven choices of the reference: no crop, minimum IoU 0.1 ... 0.9, and crop without an IoU constraint.
 CROP_CHOICES: tuple[float | None, ...] = (None, 0.1, 0.3, 0.5, 0.7, 0.9, -math.inf)
@@ -129,6 +130,27 @@ def resize_square(image: Tensor, size: int) -> Tensor:
     # channels-last-contiguous: one cheap uint8 copy makes the resize ~1.6x faster.
     hwc = image.permute(1, 2, 0).contiguous().permute(2, 0, 1)
     return TF.resize(hwc, [size, size], antialias=True)
+
+
+def inference_batch(
+    images: Sequence[Tensor],
+    size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    device: torch.device,
+    *,
+    channels_last: bool = False,
+    pin_memory: bool = False,
+) -> Tensor:
+    """``B`` images ``uint8[3, H_i, W_i]`` -> ``float32[B, 3, size, size]`` normalized on ``device``: the validation
+    transform for images that no loader read (``Detector``, the report's pictures). The uint8 resize
+    (:func:`resize_square`) runs on the CPU; the uint8 batch moves (``pin_memory``: page-locked first, so the copy is
+    asynchronous) and is normalized there (:func:`~singleshot.data.photometric.normalize`)."""
+    batch = torch.stack([resize_square(im, size) for im in images])  # (B, 3, S, S) uint8
+    if pin_memory:
+        batch = batch.pin_memory()
+    x = normalize(batch.to(device, non_blocking=True), mean, std)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x
 
 
 @dataclass(frozen=True)

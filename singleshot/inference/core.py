@@ -8,11 +8,12 @@ Every path that turns images into detections goes through a core: :class:`~singl
 benchmarks and export's checks (its NMS graph decodes with the core's post-processor). What it holds is decided
 once, when it is built:
 
-* preprocessing: the validation transform's square resize (:func:`~singleshot.data.transforms.resize_square`, the
-  loader's, so predictions match evaluation) and the normalization
-  (:func:`~singleshot.data.photometric.normalize`), in the model's input layout;
-* the forward under the one precision decision (:func:`~singleshot.precision.resolve_precision`);
-* one :class:`~singleshot.box.PostProcessor` per set of thresholds, built the first time it is asked for.
+* preprocessing: the validation transform for a batch (:func:`~singleshot.data.transforms.inference_batch`: the
+  loader's square resize, so predictions match evaluation, and the normalization), in the model's input layout;
+* the forward under the one precision decision (:func:`~singleshot.precision.resolve_precision`), its autocast
+  context made once;
+* one :class:`~singleshot.box.PostProcessor` per set of thresholds: the core's own built with it, others the first
+  time a call asks for them.
 """
 
 from __future__ import annotations
@@ -26,8 +27,7 @@ from torch import Tensor, nn
 from singleshot.accelerator import capabilities, use_channels_last
 from singleshot.box.factory import build_postprocessor
 from singleshot.box.postprocess import PostProcessor
-from singleshot.data.photometric import normalize
-from singleshot.data.transforms import resize_square
+from singleshot.data.transforms import inference_batch
 from singleshot.precision import autocast, resolve_precision
 
 Detections = list[dict[str, Tensor]]
@@ -66,8 +66,11 @@ class InferenceCore:
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.precision = resolve_precision(precision, self.device)
         self.channels_last = use_channels_last(self.device, channels_last)
+        self.pin_memory = capabilities(self.device).pin_memory
+        self.autocast = autocast(self.device, self.precision)  # one context, entered once per forward
         self.defaults = {k: v for k, v in postprocess.items() if v is not None}
         self._post: dict[tuple[tuple[str, Any], ...], PostProcessor] = {}
+        self.postprocessor()  # the core's own thresholds: built now, not on the first image
 
     @staticmethod
     def prepare(model: nn.Module, device: torch.device | str, channels_last: bool | None = None) -> nn.Module:
@@ -80,21 +83,18 @@ class InferenceCore:
         """The post-processor for the core's thresholds with ``overrides`` (None values ignored), built once."""
         settings = {**self.defaults, **{k: v for k, v in overrides.items() if v is not None}}
         key = tuple(sorted(settings.items()))
-        if key not in self._post:
-            self._post[key] = build_postprocessor(self.spec, **settings)
-        return self._post[key]
+        post = self._post.get(key)
+        if post is None:
+            post = self._post[key] = build_postprocessor(self.spec, **settings)
+        return post
 
     def preprocess(self, images: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """``B`` images ``uint8[3, H_i, W_i]`` RGB -> ``(x float32[B, 3, S, S] normalized on the device, sizes
         int64[B, 2] (H_i, W_i))``. The uint8 resize runs on the CPU; the uint8 batch moves (pinned where that helps)
         and is normalized on the device."""
-        size = self.spec.image_size
-        batch = torch.stack([resize_square(im, size) for im in images])  # (B, 3, S, S) uint8
-        if capabilities(self.device).pin_memory:
-            batch = batch.pin_memory()
-        x = normalize(batch.to(self.device, non_blocking=True), self.spec.mean, self.spec.std)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        spec = self.spec
+        x = inference_batch(images, spec.image_size, spec.mean, spec.std, self.device,
+                            channels_last=self.channels_last, pin_memory=self.pin_memory)  # fmt: skip
         sizes = torch.tensor([[im.shape[-2], im.shape[-1]] for im in images], device=self.device)
         return x, sizes
 
@@ -102,7 +102,7 @@ class InferenceCore:
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         """``x float[B, 3, S, S]`` normalized -> the model's ``(bbox_regression [B, A, 4], cls_logits [B, A, C])``
         in float32, the forward under the core's autocast."""
-        with autocast(self.device, self.precision):
+        with self.autocast:
             bbox_regression, cls_logits = self.model(x)
         return bbox_regression.float(), cls_logits.float()
 

@@ -6,23 +6,33 @@
 
 Any file :func:`singleshot.load_model` opens works: checkpoints (singleshot, MLPerf, NVIDIA), ``.safetensors``, and
 raw-output ``.onnx`` (INT8 included), ``.torchscript.pt`` and ``.pt2`` exports (these run on the CPU).
+
+Images are what a user has: a file, a folder (its image files, sorted, not recursive) or a glob pattern (``*``, ``?``,
+``[``, ``**`` recursive) (:func:`expand_image_paths`); a PIL image, a NumPy ``uint8`` array ``[H, W]``,
+``[H, W, 1|3|4]``, or a tensor ``uint8 [3|1, H, W]`` / ``[H, W]`` (float tensors in [0, 1] too, the torchvision
+convention); grayscale becomes RGB, an alpha channel is dropped (:func:`to_uint8_rgb`).
 """
 
 from __future__ import annotations
 
+import glob
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
 from singleshot.accelerator import default_device
+from singleshot.data.base import read_image
 from singleshot.data.errors import BadImageError
 from singleshot.inference.core import InferenceCore
 from singleshot.inference.draw import label_name
-from singleshot.inference.images import ImageInput, expand_image_paths, is_path_pattern, to_uint8_rgb
 from singleshot.inference.loading import load_model
+
+ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | Tensor
 
 
 class Detector:
@@ -36,6 +46,8 @@ class Detector:
         classes: the K class names; label ``k`` is ``classes[k - 1]``.
         label_to_category_id: label -> dataset category id (for COCO results files).
         device: where the model runs.
+        score_threshold: detections scoring above this are kept unless a call says otherwise (0.3 by default;
+            evaluation uses the preset's 0.05).
     """
 
     def __init__(
@@ -46,29 +58,34 @@ class Detector:
         label_to_category_id: dict[int, int] | None = None,
         device: str | torch.device | None = None,
         precision: str = "auto",
+        score_threshold: float = 0.3,
     ) -> None:
         self.device = torch.device(device) if device is not None else default_device()
         self.model = InferenceCore.prepare(model, self.device)
-        self.core = InferenceCore(self.model, device=self.device, precision=precision)
+        self.score_threshold = float(score_threshold)
+        self.core = InferenceCore(self.model, device=self.device, precision=precision,
+                                  score_threshold=self.score_threshold)  # fmt: skip
         self.spec = self.core.spec
         self.classes = list(classes)
         self.label_to_category_id = dict(label_to_category_id or {i: i for i in range(1, len(self.classes) + 1)})
+        self._names = [label_name(k, self.classes) for k in range(len(self.classes) + 1)]  # label -> name, once
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike[str], device: str | torch.device | None = None, precision: str = "auto"
-    ) -> Detector:
+        cls, path: str | os.PathLike[str], device: str | torch.device | None = None, precision: str = "auto",
+        score_threshold: float = 0.3,
+    ) -> Detector:  # fmt: skip
         """Open any model file (see the module docstring) with :func:`singleshot.load_model`; ``device`` defaults to
         CUDA when available (exported graphs: the CPU)."""
         loaded = load_model(path, device=device)
         return cls(loaded.module, loaded.classes, label_to_category_id=loaded.label_to_category_id,
-                   device=loaded.device, precision=precision)
+                   device=loaded.device, precision=precision, score_threshold=score_threshold)
 
     def predict_tensors(
-        self, images: Sequence[Tensor], score_threshold: float = 0.3, max_detections: int | None = None
+        self, images: Sequence[Tensor], score_threshold: float | None = None, max_detections: int | None = None
     ) -> list[dict[str, Any]]:
         """One batch of ``uint8[3, H, W]`` RGB images -> one result dict per image (see :meth:`predict`)."""
-        dets = self.core.detect(images, score_threshold=float(score_threshold), max_detections=max_detections)
+        dets = self.core.detect(images, score_threshold=score_threshold, max_detections=max_detections)
         return [self._result(d) for d in dets]
 
     def _result(self, det: dict[str, Tensor]) -> dict[str, Any]:
@@ -77,23 +94,25 @@ class Detector:
             "boxes": det["boxes"].cpu(),
             "scores": det["scores"].cpu(),
             "labels": labels,
-            "names": [label_name(i, self.classes) for i in labels.tolist()],
+            "names": [self._names[i] for i in labels.tolist()],
         }
 
     def stream(
         self,
         items: Iterable[ImageInput],
-        score_threshold: float = 0.3,
+        score_threshold: float | None = None,
         batch_size: int = 8,
         max_detections: int | None = None,
-        on_error: Callable[[ImageInput, BadImageError], None] | None = None,
+        on_error: Callable[[ImageInput, Exception], None] | None = None,
     ) -> Iterator[tuple[ImageInput, Tensor, dict[str, Any]]]:
         """Detections for many images, read and run ``batch_size`` at a time: yields ``(item, image uint8[3, H, W],
-        result)`` in order. An unreadable file raises, or with ``on_error`` is passed to it and skipped."""
+        result)`` in order; a folder or glob pattern in ``items`` stands for its image files. An unreadable file
+        (:class:`~singleshot.data.errors.BadImageError`) or a name that matches no image (``FileNotFoundError``)
+        raises, or with ``on_error`` is passed to it and skipped."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         pending: list[tuple[ImageInput, Tensor]] = []
-        for item in [*items, None]:
+        for item in [*_expand(items, on_error), None]:
             if item is not None:
                 try:
                     pending.append((item, to_uint8_rgb(item)))
@@ -110,7 +129,7 @@ class Detector:
     def predict(
         self,
         images: ImageInput | Sequence[ImageInput],
-        score_threshold: float = 0.3,
+        score_threshold: float | None = None,
         batch_size: int = 8,
         max_detections: int | None = None,
     ) -> dict[str, Any] | list[dict[str, Any]]:
@@ -121,7 +140,7 @@ class Detector:
                 types and sizes are fine); a folder or a glob pattern (``"photos/*.jpg"``, ``"data/**/*.png"``)
                 stands for its image files, sorted, and gives a list. Preprocessing is the validation transform:
                 resize to the model's square input, ImageNet normalization.
-            score_threshold: keep detections scoring above this (0.3 by default; evaluation uses the preset's 0.05).
+            score_threshold: keep detections scoring above this (default: the detector's, 0.3 unless set).
             batch_size: images per forward pass.
             max_detections: per image; default the preset's (200 for SSD300).
         Returns:
@@ -133,24 +152,125 @@ class Detector:
             FileNotFoundError: a path, folder or pattern that names no image.
         """
         single = not isinstance(images, (list, tuple)) and not is_path_pattern(images)
-        items = [images] if single else _expand(images if isinstance(images, (list, tuple)) else [images])
+        items = [images] if single else list(images) if isinstance(images, (list, tuple)) else [images]
         results = [r for _, _, r in self.stream(items, score_threshold, batch_size, max_detections)]
         return results[0] if single else results
 
     def __repr__(self) -> str:
         return (f"Detector({self.spec.name}, {len(self.classes)} classes, input {self.spec.image_size}px, "
-                f"device={self.device}, precision={self.core.precision})")
+                f"device={self.device}, precision={self.core.precision}, score_threshold={self.score_threshold})")
 
 
-def _expand(items: Sequence[ImageInput]) -> list[ImageInput]:
-    """Folders and glob patterns in ``items`` -> their image files; everything else as it is."""
+def _expand(
+    items: Iterable[ImageInput], on_error: Callable[[ImageInput, Exception], None] | None = None
+) -> list[ImageInput]:
+    """Folders and glob patterns in ``items`` -> their image files; a path that does not exist -> an error (raised,
+    or given to ``on_error`` and left out); everything else as it is."""
     out: list[ImageInput] = []
     for item in items:
-        if is_path_pattern(item):
-            files, errors = expand_image_paths([item])
-            if errors or not files:
-                raise FileNotFoundError(errors[0] if errors else f"{item}: no image files in this folder")
-            out += files
-        else:
+        if not isinstance(item, (str, os.PathLike)) or (Path(item).is_file()):
             out.append(item)
+            continue
+        files, errors = expand_image_paths([item])
+        if errors or not files:
+            error = FileNotFoundError(errors[0] if errors else f"{os.fspath(item)}: no image files in this folder")
+            if on_error is None:
+                raise error
+            on_error(item, error)
+        out += files
     return out
+
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+_GLOB_CHARS = set("*?[")
+
+
+def is_image_file(path: Path) -> bool:
+    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+
+
+def expand_image_paths(items: list[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
+    """Files as given; folders -> their image files (sorted, not recursive); glob patterns (``*``, ``?``, ``[``,
+    ``**`` recursive) -> the matching image files (sorted).
+
+    Returns:
+        ``(files, errors)``: errors name each item that is neither an existing path nor a pattern matching an image.
+    """
+    files: list[Path] = []
+    errors: list[str] = []
+    for item in items:
+        text = os.fspath(item)
+        path = Path(text)
+        if path.is_dir():
+            files += sorted(p for p in path.iterdir() if is_image_file(p))
+        elif path.exists():
+            files.append(path)
+        elif _GLOB_CHARS & set(text):
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if is_image_file(Path(p)))
+            if matches:
+                files += matches
+            else:
+                errors.append(f"{text}: no image file matches this pattern")
+        else:
+            errors.append(f"{text}: no such file or folder")
+    return files, errors
+
+
+def is_path_pattern(item: object) -> bool:
+    """True for a string/path naming a folder or a glob pattern (an input that stands for several images)."""
+    if not isinstance(item, (str, os.PathLike)):
+        return False
+    text = os.fspath(item)
+    return Path(text).is_dir() or (bool(_GLOB_CHARS & set(text)) and not Path(text).exists())
+
+
+def _from_pil(image: Any) -> Tensor:
+    rgb = np.asarray(image.convert("RGB"))
+    return torch.from_numpy(rgb.copy()).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+
+
+def _from_array(array: np.ndarray) -> Tensor:
+    if array.dtype != np.uint8:
+        raise TypeError(f"numpy images must be uint8 [H, W] or [H, W, C], got dtype {array.dtype}")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 3, 4):
+        raise ValueError(f"numpy images must be [H, W] or [H, W, 1|3|4] (HWC), got shape {tuple(array.shape)}")
+    return _channels_to_rgb(torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1))  # HWC -> CHW
+
+
+def _from_tensor(tensor: Tensor) -> Tensor:
+    if tensor.is_floating_point():
+        tensor = (tensor.detach().cpu().clamp(0, 1) * 255).round().to(torch.uint8)
+    elif tensor.dtype != torch.uint8:
+        raise TypeError(f"tensor images must be uint8 (0..255) or float (0..1), got {tensor.dtype}")
+    if tensor.dim() == 2:
+        tensor = tensor[None]
+    if tensor.dim() != 3 or tensor.shape[0] not in (1, 3, 4):
+        raise ValueError(f"tensor images must be [C, H, W] with C in 1, 3, 4, got shape {tuple(tensor.shape)}")
+    return _channels_to_rgb(tensor.cpu())
+
+
+def _channels_to_rgb(chw: Tensor) -> Tensor:
+    """``uint8[1|3|4, H, W]`` -> ``uint8[3, H, W]`` (grey replicated, alpha dropped)."""
+    if chw.shape[0] == 1:
+        return chw.expand(3, -1, -1)
+    return chw[:3]
+
+
+def to_uint8_rgb(image: ImageInput) -> Tensor:
+    """Any accepted image -> ``Tensor[3, H, W] uint8`` RGB on the CPU (see the module docstring).
+
+    Raises:
+        singleshot.data.errors.BadImageError: an unreadable file (the message names it).
+        TypeError / ValueError: an unsupported object, dtype or shape (the message says which).
+    """
+    if isinstance(image, (str, os.PathLike)):
+        return read_image(image)
+    if isinstance(image, Tensor):
+        return _from_tensor(image)
+    if isinstance(image, np.ndarray):
+        return _from_array(image)
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL.Image without importing PIL eagerly
+        return _from_pil(image)
+    raise TypeError(f"unsupported image type {type(image).__name__}: pass a path, PIL image, numpy array or tensor")

@@ -36,7 +36,8 @@ def class_color(label: int) -> tuple[int, int, int]:
 
 
 def label_name(label: int, class_names: Sequence[str]) -> str:
-    """The name of label ``label`` (1..K: ``class_names[label - 1]``); ``"class N"`` for a label outside the list."""
+    """The name of label ``label`` (1..K: ``class_names[label - 1]``); ``"class N"`` for a label outside the list.
+    The one label -> name rule: pictures and :class:`~singleshot.inference.Detector`'s results."""
     return class_names[label - 1] if 1 <= label <= len(class_names) else f"class {label}"
 
 
@@ -98,3 +99,15 @@ def save_image(image_uint8_chw: Tensor, path: str | os.PathLike[str], quality: i
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     with open(path, "wb") as f:
         f.write(data.numpy().tobytes())
+
+
+def save_detections(
+    path: str | os.PathLike[str],
+    image_uint8_chw: Tensor,
+    boxes_xyxy_pixels: Tensor,
+    labels: Tensor | Sequence[int],
+    scores: Tensor | Sequence[float] | None,
+    class_names: Sequence[str],
+) -> None:
+    """:func:`draw_detections` written to ``path`` by :func:`save_image` (PNG for ``.png``, else JPEG)."""
+    save_image(draw_detections(image_uint8_chw, boxes_xyxy_pixels, labels, scores, class_names), path)
