@@ -181,30 +181,30 @@ def evaluation_report(
     step: int,
     classes: list[str] | None = None,
     num_pictures: int = 8,
+    evaluation: dict[str, Any],
     score_threshold: float = 0.3,
     tensorboard: Any = None,
     log: Any = print,
 ) -> list[Path]:
-    """Everything the module docstring lists for an evaluation whose detections are in ``run_dir/coco_results.json``.
+    """Everything the module docstring lists for one evaluation.
 
     Args:
         dataset: the validation set that was evaluated (its ground truth and its first ``num_pictures`` images).
         core: the evaluated model with its precision and post-processing (the pictures' detections).
+        evaluation: what :func:`singleshot.evaluation.evaluate` returned with ``keep_detections=True`` (its
+            ``detections``, ``image_ids`` and ``ground_truth``: the tables and figures are made from them).
         score_threshold: detections counted in the confusion matrix and drawn on the pictures.
         tensorboard: a ``SummaryWriter`` (or None) that receives the figures and pictures at ``step``.
         log: where the per-class table goes (None: nowhere).
     """
     from singleshot.engine.plots import plot_confusion_matrix, plot_pr_curves
-    from singleshot.evaluation.analysis import analyze_classes, confusion_matrix, rows_from_results_json
-    from singleshot.evaluation.groundtruth import coco_ground_truth
+    from singleshot.evaluation.analysis import analyze_classes, confusion_matrix
     from singleshot.evaluation.metrics import as_coco
 
     written = [write_results_csv(run_dir), plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")]
-    results = run_dir / RESULTS_JSON
-    if results.is_file():
-        gt = as_coco(coco_ground_truth(dataset))
-        ids = [dataset.image_id(i) for i in range(len(dataset))]
-        rows = rows_from_results_json(results)
+    if "detections" in evaluation:
+        gt = as_coco(evaluation["ground_truth"])
+        ids, rows = evaluation["image_ids"], evaluation["detections"]
         analysis = analyze_classes(gt, rows, ids)
         if log is not None:
             log(f"per-class AP (step {step}, fractions):\n{analysis.text()}")
@@ -215,7 +215,9 @@ def evaluation_report(
                 confusion_matrix(gt, rows, score_threshold=score_threshold, image_ids=ids),
                 run_dir / "confusion_matrix.png"),
         }
-        written += [run_dir / "pr_curves.png", run_dir / "confusion_matrix.png", results]
+        written += [run_dir / "pr_curves.png", run_dir / "confusion_matrix.png"]
+        if (run_dir / RESULTS_JSON).is_file():  # written by the evaluation itself
+            written.append(run_dir / RESULTS_JSON)
         if tensorboard is not None:
             for tag, image in figures.items():
                 tensorboard.add_image(f"eval/{tag}", image, step)

@@ -197,6 +197,7 @@ class Trainer:
             p.inference, val_loader,
             label_to_category_id=p.val_label_to_category_id, log=self.monitor.print if self.main else None,
             results_file=str(self.run_dir / "coco_results.json") if self.main and self.cfg.run.report else None,
+            keep_detections=self.main and self.cfg.run.report,
         )  # fmt: skip
         named = {name: float(result[name]) for name in STAT_NAMES}
         stats = list(named.values())
@@ -211,7 +212,7 @@ class Trainer:
             from singleshot.engine.report import evaluation_report
 
             evaluation_report(
-                self.run_dir, dataset=p.data.val, core=p.inference,
+                self.run_dir, dataset=p.data.val, core=p.inference, evaluation=result,
                 step=self.step, classes=p.classes, num_pictures=self.cfg.eval.num_pictures,
                 tensorboard=self.monitor.tensorboard, log=self.monitor.print,
             )  # fmt: skip

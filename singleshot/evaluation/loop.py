@@ -94,6 +94,7 @@ def evaluate(
     ground_truth: dict[str, Any] | str | None = None,
     label_to_category_id: dict[int, int] | None = None,
     results_file: str | None = None,
+    keep_detections: bool = False,
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """COCO bbox evaluation of ``core``'s model over ``loader``; safe to call from every DDP rank.
@@ -109,9 +110,12 @@ def evaluate(
             datasets, built from the parsed annotations otherwise). Only the images the loader yielded are scored.
         label_to_category_id: label (1..K) -> COCO category id; default: the loader's dataset's.
         results_file: if given, rank 0 writes the COCO results JSON there (xywh original pixels, category ids).
+        keep_detections: rank 0's result also holds ``"detections"`` (``float64[N, 7]`` rows ``(image_id, x, y, w,
+            h, score, category_id)``, what the results JSON holds), ``"image_ids"`` (the images scored) and
+            ``"ground_truth"`` (the COCO dict or path scored against), for reports made from the same evaluation.
         log: where rank 0 prints the 12 lines and the per-class table (None: silent).
 
-    Returns (identical on every rank):
+    Returns (identical on every rank, apart from what ``keep_detections`` adds on rank 0):
         ``{"AP", "AP50", "AP75", "APs", "APm", "APl", "AR1", "AR10", "AR100", "ARs", "ARm", "ARl"}``: floats in
         [0, 1] (-1.0 where an area range has no ground truth, as pycocotools); ``"per_class_AP"``: ``{name: AP}``;
         ``"num_images"``, ``"num_detections"``: ints; ``"inference_s"`` (forward + decode + NMS, rank 0's shard)
@@ -158,7 +162,10 @@ def evaluate(
             log(format_per_class(metrics.per_class))
         if results_file:  # after the numbers are shown: a failed write then loses no result
             write_results_json(all_rows, results_file)
-    return _broadcast(result)
+    shared = _broadcast(result)
+    if keep_detections and gathered is not None:
+        shared = {**shared, "detections": gathered[0], "image_ids": gathered[1], "ground_truth": ground_truth}
+    return shared
 
 
 def metrics_dict(metrics: CocoMetrics, inference_s: float, metrics_s: float) -> dict[str, Any]:
