@@ -184,10 +184,19 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
             f"{path} is not a singleshot checkpoint (no format='singleshot' field); "
             "MLPerf and NVIDIA checkpoints are read by singleshot.interop"
         )
-    for key in ("model", "state_dict", "classes"):
-        if key not in obj:
-            raise CheckpointError(f"checkpoint {path} lacks the field {key!r}")
-    return obj
+    return check_fields(obj, path)
+
+
+REQUIRED_FIELDS = ("model", "state_dict", "classes")
+
+
+def check_fields(ckpt: dict[str, Any], path: str | Path) -> dict[str, Any]:
+    """``ckpt`` itself when it holds every field a singleshot checkpoint must have; else a :class:`CheckpointError`
+    naming the file and the missing fields."""
+    missing = [key for key in REQUIRED_FIELDS if key not in ckpt]
+    if missing:
+        raise CheckpointError(f"singleshot checkpoint {path} lacks the field(s) {missing}")
+    return ckpt
 
 
 def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path | None = None) -> nn.Module:

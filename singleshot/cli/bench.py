@@ -40,11 +40,10 @@ def register(subparsers: Any) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from singleshot.accelerator import default_device
-    from singleshot.checkpoint import model_from_checkpoint
+    from singleshot.accelerator import default_device, use_channels_last
     from singleshot.inference import bench
     from singleshot.inference.bench_train import train_bench
-    from singleshot.interop import read_checkpoint
+    from singleshot.inference.loading import load_model
     from singleshot.models import build_model
     from singleshot.precision import resolve_precision
 
@@ -61,14 +60,14 @@ def run(args: argparse.Namespace) -> int:
 
     def fresh_model() -> torch.nn.Module:
         if args.checkpoint:
-            return model_from_checkpoint(read_checkpoint(args.checkpoint))
+            return load_model(args.checkpoint, device="cpu").module
         return build_model(args.model or ("ssd300_resnet50" if cuda else "ssd_tiny"), num_classes=args.num_classes)
 
     name = fresh_model().spec.name
     rows: list[bench.BenchRow] = []
     for backend in backends:
         model = fresh_model().to(device)
-        if cuda:
+        if use_channels_last(device):
             model = model.to(memory_format=torch.channels_last)
         if args.task == "train":
             if backend == "onnxruntime":

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from singleshot.checkpoint import CheckpointError, read_torch_file
+from singleshot.checkpoint import CheckpointError, check_fields, read_torch_file
 from singleshot.interop.convert import InteropError, detect_kind, from_foreign
 from singleshot.interop.keymaps import FORMATS
 from singleshot.safetensors_io import is_safetensors, read_safetensors
@@ -72,10 +72,10 @@ def read_checkpoint(
     if kind is not None and found != kind:
         raise InteropError(f"{path}: expected a {kind} checkpoint but this is a {found} checkpoint")
     if found == "singleshot":
-        missing = [f for f in ("model", "state_dict", "classes") if f not in obj]
-        if missing:
-            raise InteropError(f"singleshot checkpoint {path} lacks the fields {missing}")
-        return obj
+        try:
+            return check_fields(obj, path)
+        except CheckpointError as exc:  # this module's callers catch InteropError
+            raise InteropError(str(exc)) from exc
     return from_foreign(obj, found, source=str(path))
 
 
