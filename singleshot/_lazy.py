@@ -1,5 +1,5 @@
-"""PEP 562 lazy exports shared by the package ``__init__`` files, so that ``singleshot --help`` and the config
-tools start without importing torch while ``from singleshot... import X`` works as before."""
+"""PEP 562 lazy exports shared by the package ``__init__`` files: ``singleshot --help`` and the config tools start
+without importing torch, and ``from singleshot... import X`` imports X's module when it runs."""
 
 from __future__ import annotations
 

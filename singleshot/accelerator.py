@@ -1,11 +1,14 @@
 """Accelerators: the one place that knows which device types exist and what each can do.
 
-Devices are CUDA (what this project's GPU checks run on), Intel XPU, Apple MPS, Habana HPU (seed 003 ports the MLPerf
-SSD to Gaudi) or the CPU, found through ``torch.accelerator`` where torch has it (2.6 and later), else through
-``torch.<type>``. The rest of the package asks for a capability (:func:`capabilities`: gradient scaling, the
-process-group backend, channels-last, pinned memory, cuDNN, DALI) or calls :func:`synchronize`, instead of
-branching on ``device.type == "cuda"``. CPU stays the tested fallback; the capability table for the other types
-follows their PyTorch support and is exercised on CUDA by ``scripts/gpu_check.sh``.
+Devices are CUDA (what this project's GPU checks run on), Intel XPU, Apple MPS, Habana HPU (Gaudi, where Intel Habana
+runs its port of the MLPerf SSD: HabanaAI/Model-References ``PyTorch/computer_vision/detection/mlcommons/SSD``) or the
+CPU, found through ``torch.accelerator`` where torch has it (2.6 and later), else through ``torch.<type>``. The rest
+of the package asks for a capability (:func:`capabilities`: gradient scaling, the process-group backend,
+channels-last, pinned memory, cuDNN, DALI) or calls :func:`synchronize`, instead of branching on
+``device.type == "cuda"``. CPU stays the tested fallback; the capability table for the other types follows their
+PyTorch support and is exercised on CUDA by ``scripts/gpu_check.sh``. :func:`in_process_group` and
+:func:`rank_and_world_size` say where this process stands in ``torch.distributed``, for every layer that shards or
+gathers.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.distributed as dist
 
 ACCELERATOR_TYPES = ("cuda", "xpu", "mps", "hpu")
 
@@ -92,6 +96,17 @@ def set_device(device: torch.device) -> None:
     setter = getattr(_module(device.type), "set_device", None)
     if callable(setter):
         setter(device)
+
+
+def in_process_group() -> bool:
+    """Whether this process has joined a ``torch.distributed`` process group (False on a torch built without
+    distributed support)."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def rank_and_world_size() -> tuple[int, int]:
+    """``(rank, world_size)`` in this process's ``torch.distributed`` process group; ``(0, 1)`` outside one."""
+    return (dist.get_rank(), dist.get_world_size()) if in_process_group() else (0, 1)
 
 
 @dataclass(frozen=True)

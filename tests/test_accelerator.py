@@ -56,3 +56,21 @@ def test_train_cli_reports_an_unavailable_device_without_a_traceback(
     assert main(["train", *tiny_overrides(tmp_path / "b", **{"train.precision": "fp16"})]) == 2
     err = capsys.readouterr().err
     assert "train.precision=fp16 needs a CUDA device" in err and "Traceback" not in err
+
+
+def test_process_group_questions(tmp_path: Path) -> None:
+    """Outside a process group: no group, rank 0 of 1; inside a one-process gloo group: the group's answer."""
+    import torch.distributed as dist
+
+    from singleshot.accelerator import in_process_group, rank_and_world_size
+    from singleshot.data.loader import ResumableSampler
+
+    assert not in_process_group() and rank_and_world_size() == (0, 1)
+    dist.init_process_group("gloo", init_method=(tmp_path / "store").as_uri(), rank=0, world_size=1)
+    try:
+        assert in_process_group() and rank_and_world_size() == (0, 1)
+        sampler = ResumableSampler(10)
+        assert (sampler.rank, sampler.num_replicas) == (0, 1)
+    finally:
+        dist.destroy_process_group()
+    assert not in_process_group()

@@ -103,3 +103,28 @@ def test_base_inheritance(tmp_path: Path) -> None:
 def test_config_from_dict_rejects_non_mapping() -> None:
     with pytest.raises(ConfigError, match="optim"):
         config_from_dict({"optim": 3})
+
+
+def test_an_earlier_key_name_is_read_as_the_present_one(tmp_path: Path) -> None:
+    """data.max_samples (MLPerf's name, and this key's earlier one) sets data.crop_attempts: in a file, an override
+    and a saved config dict; giving both names is an error, and --help-config names the earlier one."""
+    from singleshot.engine.config import RENAMED_KEYS, help_config, upgrade_keys
+    from singleshot.engine.data import train_transform
+
+    assert RENAMED_KEYS["data.max_samples"] == "data.crop_attempts"
+    path = tmp_path / "old.yaml"
+    path.write_text("base: mlperf_ssd300_resnet34\ndata:\n  max_samples: 50\n")
+    cfg = load_config(path)
+    assert cfg.data.crop_attempts == 50 and "max_samples" not in cfg.to_dict()["data"]
+    assert train_transform(cfg.data, 300).crop_attempts == 50
+    assert load_config(None, ["data.max_samples=50"]).data.crop_attempts == 50
+    assert config_from_dict({"data": {"max_samples": 50}}).data.crop_attempts == 50
+    saved = {"data": {"max_samples": 50, "batch_size": 4}, "optim": {"lr": 0.1}}
+    assert upgrade_keys(saved) == {"data": {"crop_attempts": 50, "batch_size": 4}, "optim": {"lr": 0.1}}
+    assert saved["data"]["max_samples"] == 50  # the caller's dict is left as it was
+    with pytest.raises(ConfigError, match=r"'data\.max_samples' is the earlier name of 'data\.crop_attempts'"):
+        config_from_dict({"data": {"max_samples": 50, "crop_attempts": 1}})
+    with pytest.raises(ConfigError, match=r"config key 'data\.crop_attempts': expected int"):
+        load_config(None, ["data.max_samples=many"])
+    row = next(line for line in help_config().splitlines() if line.startswith("data.crop_attempts "))
+    assert "(also read as data.max_samples)" in row

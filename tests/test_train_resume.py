@@ -106,3 +106,28 @@ def test_tiny_run_with_eval_report_and_mlperf_log(tmp_path: Path) -> None:
     assert [e["metadata"]["epoch_num"] for e in acc] == [1, 2]
     assert next(e for e in log if e["key"] == "epoch_start")["metadata"]["epoch_num"] == 1
     assert log[-1]["key"] == "run_stop" and log[-1]["metadata"]["status"] in ("success", "aborted")
+
+
+def test_a_run_saved_under_an_earlier_key_name_resumes(tmp_path: Path) -> None:
+    """A run folder whose checkpoint and config.yaml say data.max_samples (data.crop_attempts' earlier name)
+    resumes; a different value under the earlier name is still a different configuration."""
+    import yaml
+
+    from singleshot.checkpoint import atomic_save
+
+    def rename_back(config: dict) -> dict:
+        config["data"]["max_samples"] = config["data"].pop("crop_attempts")
+        return config
+
+    run = tmp_path / "run"
+    train(tiny_config(run, **{"train.max_steps": 2}))
+    for path in (run / "checkpoints").glob("*.pt"):
+        ckpt = load_checkpoint(path)
+        rename_back(ckpt["config"])
+        atomic_save(ckpt, path)
+    (run / "config.yaml").write_text(yaml.safe_dump(rename_back(yaml.safe_load((run / "config.yaml").read_text()))))
+    assert "max_samples" in load_checkpoint(run / "checkpoints" / "last.pt")["config"]["data"]
+    with pytest.raises(RunConfigMismatch, match=r"data\.crop_attempts: 1 -> 50"):
+        train(tiny_config(run, **{"train.max_steps": 4, "data.crop_attempts": 50}))
+    longer = train(tiny_config(run, **{"train.max_steps": 4}))
+    assert longer.status == "finished" and longer.step == 4

@@ -15,7 +15,7 @@ Knows nothing of models or the training engine.
 from singleshot._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
-# loading torch; `from singleshot... import X` works as before.
+# loading torch; `from singleshot... import X` imports X's module at that moment.
 _LAZY = {
     "DetectionDataset": "singleshot.data.base",
     "read_image": "singleshot.data.base",

@@ -13,7 +13,8 @@ Conventions:
   ``keep_empty=True``, which keeps them as negatives (the references skip images without annotations).
 
 The JSON is parsed with :mod:`json` and validated record by record rather than through ``pycocotools.COCO``,
-which neither validates nor says which record is broken; evaluation still uses pycocotools on the same file.
+which neither validates nor says which record is broken; evaluation scores against the same file (with
+faster-coco-eval, pycocotools' numbers).
 """
 
 from __future__ import annotations

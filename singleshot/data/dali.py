@@ -10,7 +10,7 @@ order of :class:`~singleshot.data.loader.ResumableSampler`, so sharding by rank,
 are those of the built-in loader. What DALI runs per recipe:
 
 * ``ssd``: ``random_bbox_crop`` with the MLPerf reference's choices (no crop, minimum IoU 0 / 0.1 / 0.3 / 0.5 / 0.7 /
-  0.9; window sides 0.3-1 of the image's, relative aspect 0.5-2, ``data.max_samples`` attempts per choice, boxes
+  0.9; window sides 0.3-1 of the image's, relative aspect 0.5-2, ``data.crop_attempts`` attempts per choice, boxes
   kept when their centre is inside), the crop fused into the decoder (``decoders.image_slice``), horizontal flip
   (``bb_flip`` + the mirror of ``crop_mirror_normalize``), resize, colour jitter with the recipe's ranges (hue
   +-18 degrees = 0.05 turn, saturation 0.5-1.5, brightness 0.875-1.125, contrast 0.5-1.5; DALI's ops in a fixed
@@ -128,7 +128,7 @@ class DaliLoader(LoaderPosition):
         num_threads: DALI CPU threads (``data.num_workers``; at least 1).
         device: "cpu" runs DALI's CPU backend (no GPU, no CUDA libraries); a CUDA device decodes with nvJPEG
             (``mixed``) and augments there.
-        crop_attempts: SSD crop attempts per choice (``data.max_samples``).
+        crop_attempts: SSD crop attempts per choice (``data.crop_attempts``).
         prefetch: DALI's prefetch queue depth (:attr:`prefetch_depth`).
         channels_last: yield images in channels-last memory.
     """

@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
-from singleshot.accelerator import capabilities, default_device
+from singleshot.accelerator import capabilities, default_device, rank_and_world_size
 from singleshot.data.base import DetectionDataset
 from singleshot.data.errors import BadImageError, DataLoadError
 from singleshot.data.photometric import IMAGENET_MEAN, IMAGENET_STD, DevicePhotometric, clamp_normalized, color_affine
@@ -185,10 +184,9 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         rank: int | None = None,
         drop_last: bool = False,
     ) -> None:
-        if num_replicas is None:
-            num_replicas = dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-        if rank is None:
-            rank = dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+        group_rank, group_size = rank_and_world_size()
+        num_replicas = group_size if num_replicas is None else num_replicas
+        rank = group_rank if rank is None else rank
         if not 0 <= rank < num_replicas:
             raise ValueError(f"rank {rank} is not in [0, {num_replicas})")
         self.length, self.shuffle, self.seed = length, shuffle, seed

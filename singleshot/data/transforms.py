@@ -56,11 +56,11 @@ def crop_iou(boxes: np.ndarray, window: tuple[float, float, float, float]) -> np
 
 
 def sample_ssd_crop(
-    boxes: np.ndarray, rng: random.Random, max_trials: int = 1
+    boxes: np.ndarray, rng: random.Random, attempts: int = 1
 ) -> tuple[tuple[float, float, float, float], np.ndarray] | None:
     """Choose an SSD crop window the way the MLPerf reference does.
 
-    Draw a choice uniformly from :data:`CROP_CHOICES`; "no crop" returns None. Otherwise make ``max_trials``
+    Draw a choice uniformly from :data:`CROP_CHOICES`; "no crop" returns None. Otherwise make ``attempts``
     attempts: width and height uniform in [0.3, 1] of the image's, rejected unless w/h is in [0.5, 2]; position
     uniform inside the image; accepted only if every box has IoU with the window above the minimum and at least one
     box centre lies strictly inside it. If no attempt is accepted, draw a new choice. An image without boxes accepts
@@ -69,7 +69,8 @@ def sample_ssd_crop(
     Args:
         boxes: ``float[N, 4]`` xyxy normalized to [0, 1] of the image.
         rng: the sample's random generator.
-        max_trials: attempts per choice (1 in the reference; 50 is the other MLPerf-allowed value).
+        attempts: windows tried per choice (MLPerf's ``max_samples``: 1 in the reference, 50 the other value the
+            rules allow).
 
     Returns:
         None (no crop) or ``((left, top, right, bottom) normalized, keep bool[N])`` where ``keep`` marks the boxes
@@ -81,7 +82,7 @@ def sample_ssd_crop(
         min_iou = rng.choice(CROP_CHOICES)
         if min_iou is None:
             return None
-        for _ in range(max_trials):
+        for _ in range(attempts):
             w, h = rng.uniform(0.3, 1.0), rng.uniform(0.3, 1.0)
             if not 0.5 <= w / h <= 2.0:
                 continue
@@ -204,7 +205,8 @@ class _Resize:
 
 
 class SSDTrainTransform(_Resize):
-    """The SSD training augmentation (seed 000 / MLPerf reference), boxes moving with the pixels.
+    """The MLPerf reference's SSD training augmentation, boxes moving with the pixels (``SSDTransformer`` and
+    ``SSDCropping`` in mlcommons/training ``retired_benchmarks/ssd-v1/ssd/utils.py``).
 
     Order: IoU-constrained random crop -> horizontal flip (p=0.5) -> resize to ``size x size`` -> ColorJitter(0.125,
     0.5, 0.5, 0.05) -> normalization (the last two drawn here, applied by the loader). ``crop=False`` leaves the crop
@@ -223,14 +225,14 @@ class SSDTrainTransform(_Resize):
         self,
         size: int,
         *,
-        crop_max_trials: int = 1,
+        crop_attempts: int = 1,
         flip_prob: float = 0.5,
         jitter: ColorJitterParams | None = ColorJitterParams(),
         crop: bool = True,
     ) -> None:
         super().__init__(size)
         self.crop = crop
-        self.crop_max_trials = crop_max_trials
+        self.crop_attempts = crop_attempts
         self.flip_prob = flip_prob
         self.jitter = jitter
 
@@ -240,7 +242,7 @@ class SSDTrainTransform(_Resize):
         h, w = height, width
         boxes = target["boxes"].numpy() / np.array([w, h, w, h], dtype=np.float32)  # (N, 4) xyxy normalized
         labels = target["labels"]
-        crop = sample_ssd_crop(boxes, rng, self.crop_max_trials) if self.crop else None
+        crop = sample_ssd_crop(boxes, rng, self.crop_attempts) if self.crop else None
         window = None
         if crop is not None:
             (fx0, fy0, fx1, fy1), keep = crop

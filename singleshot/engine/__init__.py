@@ -3,7 +3,7 @@
 from singleshot._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
-# loading torch; `from singleshot... import X` works as before.
+# loading torch; `from singleshot... import X` imports X's module at that moment.
 _LAZY = {
     "TrainConfig": "singleshot.engine.config",
     "apply_overrides": "singleshot.engine.config",

@@ -16,7 +16,7 @@ import yaml
 from torch import nn
 
 from singleshot.checkpoint import atomic_save, load_checkpoint, make_checkpoint, unwrap
-from singleshot.engine.config import config_diff
+from singleshot.engine.config import config_diff, upgrade_keys
 from singleshot.engine.ema import ModelEMA
 
 PREVIOUS_LAST = "last.prev.pt"  # the last.pt before the newest one, kept as a fallback for resuming
@@ -133,10 +133,12 @@ def resume_point(
     Candidates are ``checkpoints/last.pt``, then the other ``checkpoints/*.pt`` files (``last.prev.pt``,
     ``best.pt``, ...) newest first; an empty, corrupt, foreign or state-less file is passed over and named in
     ``note`` (which says which file is used and why). Keys in ``mutable`` may differ (they change how a run is
-    watched or how long it is, not what it computes). With ``set_aside`` (the run's main process), a file passed
-    over is renamed to ``<name>.unreadable`` when an older one is used, so that the next save does not keep it as
-    ``last.prev.pt`` and the evidence stays for inspection. A folder with a ``config.yaml`` but no checkpoint yet
-    (killed early) is checked the same way and starts over; an unreadable ``config.yaml`` there is ignored.
+    watched or how long it is, not what it computes); a key the saved config has under an earlier name
+    (:data:`~singleshot.engine.config.RENAMED_KEYS`) is compared under its present one. With ``set_aside`` (the
+    run's main process), a file passed over is renamed to ``<name>.unreadable`` when an older one is used, so that
+    the next save does not keep it as ``last.prev.pt`` and the evidence stays for inspection. A folder with a
+    ``config.yaml`` but no checkpoint yet (killed early) is checked the same way and starts over; an unreadable
+    ``config.yaml`` there is ignored.
 
     Raises:
         RunConfigMismatch: naming the folder and the differing keys with old and new values.
@@ -175,6 +177,7 @@ def resume_point(
             return None, ""  # damaged and nothing to resume: the run starts over and rewrites it
     else:
         return None, ""
+    old = upgrade_keys(old)  # a run saved before a key was renamed compares under the present names
     changed = [k for k in config_diff(old, config) if k not in mutable]
     if changed:
         details = "; ".join(f"{k}: {_lookup(old, k)!r} -> {_lookup(config, k)!r}" for k in changed[:8])

@@ -84,7 +84,7 @@ class DataConfig(_Choices):
     # "ssd" (IoU crop, flip, colour jitter: MLPerf, NVIDIA v1.1) | "area_crop" (crop of 75-100% area, aspect
     # 0.75-3, flip: NVIDIA SSD320 v1.2) | "light" (flip + colour jitter, no crop) | "none" (resize + normalize only)
     augment: Literal["ssd", "area_crop", "light", "none"] = "ssd"
-    max_samples: int = 1  # SSD random-crop attempts per choice (MLPerf allows 1 or 50)
+    crop_attempts: int = 1  # SSD random-crop attempts per choice of minimum IoU (MLPerf's max_samples: 1 or 50)
     val_limit: int | None = None  # evaluate on the first N validation images only
     train_images: str | None = None  # image folder of a COCO JSON given as data.train (default: found near the JSON)
     val_images: str | None = None  # image folder of a COCO JSON given as data.val (default: found near the JSON)
@@ -244,6 +244,7 @@ def help_config() -> str:
     Built from the dataclasses without instantiating them, so it needs no model registry (and no torch).
     """
     rows: list[tuple[str, str, str, str]] = []
+    earlier = {new: old for old, new in RENAMED_KEYS.items()}
     for section, cls in _sections():
         comments = _field_comments(cls)
         hints = typing.get_type_hints(cls)
@@ -252,14 +253,46 @@ def help_config() -> str:
             tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             if typing.get_origin(hints[f.name]) is Literal:  # the choices themselves, not the annotation
                 tp = "|".join(typing.get_args(hints[f.name]))
-            rows.append((f"{section}.{f.name}", tp, yaml.safe_dump(default, default_flow_style=True).strip()
-                         .removesuffix("...").strip(), comments.get(f.name, "")))
+            key, comment = f"{section}.{f.name}", comments.get(f.name, "")
+            if key in earlier:
+                comment += f" (also read as {earlier[key]})"
+            rows.append((key, tp, yaml.safe_dump(default, default_flow_style=True).strip()
+                         .removesuffix("...").strip(), comment))
     wk = max(len(r[0]) for r in rows)
     wt = max(len(r[1]) for r in rows)
     wd = min(max(len(r[2]) for r in rows), 14)
     lines = [f"{'key':<{wk}}  {'type':<{wt}}  {'default':<{wd}}  meaning"]
     lines += [f"{k:<{wk}}  {t:<{wt}}  {d:<{wd}}  {c}" for k, t, d, c in rows]
     return "\n".join(lines)
+
+
+# A key's earlier name -> its present one: a config file, an override and a saved run's config (config.yaml, a
+# checkpoint's config) may give the name on the left for the key on the right.
+RENAMED_KEYS = {"data.max_samples": "data.crop_attempts"}
+
+
+def upgrade_keys(data: dict[str, Any]) -> dict[str, Any]:
+    """A copy of the nested config dict ``data`` with renamed keys under their present names (anything but a
+    mapping comes back as it is, for the config checks to name).
+
+    Raises:
+        ConfigError: ``data`` gives a key under both names.
+    """
+    if not isinstance(data, dict):
+        return data
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for old, new in RENAMED_KEYS.items():
+        (old_section, old_name), (new_section, new_name) = old.split("."), new.split(".")
+        section = out.get(old_section)
+        if not isinstance(section, dict) or old_name not in section:
+            continue
+        target = out.setdefault(new_section, {})
+        if not isinstance(target, dict):
+            continue  # the section itself is wrong: building the config names it
+        if new_name in target:
+            raise ConfigError(f"config key {old!r} is the earlier name of {new!r}; give only {new!r}")
+        target[new_name] = section.pop(old_name)
+    return out
 
 
 # Keys that may differ when resuming a run: they change how it is watched, not what it computes.
@@ -334,8 +367,9 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
 
 
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
-    """Build a :class:`TrainConfig`; missing keys take the defaults, unknown keys and bad types raise."""
-    return _build(TrainConfig, data or {}, "")
+    """Build a :class:`TrainConfig`; missing keys take the defaults, renamed keys (:data:`RENAMED_KEYS`) their
+    present names, unknown keys and bad types raise."""
+    return _build(TrainConfig, upgrade_keys(data or {}), "")
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
@@ -352,7 +386,7 @@ def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
-        parts = key.strip().split(".")
+        parts = RENAMED_KEYS.get(key.strip(), key.strip()).split(".")
         node = data
         for i, part in enumerate(parts):
             if not isinstance(node, dict) or part not in node:
@@ -403,6 +437,10 @@ def _read_yaml(path_or_preset: str | Path, depth: int = 0) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{where}: the top level must be a mapping of sections")
     base = data.pop("base", None)
+    try:  # before merging: this file's earlier names override the base's present ones
+        data = upgrade_keys(data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     if base is not None:
         if depth > 8:
             raise ConfigError(f"{where}: 'base' chain too deep (a cycle?)")

@@ -102,7 +102,7 @@ def build_data(
     train_tf = train_transform(cfg, image_size)
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
-        "num_threads": cfg.num_workers, "device": device, "crop_attempts": cfg.max_samples,
+        "num_threads": cfg.num_workers, "device": device, "crop_attempts": cfg.crop_attempts,
         "channels_last": channels_last,
     }  # fmt: skip
     dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}.get(cfg.augment)  # "light": none in DALI
@@ -190,7 +190,7 @@ def _open_datasets(cfg: DataConfig, world_size: int) -> tuple[DetectionDataset, 
 def train_transform(cfg: DataConfig, image_size: int) -> Any:
     """The training augmentation ``data.augment`` names (a ``Literal``: the config checker admits nothing else)."""
     if cfg.augment == "ssd":
-        return SSDTrainTransform(image_size, crop_max_trials=cfg.max_samples)
+        return SSDTrainTransform(image_size, crop_attempts=cfg.crop_attempts)
     if cfg.augment == "area_crop":
         return AreaCropTrainTransform(image_size)
     if cfg.augment == "light":

@@ -21,7 +21,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from singleshot.accelerator import capabilities, set_device
+from singleshot.accelerator import capabilities, in_process_group, rank_and_world_size, set_device
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def _slurm_master(env: dict[str, str]) -> str:
 
 def init_distributed(info: DistInfo, device: torch.device) -> None:
     """Join the process group (no-op for a single process). Sets the CUDA device from ``local_rank``."""
-    if not info.enabled or dist.is_initialized():
+    if not info.enabled or in_process_group():
         return
     if info.launcher == "slurm":
         os.environ.setdefault("MASTER_ADDR", _slurm_master(dict(os.environ)))
@@ -89,7 +89,7 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
 
 
 def cleanup_distributed() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.destroy_process_group()
 
 
@@ -110,7 +110,7 @@ def wrap_model(model: nn.Module, device: torch.device, info: DistInfo) -> nn.Mod
 
 def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
     """Element-wise mean over ranks (in place; identity for one process)."""
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.all_reduce(values, op=dist.ReduceOp.SUM)
         values /= dist.get_world_size()
     return values
@@ -119,7 +119,7 @@ def all_reduce_mean(values: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def average_bn_stats(model: nn.Module) -> None:
     """Average BatchNorm running mean/var over ranks so every rank evaluates the same model."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+    if rank_and_world_size()[1] == 1:
         return
     for module in model.modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
@@ -128,5 +128,5 @@ def average_bn_stats(model: nn.Module) -> None:
 
 
 def barrier() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if in_process_group():
         dist.barrier()

@@ -63,7 +63,7 @@ class MLPerfLogger:
         warmup_steps: int,
         warmup_factor: float,
         decay_boundary_epochs: list[float],
-        max_samples: int,
+        crop_attempts: int,
         bn_span: int,
     ) -> None:
         """The submission and hyperparameter keys, logged once between init_start and init_stop."""
@@ -86,7 +86,7 @@ class MLPerfLogger:
             (C.OPT_LR_WARMUP_STEPS, warmup_steps),
             (C.OPT_LR_WARMUP_FACTOR, warmup_factor),
             (C.OPT_LR_DECAY_BOUNDARY_EPOCHS, decay_boundary_epochs),
-            (C.MAX_SAMPLES, max_samples),
+            (C.MAX_SAMPLES, crop_attempts),
             (C.MODEL_BN_SPAN, bn_span),
             (C.GRADIENT_ACCUMULATION_STEPS, 1),
         ):
@@ -125,7 +125,7 @@ class MLPerfHook(TrainHook):
             eval_samples=len(data.val) if data.val is not None else 0, base_lr=parts.base_lr,
             weight_decay=cfg.optim.weight_decay, warmup_steps=parts.schedule.warmup_steps,
             warmup_factor=cfg.schedule.warmup_start_factor, decay_boundary_epochs=list(cfg.schedule.milestones),
-            max_samples=cfg.data.max_samples, bn_span=cfg.data.batch_size,
+            crop_attempts=cfg.data.crop_attempts, bn_span=cfg.data.batch_size,
         )  # fmt: skip
         self.log.end(INIT_STOP)
 

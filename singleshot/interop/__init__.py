@@ -25,7 +25,7 @@ Importing this package is cheap: nothing is built until a function is called.
 from singleshot._lazy import lazy_exports
 
 # Names are imported on first use (PEP 562) so that `singleshot --help` and the config tools start without
-# loading torch; `from singleshot... import X` works as before.
+# loading torch; `from singleshot... import X` imports X's module at that moment.
 _LAZY = {
     "COCO_CATEGORIES": "singleshot.interop.coco",
     "COCO_CLASSES": "singleshot.interop.coco",
