@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from singleshot.accelerator import rank_and_world_size
 from singleshot.evaluation.groundtruth import coco_ground_truth, find_dataset
 from singleshot.evaluation.metrics import (
     STAT_NAMES,
@@ -62,11 +63,12 @@ def label_lookup(label_to_category_id: dict[int, int], device: torch.device) -> 
 
 def _gather_rows(rows: np.ndarray, seen: list[int]) -> tuple[np.ndarray, list[int]] | None:
     """All ranks' rows on rank 0 (None elsewhere); images repeated by the sampler's padding are counted once."""
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    rank, world_size = rank_and_world_size()
+    if world_size == 1:
         return rows, seen
-    gathered: list[Any] = [None] * dist.get_world_size() if dist.get_rank() == 0 else []
-    dist.gather_object((rows, seen), gathered if dist.get_rank() == 0 else None, dst=0)
-    if dist.get_rank() != 0:
+    gathered: list[Any] = [None] * world_size if rank == 0 else []
+    dist.gather_object((rows, seen), gathered if rank == 0 else None, dst=0)
+    if rank != 0:
         return None
     all_rows, all_seen, done = [], [], set()
     for rank_rows, rank_seen in gathered:
@@ -78,7 +80,7 @@ def _gather_rows(rows: np.ndarray, seen: list[int]) -> tuple[np.ndarray, list[in
 
 
 def _broadcast(result: dict[str, Any] | None) -> dict[str, Any]:
-    if not (dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1):
+    if rank_and_world_size()[1] == 1:
         assert result is not None
         return result
     box = [result]
@@ -126,7 +128,7 @@ def evaluate(
         if dataset is None:
             raise ValueError("pass label_to_category_id: the loader has no singleshot dataset to take it from")
         label_to_category_id = dataset.label_to_category_id
-    if ground_truth is None and (dataset is None or not dist.is_initialized() or dist.get_rank() == 0):
+    if ground_truth is None and (dataset is None or rank_and_world_size()[0] == 0):
         if dataset is None:
             raise ValueError("pass ground_truth: the loader has no singleshot dataset to build it from")
         ground_truth = coco_ground_truth(dataset)
