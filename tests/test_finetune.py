@@ -44,7 +44,7 @@ def test_class_rows_follow_names(tmp_path: Path, name: str, capsys: pytest.Captu
     fresh_state = model.state_dict()
     head = _class_head_anchors(name, 5)
     assert head, "the class head tensors are found"
-    bg = 1 if model.spec.classifier == "softmax" else 0  # rows: softmax [bg, c1..cK], sigmoid [c1..cK]
+    bg = int(model.spec.classifier.has_background)  # rows: softmax [bg, c1..cK], sigmoid [c1..cK]
     for key, anchors in head.items():
         old, new = _rows(src[key], anchors), _rows(fresh_state[key], anchors)
         assert new.shape[0] == 4 + bg

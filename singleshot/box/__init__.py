@@ -8,6 +8,7 @@ from singleshot.box.anchors import (
     default_boxes,
     default_boxes_xyxy,
 )
+from singleshot.box.classifier import SIGMOID, SOFTMAX, Classifier, classifier_named
 from singleshot.box.coder import (
     MLPERF_MATCH,
     TF_ARGMAX_MATCH,
@@ -23,10 +24,13 @@ from singleshot.box.postprocess import PostprocessConfig, PostProcessor
 
 __all__ = [
     "MLPERF_MATCH",
+    "SIGMOID",
+    "SOFTMAX",
     "SSD300_ANCHORS",
     "TF_ARGMAX_MATCH",
     "AnchorSpec",
     "BoxCoder",
+    "Classifier",
     "FocalLoss",
     "MatchRule",
     "MultiBoxLoss",
@@ -35,6 +39,7 @@ __all__ = [
     "PostprocessConfig",
     "SSDAnchorSpec",
     "TargetEncoder",
+    "classifier_named",
     "default_boxes",
     "default_boxes_xyxy",
     "group_score_order",

@@ -125,10 +125,11 @@ def match_positives(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Match default boxes to ground truth and list the positives.
 
-    Default rule, the MLPerf reference's (seed 000, step 1): every anchor takes its highest-IoU ground truth (the
-    first one on ties) if that IoU is > ``iou_threshold``; then every ground-truth box is forced onto its single best
-    anchor (when two boxes share a best anchor, the one with the higher index wins, as the reference's in-order
-    assignment does). ``rule`` (which then replaces ``iou_threshold``) selects ``>=`` and first-wins instead, TF's
+    Default rule, the MLPerf reference's (``Encoder.encode`` in mlcommons/training
+    ``retired_benchmarks/ssd-v1/ssd/utils.py``): every anchor takes its highest-IoU ground truth (the first one on
+    ties) if that IoU is > ``iou_threshold``; then every ground-truth box is forced onto its single best anchor
+    (when two boxes share a best anchor, the one with the higher index wins, as the reference's in-order assignment
+    does). ``rule`` (which then replaces ``iou_threshold``) selects ``>=`` and first-wins instead, TF's
     ``ArgMaxMatcher`` (:data:`TF_ARGMAX_MATCH`).
 
     Args:

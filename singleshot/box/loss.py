@@ -31,7 +31,8 @@ def offsets_giou_loss(pred: Tensor, target: Tensor, coder: BoxCoder) -> Tensor:
 
 
 class MultiBoxLoss(nn.Module):
-    """SSD loss with hard-negative mining, as in the MLPerf reference (seed 000, step 2-3).
+    """SSD loss with hard-negative mining, as the MLPerf reference computes it (``Loss`` in mlcommons/training
+    ``retired_benchmarks/ssd-v1/ssd/base_model.py``).
 
     Per image: smooth-L1 (beta 1) over the offsets of the P positive anchors (or, with ``box_loss="giou"``,
     ``giou_weight * (1 - GIoU)`` of their decoded boxes, :func:`offsets_giou_loss`), plus softmax cross-entropy over the

@@ -3,8 +3,9 @@
 Per image and class: scores above ``score_threshold``, greedy NMS at ``nms_iou``, then the ``max_detections`` best
 of the image. The per-class limit ``candidates_per_class`` has two published meanings (``per_class_cap``):
 
-* ``"before_nms"``, MLPerf evaluation (seed 000 / RECIPES.md, SSD300): the best ``candidates_per_class`` scores of
-  each class *enter* NMS; everything NMS keeps from them stays.
+* ``"before_nms"``, MLPerf evaluation (SSD300; ``Encoder.decode_single`` in mlcommons/training
+  ``retired_benchmarks/ssd-v1/ssd/utils.py``): the best ``candidates_per_class`` scores of each class *enter* NMS;
+  everything NMS keeps from them stays.
 * ``"after_nms"``, TF object-detection API's ``batch_multiclass_non_max_suppression`` (SSD320 v1.2): every
   candidate enters NMS, and the first ``candidates_per_class`` boxes NMS *keeps* stay (``max_size_per_class``).
 
@@ -18,7 +19,6 @@ The choice is :func:`singleshot.box.coder.sync_free`'s, the target encoder's and
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert
 
 from singleshot.box.anchors import AnchorSpec, default_boxes
+from singleshot.box.classifier import SOFTMAX, Classifier, classifier_named
 from singleshot.box.coder import BoxCoder, sync_free
 from singleshot.box.nms import group_score_order, grouped_nms
 from singleshot.box.postprocess_fixed import fixed_shape_detections
@@ -82,22 +83,21 @@ class PostProcessor(nn.Module):
 
     Args:
         anchors: default-box spec the outputs refer to.
-        classifier: "softmax" (channel 0 is background) or "sigmoid" (channel c is label c + 1).
+        classifier: the head's classifier kind, :data:`~singleshot.box.classifier.SOFTMAX` (channel 0 is the
+            background) or :data:`~singleshot.box.classifier.SIGMOID` (channel c is label c + 1), or its name.
         config: thresholds and limits (:class:`PostprocessConfig`).
     """
 
     def __init__(
         self,
         anchors: AnchorSpec,
-        classifier: str = "softmax",
+        classifier: Classifier | str = SOFTMAX,
         config: PostprocessConfig | None = None,
         coder: BoxCoder | None = None,
     ) -> None:
         super().__init__()
-        if classifier not in ("softmax", "sigmoid"):
-            raise ValueError(f"classifier must be 'softmax' or 'sigmoid', got {classifier!r}")
         self.anchors = anchors
-        self.classifier = classifier
+        self.classifier = classifier_named(classifier)
         self.config = config or PostprocessConfig()
         self.coder = coder or BoxCoder()
 
@@ -123,39 +123,25 @@ class PostProcessor(nn.Module):
         """Every (image, anchor, class) above the threshold, in (image, anchor, class) order; None when there are
         more than ``B * classes * saturation_k`` of them (then a per-group top-k should come first)."""
         thr = self.config.score_threshold
+        kind = self.classifier
         b, a, c = logits.shape
-        k = c - 1 if self.classifier == "softmax" else c
-        if self.classifier == "softmax":
-            # p_c = exp(l_c - logsumexp(l)) > thr needs l_c > l_0 + log(thr): a bound from one pass, missing nothing.
-            passing = logits[..., 1:].amax(dim=-1) > logits[..., 0] + math.log(thr)  # (B, A)
-        else:
-            passing = logits.amax(dim=-1) > math.log(thr / (1 - thr))  # sigmoid(l) > thr  <=>  l > logit(thr)
+        k = kind.num_foreground(c)
+        passing = kind.rows_may_pass(logits, thr)  # (B, A)
         img, anchor = passing.nonzero(as_tuple=True)  # (N,) each
         if img.numel() <= _DENSE_FRACTION * b * a or a <= saturation_k:
             rows = logits.reshape(-1, c).index_select(0, img * a + anchor)  # (N, C)
-            if self.classifier == "softmax":
-                probs = (rows[:, 1:] - rows.logsumexp(dim=-1, keepdim=True)).exp_()  # (N, K)
-            else:
-                probs = rows.sigmoid()  # (N, K)
+            probs = kind.foreground_probs(rows)  # (N, K)
             row, cls = (probs > thr).nonzero(as_tuple=True)
             return img[row], anchor[row], cls, probs[row, cls]
         # Dense: a superset of the candidates from one comparison pass (the margin absorbs exp/log rounding), then
         # the same exact probability test as the sparse case on those entries only.
-        if self.classifier == "softmax":
-            lse = logits.logsumexp(dim=-1)  # (B, A)
-            maybe = logits[..., 1:] > (lse + (math.log(thr) - _MARGIN))[..., None]  # (B, A, K)
-        else:
-            lse = None
-            maybe = logits > math.log(thr / (1 - thr)) - _MARGIN  # (B, A, K)
+        normalizer = kind.log_normalizer(logits)  # (B, A) or None
+        maybe = kind.keys_above(logits, normalizer, kind.key_threshold(thr) - _MARGIN)  # (B, A, K)
         if int(maybe.count_nonzero()) > b * k * saturation_k:  # count_nonzero: ~5x faster than a bool sum
             return None
         flat = maybe.view(-1).nonzero().flatten()  # (N,) into (B, A, K), ascending
         cls, row = flat % k, flat // k  # row = image * A + anchor
-        if lse is None:
-            probs = logits.reshape(-1).index_select(0, flat).sigmoid()
-        else:
-            values = logits.reshape(-1).index_select(0, row * c + cls + 1)  # foreground channel cls + 1
-            probs = (values - lse.view(-1).index_select(0, row)).exp_()
+        probs = kind.key_probs(kind.entry_keys(logits, normalizer, row, cls))
         ok = (probs > thr).nonzero().flatten()
         row = row.index_select(0, ok)
         return row // a, row % a, cls.index_select(0, ok), probs.index_select(0, ok)
@@ -165,12 +151,7 @@ class PostProcessor(nn.Module):
         (image, class), then the threshold. Equal scores at the cut may be taken in any order (``topk``'s), unlike
         the other cases."""
         k = k or self.config.candidates_per_class
-        if self.classifier == "softmax":
-            probs = (logits[..., 1:] - logits.logsumexp(dim=-1, keepdim=True)).exp_()  # as the sparse path computes
-            scores, anchor = probs.topk(k, dim=1)  # (B, k, K) each
-        else:
-            top_logits, anchor = logits.topk(k, dim=1)  # sigmoid is monotonic: rank the logits
-            scores = top_logits.sigmoid()
+        scores, anchor = self.classifier.top_anchors(logits, k)  # (B, k, K) each
         img, slot, cls = (scores > self.config.score_threshold).nonzero(as_tuple=True)
         # Back to (image, anchor) order, as the sparse case lists them (the later score sort is stable).
         anchor, score = anchor[img, slot, cls], scores[img, slot, cls]
@@ -182,15 +163,10 @@ class PostProcessor(nn.Module):
 
         ``logits [B, A, C]``, ``groups [U]`` flat ids ``image * classes + class`` -> ``(image, anchor, class,
         score)``, each ``[N]``, N <= U * k."""
-        c = logits.shape[-1]
-        num_cls = c - 1 if self.classifier == "softmax" else c
+        kind = self.classifier
+        num_cls = kind.num_foreground(logits.shape[-1])
         img_u, cls_u = groups // num_cls, groups % num_cls
-        channel = cls_u + 1 if self.classifier == "softmax" else cls_u
-        values = logits[img_u, :, channel]  # (U, A)
-        if self.classifier == "softmax":
-            scores = (values - logits.index_select(0, img_u).logsumexp(dim=-1)).exp_()  # (U, A)
-        else:
-            scores = values.sigmoid()
+        scores = kind.key_probs(kind.channel_keys(logits, img_u, cls_u))  # (U, A)
         top, anchor = scores.topk(min(k, scores.shape[1]), dim=1)  # (U, k) each
         u, slot = (top > self.config.score_threshold).nonzero(as_tuple=True)
         return img_u[u], anchor[u, slot], cls_u[u], top[u, slot]
@@ -271,7 +247,7 @@ class PostProcessor(nn.Module):
     def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
         cfg = self.config
         b, _, c = cls_logits.shape
-        num_cls = c - 1 if self.classifier == "softmax" else c
+        num_cls = self.classifier.num_foreground(c)
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
         if sync_free(cls_logits.device):
             boxes, scores, labels, counts = fixed_shape_detections(self, bbox_regression, cls_logits, scale)

@@ -73,7 +73,7 @@ def fixed_shape_detections(
             s, bx, kp = _first_kept(s, bx, kp, cap)
             scores[rows], boxes[rows], keep[rows] = s, bx, kp
             counts = torch.zeros_like(counts)
-            counts[rows] = found  # only the groups redone now can need another round
+            counts[rows] = found  # only the groups redone in this round can need another one
     return _best_per_image(scores, boxes, keep, b, cfg.max_detections, scale)
 
 
@@ -87,20 +87,18 @@ def _groups(
     (unclipped), ``keep [U, k]`` bool (what NMS keeps, padding never) and ``counts [U]`` (candidates per group).
     """
     b, a, c = logits.shape
-    softmax = post.classifier == "softmax"
-    num_cls = c - 1 if softmax else c
+    kind = post.classifier
+    num_cls = kind.num_foreground(c)
+    # Groups rank the classifier's keys (log-probabilities, or logits for the sigmoid), ordered like the scores.
     if groups is None:
-        fg = logits[..., 1:] - logits.logsumexp(dim=-1, keepdim=True) if softmax else logits  # (B, A, K)
-        top, anchor = fg.transpose(1, 2).topk(k, dim=-1)  # (B, K, k)
+        keys = kind.score_keys(logits)  # (B, A, K)
+        top, anchor = keys.transpose(1, 2).topk(k, dim=-1)  # (B, K, k)
         top, anchor = top.flatten(0, 1), anchor.flatten(0, 1)  # (U, k)
         img = torch.arange(b * num_cls, device=logits.device) // num_cls  # (U,)
     else:
         img, cls = groups // num_cls, groups % num_cls
-        values = logits[img, :, cls + 1 if softmax else cls]  # (U, A)
-        fg = values - logits.index_select(0, img).logsumexp(dim=-1) if softmax else values
-        top, anchor = fg.topk(k, dim=-1)  # (U, k)
-    # Both classifiers rank a monotonic transform of the score: log-probabilities, or logits for the sigmoid.
-    scores = top.exp() if softmax else top.sigmoid()  # (U, k)
+        top, anchor = kind.channel_keys(logits, img, cls).topk(k, dim=-1)  # (U, A) -> (U, k)
+    scores = kind.key_probs(top)  # (U, k)
     # The list path's order within a group: descending score, ties by ascending anchor.
     order = ((descending_score_key(scores) << _bits(a)) | anchor).argsort(dim=-1)
     scores, anchor = scores.gather(-1, order), anchor.gather(-1, order)

@@ -135,7 +135,7 @@ def load_weights(
     elif len(classes) != k:
         raise ValueError(f"{len(classes)} class names given for a model with {k} classes")
     spec = inner.spec
-    background = spec.num_outputs(inner.num_classes) == inner.num_classes
+    background = spec.classifier.has_background
     same_classes = classes is not None and list(classes) == src_classes
     head = {} if same_classes else _class_head_anchors(spec.name, inner.num_classes)
     src_label = {name: i for i, name in enumerate(src_classes, start=1)}

@@ -8,6 +8,7 @@ from pathlib import Path
 from torch import nn
 
 from singleshot.box.anchors import SSD300_ANCHORS, MultiscaleAnchorSpec, SSDAnchorSpec
+from singleshot.box.classifier import SIGMOID
 from singleshot.box.coder import TF_ARGMAX_MATCH, MatchRule
 from singleshot.box.postprocess import PostprocessConfig
 from singleshot.models.backbones import load_backbone_weights
@@ -55,7 +56,7 @@ def ssd300_resnet50(num_classes: int) -> nn.Module:
         "ssd320_resnet50_fpn",
         320,
         MultiscaleAnchorSpec(image_size=320),
-        classifier="sigmoid",
+        classifier=SIGMOID,
         loss="focal",
         box_loss_by_codesize=True,  # TF config: normalize_loc_loss_by_codesize: true
         match=TF_ARGMAX_MATCH,  # ArgMaxMatcher: IoU >= 0.5, first-listed box wins a shared forced anchor

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from singleshot.box.anchors import AnchorSpec
+from singleshot.box.classifier import SOFTMAX, Classifier, classifier_named
 from singleshot.box.coder import MatchRule
 from singleshot.box.postprocess import PostprocessConfig
 
@@ -17,7 +18,9 @@ class DetectorSpec:
         name: registry name, e.g. "ssd300_resnet34".
         image_size: square input side in pixels the model (and its default boxes) expect.
         anchors: the default-box spec; ``default_boxes(anchors)`` has one row per predicted box.
-        classifier: "softmax" (num_classes channels, 0 = background) or "sigmoid" (num_classes - 1 channels).
+        classifier: the head's classifier kind (:class:`~singleshot.box.classifier.Classifier`): ``SOFTMAX``
+            (num_classes channels, 0 = background) or ``SIGMOID`` (num_classes - 1 channels); its name ("softmax",
+            "sigmoid") is accepted and replaced by the object.
         loss: "multibox" (hard-negative-mined softmax) or "focal".
         box_loss: the multibox loss's box term: "smooth_l1" over the offsets (the published SSD300 recipes) or
             "giou" (``2 * (1 - GIoU)`` of the decoded boxes).
@@ -34,7 +37,7 @@ class DetectorSpec:
     name: str
     image_size: int
     anchors: AnchorSpec
-    classifier: str = "softmax"
+    classifier: Classifier = SOFTMAX
     loss: str = "multibox"
     box_loss: str = "smooth_l1"
     box_loss_by_codesize: bool = False
@@ -44,6 +47,9 @@ class DetectorSpec:
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     reference_backbone_file: str | None = None
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "classifier", classifier_named(self.classifier))
+
     def num_outputs(self, num_classes: int) -> int:
         """Classification channels for ``num_classes`` labels (background included)."""
-        return num_classes if self.classifier == "softmax" else num_classes - 1
+        return self.classifier.num_outputs(num_classes)
