@@ -18,10 +18,6 @@ from singleshot.box.classifier import SIGMOID, SOFTMAX, Classifier, classifier_n
 PACKAGE = Path(singleshot.__file__).parent
 OWNERS = ("models", "box")  # the packages that define the kind and may look at it
 KIND_NAMES = {"softmax", "sigmoid"}
-# Files that still compare the kind, each waiting for its own change (remove an entry once its file is fixed).
-PENDING = {
-    "inference/export.py",  # DetectionGraph.forward: to call self.post.classifier.foreground_probs
-}
 
 
 # ------------------------------------------------------------------------------------------------- the object
@@ -148,7 +144,6 @@ def test_no_module_outside_models_and_box_compares_the_kind() -> None:
         if rel.split("/")[0] in OWNERS:
             continue
         lines = kind_comparisons(path.read_text(encoding="utf-8"))
-        if lines and rel not in PENDING:
+        if lines:
             found[rel] = lines
     assert not found, f"compare the classifier kind (ask spec.classifier / post.classifier instead): {found}"
-    assert all((PACKAGE / rel).is_file() for rel in PENDING)

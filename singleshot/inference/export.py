@@ -107,7 +107,7 @@ class DetectionGraph(nn.Module):
         bbox_regression, cls_logits = self.model(images)
         # (B, A, 4) xyxy normalized; NMS sees unclipped boxes, as PostProcessor and the references do
         boxes = self.post.decode_boxes(bbox_regression)
-        probs = cls_logits.float().softmax(-1)[..., 1:] if self.post.classifier == "softmax" else cls_logits.sigmoid()
+        probs = self.post.classifier.foreground_probs(cls_logits.float())  # (B, A, K): the post-processor's scores
         scores = probs.transpose(1, 2)  # (B, A, K) -> (B, K, A); dense: the graph keeps fixed shapes up to NMS
         b, k, a = scores.shape
         top = min(cfg.candidates_per_class, a)
