@@ -109,12 +109,12 @@ def peak_flops(device: torch.device) -> float | None:
 # ---------------------------------------------------------------------------------------------------- training
 def make_train_step(model_name: str, batch: int, precision: str, device: torch.device, compile_model: bool) -> Any:
     """A :class:`TrainStep` over a fresh model, and a fixed synthetic batch already on the device."""
+    from singleshot import build_model
     from singleshot.box import TargetEncoder
     from singleshot.box.factory import build_loss
     from singleshot.engine.schedule import LRScheduler, build_schedule
     from singleshot.engine.step import TrainStep
     from singleshot.inference.bench_train import synthetic_targets
-    from singleshot.models import build_model
     from singleshot.precision import autocast
 
     torch.manual_seed(0)
@@ -402,8 +402,8 @@ def section_fed(s: Settings, budget: Budget, workdir: Path) -> list[dict[str, An
 def section_infer(s: Settings, budget: Budget, workdir: Path, compiled: bool) -> list[dict[str, Any]]:
     from dataclasses import asdict
 
+    from singleshot import build_model
     from singleshot.inference import bench
-    from singleshot.models import build_model
 
     rows: list[dict[str, Any]] = []
     precision = "fp16" if s.device.type == "cuda" else "fp32"

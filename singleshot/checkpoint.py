@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from singleshot.models import build_model
+from singleshot.models import build_architecture
 
 FORMAT = "singleshot"
 VERSION = 1
@@ -213,7 +213,7 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path | None = None
     if not isinstance(name, str) or not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise CheckpointError(f"{where}: field 'model' must hold a 'name' string and a 'num_classes' integer")
     try:
-        model = build_model(name, num_classes=num_classes)
+        model = build_architecture(name, num_classes=num_classes)
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{where}: field 'model': {' '.join(str(exc).split())}") from exc
     state = ckpt.get("state_dict")

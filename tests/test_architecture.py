@@ -144,3 +144,14 @@ def test_an_image_through_predict_enters_at_most_8_files_none_twice(tmp_path: Pa
     entered = [callee for caller, callee in entries if caller.startswith(("cli/", "inference/"))]
     assert entered[0] == "cli/predict.py" and "inference/core.py" in entered, entered
     assert len(entered) <= 8 and len(set(entered)) == len(entered), entered
+
+
+def test_one_build_model() -> None:
+    """``singleshot.build_model`` is the one function of that name; the registry's is ``build_architecture``."""
+    defined = [
+        _rel(path)
+        for path in _modules()
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.FunctionDef) and node.name == "build_model"
+    ]
+    assert defined == ["interop/weights.py"], defined

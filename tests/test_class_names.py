@@ -12,6 +12,7 @@ from data_fixtures import write_image
 from torch import Tensor, nn
 from train_helpers import tiny_overrides
 
+from singleshot import build_model
 from singleshot.checkpoint import make_checkpoint
 from singleshot.cli import main
 from singleshot.data import load_dataset
@@ -22,7 +23,7 @@ from singleshot.engine.config import load_config
 from singleshot.engine.trainer import Trainer
 from singleshot.evaluation import category_ids_by_name, evaluate
 from singleshot.inference.core import InferenceCore
-from singleshot.models import build_model, get_spec
+from singleshot.models import get_spec
 
 BOXES = [  # per image: (x, y, w, h, class name), pixels of a 64x48 image
     [(2, 3, 20, 14, "cat"), (30, 20, 16, 16, "dog")],

@@ -13,13 +13,13 @@ import torch
 from data_fixtures import make_coco
 from train_helpers import tiny_config
 
+from singleshot import build_model
 from singleshot.checkpoint import load_checkpoint
 from singleshot.data.formats import load_dataset
 from singleshot.engine.config import DataConfig, load_config
 from singleshot.engine.data import open_dataset
 from singleshot.engine.schedule import build_schedule
 from singleshot.engine.trainer import Trainer
-from singleshot.models import build_model
 
 
 def test_crowd_boxes_dropped_or_kept_as_ordinary_targets(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torchvision.ops import box_convert, box_iou, nms
 
+from singleshot import build_model
 from singleshot.box import (
     MLPERF_MATCH,
     TF_ARGMAX_MATCH,
@@ -24,7 +25,7 @@ from singleshot.box import (
 from singleshot.box.coder import anchor_iou
 from singleshot.box.factory import build_encoder, build_loss, build_postprocessor
 from singleshot.engine.optim import param_groups
-from singleshot.models import build_model, get_spec
+from singleshot.models import get_spec
 from singleshot.models.ssd_fpn import TFFeaturePyramid
 
 # ------------------------------------------------------------------------------------------------------------ loss

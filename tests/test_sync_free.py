@@ -100,10 +100,10 @@ def test_focal_loss_one_hot_without_a_host_read() -> None:
 def test_a_training_step_asks_the_host_for_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
     """The whole step with the real encoder and multibox loss, as an accelerator runs it (sync-free forms forced
     on the CPU): no operator that makes the host wait, after the first step (the focal loss: see above)."""
+    from singleshot import build_model
     from singleshot.box.factory import build_encoder, build_loss
     from singleshot.engine.schedule import LRScheduler, build_schedule
     from singleshot.engine.step import TrainStep
-    from singleshot.models import build_model
     from singleshot.precision import autocast
 
     monkeypatch.setattr(coder_module, "_SYNC_FREE", "1")
@@ -129,10 +129,10 @@ def test_a_training_step_asks_the_host_for_nothing(monkeypatch: pytest.MonkeyPat
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_real_training_step_on_cuda_without_a_host_sync(precision: str) -> None:
     """The real encoder, loss, fused SGD and (fp16) gradient scaler on CUDA: no step after the first synchronizes."""
+    from singleshot import build_model
     from singleshot.box.factory import build_encoder, build_loss
     from singleshot.engine.schedule import LRScheduler, build_schedule
     from singleshot.engine.step import TrainStep
-    from singleshot.models import build_model
     from singleshot.precision import autocast
 
     device = torch.device("cuda")

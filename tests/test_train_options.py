@@ -8,9 +8,9 @@ import pytest
 import torch
 from train_helpers import tiny_config
 
+from singleshot import build_model
 from singleshot.checkpoint import load_checkpoint
 from singleshot.engine.trainer import Trainer
-from singleshot.models import build_model
 
 
 def test_frozen_backbone_bn_stays_frozen_while_the_rest_trains(tmp_path: Path) -> None:

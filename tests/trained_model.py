@@ -49,7 +49,7 @@ def _architecture_fingerprint() -> str:
     """A short hash of ssd_tiny's tensor names and shapes: a cached run of an older architecture is not reused."""
     import hashlib
 
-    from singleshot.models import build_model
+    from singleshot import build_model
 
     state = build_model("ssd_tiny", num_classes=TINY_CLASSES).state_dict()
     text = ";".join(f"{k}:{tuple(v.shape)}" for k, v in state.items())

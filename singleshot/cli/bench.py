@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.inference import bench
     from singleshot.inference.bench_train import train_bench
     from singleshot.inference.loading import load_model
-    from singleshot.models import build_model
+    from singleshot.models import build_architecture
     from singleshot.precision import resolve_precision
 
     device = torch.device(args.device) if args.device else default_device()
@@ -61,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
     def fresh_model() -> torch.nn.Module:
         if args.checkpoint:
             return load_model(args.checkpoint, device="cpu").module
-        return build_model(args.model or ("ssd300_resnet50" if cuda else "ssd_tiny"), num_classes=args.num_classes)
+        name = args.model or ("ssd300_resnet50" if cuda else "ssd_tiny")
+        return build_architecture(name, num_classes=args.num_classes)
 
     name = fresh_model().spec.name
     rows: list[bench.BenchRow] = []

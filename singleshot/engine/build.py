@@ -33,7 +33,7 @@ from singleshot.engine.step import TrainStep
 from singleshot.evaluation import category_ids_by_name
 from singleshot.inference.core import InferenceCore
 from singleshot.interop.weights import load_weights
-from singleshot.models import build_model, get_spec
+from singleshot.models import build_architecture, get_spec
 from singleshot.models.backbones import freeze_batchnorm, load_backbone_weights
 from singleshot.models.spec import DetectorSpec
 from singleshot.precision import autocast
@@ -179,7 +179,7 @@ def _model(
     a resumed one continues from its checkpoint), BatchNorm frozen when asked, on the device."""
     mc, main = cfg.model, info.is_main
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = build_model(mc.name, num_classes)
+    model = build_architecture(mc.name, num_classes)
     if mc.pretrained_backbone is not None:  # loaded here so that only the file's errors are reported under its key
         try:
             load_backbone_weights(model.backbone, mc.pretrained_backbone, arch=model.backbone_arch)

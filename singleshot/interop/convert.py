@@ -17,7 +17,7 @@ from torch import Tensor
 from singleshot.checkpoint import FORMAT, VERSION, is_singleshot_checkpoint
 from singleshot.interop.coco import COCO_CLASSES, COCO_LABEL_TO_CATEGORY_ID
 from singleshot.interop.keymaps import FORMATS, ForeignFormat
-from singleshot.models import build_model, get_spec
+from singleshot.models import build_architecture, get_spec
 
 # Wrapper prefixes that may precede every key: DDP / DataParallel, and torch.compile.
 _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
@@ -93,7 +93,7 @@ def detect_kind(obj: Any) -> str:
 def _target_shapes(model_name: str, num_classes: int) -> dict[str, torch.Size]:
     # Built on the meta device: all names and shapes, no memory, no initialisation cost.
     with torch.device("meta"):
-        model = build_model(model_name, num_classes=num_classes)
+        model = build_architecture(model_name, num_classes=num_classes)
     return {k: v.shape for k, v in model.state_dict().items()}
 
 

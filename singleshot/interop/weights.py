@@ -27,7 +27,7 @@ from torch import Tensor, nn
 from singleshot.checkpoint import unwrap
 from singleshot.interop.convert import strip_wrapper_prefixes
 from singleshot.interop.reader import read_checkpoint
-from singleshot.models import build_model as _build_model
+from singleshot.models import build_architecture
 
 
 @dataclass
@@ -67,8 +67,8 @@ def _class_head_anchors(name: str, num_classes: int) -> dict[str, int]:
     initialisation) and comparing shapes, so any head layout registered in :mod:`singleshot.models` works.
     """
     with torch.device("meta"):
-        a = _build_model(name, num_classes=num_classes).state_dict()
-        b = _build_model(name, num_classes=num_classes + 1).state_dict()
+        a = build_architecture(name, num_classes=num_classes).state_dict()
+        b = build_architecture(name, num_classes=num_classes + 1).state_dict()
     return {k: int(b[k].shape[0] - v.shape[0]) for k, v in a.items() if b[k].shape != v.shape}
 
 
@@ -189,15 +189,19 @@ def build_model(
     weights: str | os.PathLike[str] | None = None,
     classes: Sequence[str] | None = None,
 ) -> nn.Module:
-    """:func:`singleshot.models.build_model`, plus starting weights from a trained detector.
+    """The one way to make a detector: the registered architecture (:func:`singleshot.models.build_architecture`),
+    plus starting weights from a trained detector.
 
     Args:
-        name, num_classes, pretrained_backbone: as :func:`singleshot.models.build_model`.
+        name: one of :func:`singleshot.list_models`.
+        num_classes: labels including background (81 for COCO).
+        pretrained_backbone: a torchvision ImageNet file of the backbone (e.g. ``resnet34-333f7ec4.pth``), loaded
+            key-for-key into ``model.backbone``; never downloaded.
         weights: a singleshot, MLPerf or NVIDIA SSD300 checkpoint to start from (see :func:`load_weights`, whose
             one-line summary is printed).
         classes: the model's class names, for carrying class-head rows over by name (see :func:`load_weights`).
     """
-    model = _build_model(name, num_classes=num_classes, pretrained_backbone=pretrained_backbone)
+    model = build_architecture(name, num_classes=num_classes, pretrained_backbone=pretrained_backbone)
     if weights is not None:
         load_weights(model, weights, classes)
     elif classes is not None and len(classes) != num_classes - 1:

@@ -1,4 +1,8 @@
-"""The preset registry: ``build_model(name, ...)`` over named builder functions (timm's pattern)."""
+"""The preset registry: ``build_architecture(name, ...)`` over named builder functions (timm's pattern).
+
+:func:`singleshot.build_model` is the public way to make a model: this registry's architecture, plus starting weights
+from a trained detector (:mod:`singleshot.interop.weights`); the packages below it (checkpoints, interop, the engine)
+use :func:`build_architecture` directly."""
 
 from __future__ import annotations
 
@@ -115,7 +119,7 @@ def ssd_tiny(num_classes: int) -> nn.Module:
 
 
 def list_models() -> list[str]:
-    """Names accepted by :func:`build_model`."""
+    """Names accepted by :func:`build_architecture` (and :func:`singleshot.build_model`)."""
     return sorted(_BUILDERS)
 
 
@@ -126,8 +130,10 @@ def get_spec(name: str) -> DetectorSpec:
     return _SPECS[name]
 
 
-def build_model(name: str, num_classes: int = 81, pretrained_backbone: str | Path | None = None) -> nn.Module:
-    """Build a registered detector.
+def build_architecture(
+    name: str, num_classes: int = 81, pretrained_backbone: str | Path | None = None
+) -> nn.Module:
+    """Build a registered detector with fresh weights (the backbone's from a torchvision file when given).
 
     Args:
         name: one of :func:`list_models`.
