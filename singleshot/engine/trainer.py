@@ -15,22 +15,23 @@ with :class:`~singleshot.box.TargetEncoder`, forward runs under autocast, the lo
 all-reduce carries that flag, the stop flag and the loss to every rank so all ranks skip or stop together), then
 backward and the SGD step through the gradient scaler. A run folder re-used by the same command resumes from
 ``checkpoints/last.pt`` exactly where it stopped.
+
+:meth:`Trainer.run` sets the run up and tears it down; :meth:`Trainer._loop` is the whole loop, epochs and their
+steps, top to bottom. The methods after it are what the loop calls: the device's loss counts and their records,
+the evaluation, the checkpoints, the run's last lines and the report.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from singleshot.accelerator import resolve_device
 from singleshot.engine import distributed as D
-from singleshot.engine.build import build_training
+from singleshot.engine.build import TrainingParts, build_training
 from singleshot.engine.checkpointing import (
     PREVIOUS_LAST,
     resume_point,
@@ -39,6 +40,7 @@ from singleshot.engine.checkpointing import (
 )
 from singleshot.engine.config import RESUME_MUTABLE, ConfigError, TrainConfig
 from singleshot.engine.hooks import HookList, TrainHook
+from singleshot.engine.loop_state import EvaluationInterrupted, LossWindow, RunState, TrainingDiverged, TrainResult
 from singleshot.engine.mlperf import MLPerfHook
 from singleshot.engine.monitor import Monitor
 from singleshot.engine.runfolder import RunLock, remove_stale_temporaries, trim_metrics, write_text_atomic
@@ -46,13 +48,7 @@ from singleshot.engine.runtime import SectionTimer, StopRequest, seed_everything
 from singleshot.evaluation import STAT_NAMES, evaluate
 from singleshot.precision import resolve_precision
 
-
-class TrainingDiverged(RuntimeError):
-    """Too many non-finite losses in a row."""
-
-
-class EvaluationInterrupted(Exception):
-    """A signal arrived during an evaluation in a single-process run."""
+__all__ = ["EvaluationInterrupted", "RunState", "TrainResult", "Trainer", "TrainingDiverged", "train"]
 
 
 class _Interruptible:
@@ -66,38 +62,6 @@ class _Interruptible:
             if self.stop.signum:
                 raise EvaluationInterrupted
             yield batch
-
-
-@dataclass
-class TrainResult:
-    run_dir: Path
-    status: str  # "finished" | "target_reached" | "interrupted" | "already_finished"
-    step: int
-    epoch: int
-    best_map: float | None
-    final_stats: list[float] | None
-    wall_time: float
-    signum: int = 0
-    main: bool = True  # rank 0 (the process that prints and writes)
-
-
-@dataclass
-class RunState:
-    """What a run knows about itself across resumes (saved as the checkpoint's ``train_state``)."""
-
-    best_map: float | None = None  # best COCO mAP@[.5:.95] of the evaluations so far
-    last_eval_step: int = -1  # step of the last evaluation
-    bad_steps_total: int = 0  # steps skipped for a non-finite loss
-    elapsed: float = 0.0  # training wall seconds before this process started
-    finished: bool = False
-    status: str = "running"  # "running" | "finished" | "target_reached"
-    final_stats: list[float] | None = None  # the 12 COCO numbers of the last evaluation
-    eval_pending: bool = False  # a signal interrupted an evaluation: run it first on resume
-
-    @classmethod
-    def from_checkpoint(cls, saved: dict[str, Any]) -> RunState:
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in saved.items() if k in known})
 
 
 class Trainer:
@@ -130,11 +94,26 @@ class Trainer:
         # MLPerf's hook only when logging: every event of the loop goes through the hook list.
         mlperf = [MLPerfHook(True, cfg.eval.target_map)] if cfg.run.mlperf_log else []
         self.hooks = HookList([*mlperf, *(hooks or [])])
+        # What run() sets up: the parts, the position (epoch and step done), the state saved with them, the outputs.
+        self._parts: TrainingParts | None = None
+        self.epoch = 0  # epochs completed
+        self.step = 0  # optimizer steps done (skipped ones included)
+        self.state = RunState()
+        self.monitor = Monitor(None, 0)  # silent until run() opens the run folder's
+        self._t_start = 0.0  # perf_counter() when run() started: this process's share of the elapsed time
+
+    @property
+    def parts(self) -> TrainingParts:
+        """What the run trains with (built by :meth:`run`)."""
+        if self._parts is None:
+            raise RuntimeError("Trainer.parts: the training parts are built by Trainer.run()")
+        return self._parts
 
     # ----------------------------------------------------------------------------------------------- set-up
-    def _setup(self) -> None:
-        """The run folder, seeds and the checkpoint to resume; the training parts; the run's state. Random numbers
-        are restored last: nothing after that may draw any before the loop."""
+    def _setup(self) -> str | None:
+        """The run folder, seeds and the checkpoint to resume; the training parts; the run's state. Returns how the
+        run resumes (a line for the user), None when it starts afresh. Random numbers are restored last: nothing
+        after that may draw any before the loop."""
         cfg, info = self.cfg, self.info
         if cfg.train.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.train.threads)
@@ -145,37 +124,178 @@ class Trainer:
                 print(f"removed {tmp}, left by a run killed while writing a checkpoint")
         self.hooks.fire("init_start", self.run_dir, self.main)
         seed_everything(cfg.train.seed + info.rank, cfg.train.deterministic, self.device)
-        self.resume, self.resume_note = resume_point(self.run_dir, cfg.to_dict(), RESUME_MUTABLE, self.main)
-        self.parts = build_training(
-            cfg, device=self.device, precision=self.precision, info=info, resume=self.resume,
+        resume, note = resume_point(self.run_dir, cfg.to_dict(), RESUME_MUTABLE, self.main)
+        self._parts = build_training(
+            cfg, device=self.device, precision=self.precision, info=info, resume=resume,
             loss_fn=self._given_loss, timer=self.timer,
         )  # fmt: skip
-        self.state, self.epoch, self.step = RunState(), 0, 0
-        if self.resume is not None:
-            self.epoch, self.step = int(self.resume["epoch"]), int(self.resume["step"])
-            self.state = RunState.from_checkpoint(self.resume.get("train_state", {}))
-            set_rng_state(self.resume["rng"])  # last: nothing after this may draw random numbers before the loop
+        if resume is not None:
+            self.epoch, self.step = int(resume["epoch"]), int(resume["step"])
+            self.state = RunState.from_checkpoint(resume.get("train_state", {}))
+            set_rng_state(resume["rng"])  # last: nothing after this may draw random numbers before the loop
         if self.main:  # only now: a set-up that failed leaves no config.yaml to block or mislead the next start
             write_text_atomic(self.run_dir / "config.yaml", cfg.to_yaml())
         self.hooks.fire("init_end", cfg, self.parts)
+        return None if resume is None else note
 
-    # ----------------------------------------------------------------------------------------------- pieces
-    def save(self, name: str = "last.pt", sampler: dict[str, int] | None = None, epoch: int | None = None) -> None:
-        """Rank 0 writes ``checkpoints/<name>`` atomically (all ranks hold the same weights)."""
-        if not self.main:
-            return
-        p = self.parts
-        save_training_checkpoint(
-            self.ckpt_dir / name, previous=self.ckpt_dir / PREVIOUS_LAST if name == "last.pt" else None,
-            model=p.model, ema=p.ema, classes=p.classes, label_to_category_id=p.label_to_category_id,
-            config=self.cfg.to_dict(), optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
-            epoch=self.epoch if epoch is None else epoch, step=self.step,
-            sampler=sampler or p.data.train_loader.state_dict(), state=self._state_now(),
-        )  # fmt: skip
+    def run(self) -> TrainResult:
+        """Sets the run up (or finds it finished), runs :meth:`_loop` with signals turned into a stop flag, writes
+        the report of a run that ended; the lock and the process group are released however it ends."""
+        self._t_start = time.perf_counter()
+        try:
+            resume_note = self._setup()
+            if (
+                resume_note is not None
+                and self.state.finished
+                and (self.step >= self.parts.total_steps or self.state.status == "target_reached")
+            ):
+                if self.main:
+                    print(
+                        f"run {self.run_dir} already finished ({self.state.status}, step {self.step}, best mAP "
+                        f"{self.state.best_map}); pick another folder with run.name=NAME to train again"
+                    )
+                return self._result("already_finished", 0)
+            self.state.finished = False
+            if resume_note is not None and self.main:
+                print(f"{resume_note}: epoch {self.epoch + 1}, step {self.step}")
+            if self.main:  # records of steps after the checkpoint would be written twice
+                last_eval = self.state.last_eval_step if resume_note is not None else -1
+                trim_metrics(self.run_dir / "metrics.jsonl", self.step, last_eval)
+            self.monitor = Monitor(
+                self.run_dir if self.main else None, self.parts.total_steps, self.step, self.cfg.train.progress,
+                self.cfg.run.tensorboard, self.cfg.train.log_every,
+            )  # fmt: skip
+            try:
+                with StopRequest() as stop:
+                    status = self._loop(stop)
+                if status in ("finished", "target_reached") and self.main and self.cfg.run.report:
+                    self._report()
+            finally:
+                self.monitor.close()
+            return self._result(status, stop.signum)
+        finally:
+            D.cleanup_distributed()
+            if self.lock is not None:
+                self.lock.release()
 
-    def _state_now(self) -> dict[str, Any]:
-        return {**dataclasses.asdict(self.state), "elapsed": self.state.elapsed + time.perf_counter() - self._t_start}
+    def _result(self, status: str, signum: int) -> TrainResult:
+        """What :meth:`run` returns, as the run stands now."""
+        best, final = self.state.best_map, self.state.final_stats
+        wall = time.perf_counter() - self._t_start
+        return TrainResult(self.run_dir, status, self.step, self.epoch, best, final, wall, signum, self.main)
 
+    # ----------------------------------------------------------------------------------------------- the loop
+    def _loop(self, stop: StopRequest) -> str:
+        """Epochs until the run's steps are done, the target is reached or a signal stops it. An epoch: its steps
+        (each queued on the device, its loss read every ``train.log_every`` steps), its last losses read, the
+        evaluation when due (and at the run's last step), then ``last.pt``. Returns the run's status."""
+        p, cfg, loader = self.parts, self.cfg, self.parts.data.train_loader
+        self._announce()
+        self.hooks.fire("run_start")
+        self._train_mode()
+        window = LossWindow(t=time.perf_counter())
+        sampler = loader.state_dict()  # what the checkpoints save of the loader's position
+        pending_eval, self.state.eval_pending = self.state.eval_pending, False  # an evaluation a signal interrupted
+        while self.step < p.total_steps or pending_eval:
+            pending_eval = False
+            epoch_num = self.epoch + 1
+            loader.set_epoch(self.epoch)
+            self.hooks.fire("epoch_start", epoch_num)
+            in_epoch = loader.start_batch  # steps of this epoch a resumed run has done
+            batches = iter(loader)  # alive until the epoch's checkpoint: the loader's state counts its batches
+            while self.step < p.total_steps:
+                if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
+                    self._sync_steps(window)
+                    return self._interrupted(stop)
+                with self.timer("data"):
+                    batch = next(batches, None)
+                if batch is None:
+                    break
+                if self.step == 0 and self.main and cfg.run.report:  # what the model is fed, before it changes
+                    self._start_report(batch)
+                p.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
+                if p.ema is not None:
+                    p.ema.update(p.model)  # after a skipped step the weights are unchanged: harmless
+                self.step += 1
+                in_epoch += 1
+                self.timer.steps += 1
+                self.hooks.fire("step_end", self.step)
+                with self.timer("logging"):
+                    window.images += len(batch["image_ids"]) * self.info.world_size
+                    ranks_stop = self._log_step(window)
+                if ranks_stop:  # every rank read the stop flag at the same step
+                    return self._interrupted(stop)
+                if self.step >= p.total_steps:
+                    break
+                every = cfg.train.checkpoint_every_steps
+                if every and self.step % every == 0:
+                    self._sync_steps(window)
+                    self.save()
+            self._sync_steps(window)  # the epoch's last counts before its checkpoint
+            complete = in_epoch >= p.steps_per_epoch
+            sampler = loader.next_epoch_state() if complete else loader.state_dict()
+            self.hooks.fire("epoch_end", epoch_num)
+            ev = cfg.eval
+            due = complete and ((ev.every > 0 and epoch_num % ev.every == 0) or epoch_num in ev.at)
+            if (due or self.step >= p.total_steps) and not self._evaluate(stop, complete, sampler):
+                return self._interrupted(stop)
+            if complete:
+                self.epoch += 1
+            final = self.state.final_stats
+            if ev.target_map is not None and final is not None and final[0] >= ev.target_map:
+                return self._finish("target_reached", sampler)
+            self.save(sampler=sampler)
+        return self._finish("finished", sampler)
+
+    # ----------------------------------------------------------------------------------------------- losses
+    def _sync_steps(self, window: LossWindow) -> bool:
+        """Read the steps since the last read from the device (one transfer; see engine/step.py): count skipped
+        steps, stop on too many in a row, add the losses to ``window``. Returns True when some rank asked to stop."""
+        out = self.parts.train_step.read()
+        if out.steps == 0:
+            return False
+        first = self.step - out.steps + 1
+        if out.skipped:
+            self.state.bad_steps_total += out.skipped
+            where = f"step {self.step}" if out.steps == 1 else f"steps {first}-{self.step}"
+            self.monitor.print(
+                f"{where}: {out.skipped} non-finite loss(es), step(s) skipped "
+                f"({out.bad_in_row} in a row now, {self.state.bad_steps_total} in total)"
+            )
+            if out.limit_step:
+                raise TrainingDiverged(
+                    f"{self.cfg.train.max_bad_steps} non-finite losses in a row at step {first - 1 + out.limit_step}: "
+                    f"training diverged. The last checkpoint ({self.ckpt_dir / 'last.pt'}) holds the weights before "
+                    "it; lower optim.lr, lengthen schedule.warmup_steps or use train.precision=fp32."
+                )
+        window.add(out)
+        return out.stop
+
+    def _log_step(self, window: LossWindow) -> bool:
+        """Progress after every step; every ``train.log_every`` steps (and at the end) the losses are read from the
+        device, written as a ``train`` record, and the window restarts. Returns True when the ranks agreed to stop."""
+        now = time.perf_counter()
+        due = self.step % self.cfg.train.log_every == 0 or self.step == self.parts.total_steps
+        stop = self._sync_steps(window) if due else False
+        img_s = window.images / max(now - window.t, 1e-9)
+        loss = window.loss / max(window.n, 1) if window.n else window.shown
+        self.monitor.step(self.step, self.epoch, loss, self.parts.scheduler.lr(), img_s)
+        if due:
+            window.shown = loss
+            self._write({
+                "kind": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
+                "box": window.box / max(window.n, 1), "cls": window.cls / max(window.n, 1),
+                "lr": self.parts.scheduler.lr(), "img_per_s": img_s, "skipped_total": self.state.bad_steps_total,
+            })  # fmt: skip
+            window.restart(now)
+        return stop
+
+    def _write(self, record: dict[str, Any]) -> None:
+        """One metrics record: ``metrics.jsonl`` and TensorBoard (rank 0), and the hooks."""
+        self.monitor.write(record)
+        self.hooks.fire("record", record)
+
+    # ----------------------------------------------------------------------------------------------- evaluation
     def run_eval(self, stop: StopRequest | None = None) -> list[float] | None:
         """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers).
 
@@ -218,95 +338,47 @@ class Trainer:
             )  # fmt: skip
         return stats
 
-    def _eval_due(self, epoch_num: int) -> bool:
-        ev = self.cfg.eval
-        return (ev.every > 0 and epoch_num % ev.every == 0) or epoch_num in ev.at
-
-    def _target_reached(self) -> bool:
-        target = self.cfg.eval.target_map
-        return target is not None and self.state.final_stats is not None and self.state.final_stats[0] >= target
-
-    # ----------------------------------------------------------------------------------------------- the loop
-    def run(self) -> TrainResult:
-        self._t_start = time.perf_counter()
+    def _evaluate(self, stop: StopRequest, complete: bool, sampler: dict[str, int]) -> bool:
+        """The loop's evaluation at an epoch's end, then training mode again and ``best.pt`` when this is the best
+        so far. False when a signal interrupted it (flagged in the state: the resumed run evaluates first)."""
         try:
-            self._setup()
-            if (
-                self.resume is not None
-                and self.state.finished
-                and (self.step >= self.parts.total_steps or self.state.status == "target_reached")
-            ):
-                if self.main:
-                    print(
-                        f"run {self.run_dir} already finished ({self.state.status}, step {self.step}, best mAP "
-                        f"{self.state.best_map}); pick another folder with run.name=NAME to train again"
-                    )
-                return self._result("already_finished", 0)
-            self.state.finished = False
-            if self.resume is not None and self.main:
-                print(f"{self.resume_note}: epoch {self.epoch + 1}, step {self.step}")
-            if self.main:  # records of steps after the checkpoint would be written twice
-                last_eval = self.state.last_eval_step if self.resume is not None else -1
-                trim_metrics(self.run_dir / "metrics.jsonl", self.step, last_eval)
-            self.monitor = Monitor(
-                self.run_dir if self.main else None, self.parts.total_steps, self.step, self.cfg.train.progress,
-                self.cfg.run.tensorboard, self.cfg.train.log_every,
-            )  # fmt: skip
-            try:
-                with StopRequest() as stop:
-                    status = self._loop(stop)
-                if status in ("finished", "target_reached") and self.main and self.cfg.run.report:
-                    self._report()
-            finally:
-                self.monitor.close()
-            return self._result(status, stop.signum)
-        finally:
-            D.cleanup_distributed()
-            if self.lock is not None:
-                self.lock.release()
-
-    def _result(self, status: str, signum: int) -> TrainResult:
-        best, final = self.state.best_map, self.state.final_stats
-        wall = time.perf_counter() - self._t_start
-        return TrainResult(self.run_dir, status, self.step, self.epoch, best, final, wall, signum, self.main)
-
-    def _loop(self, stop: StopRequest) -> str:
-        """Epochs until the run's steps are done (or the target is reached, or a signal stops it): train, the
-        epoch's checkpoint, evaluation when due. Returns the run's status."""
-        loader = self.parts.data.train_loader
-        self._announce()
-        self.hooks.fire("run_start")
+            self.run_eval(stop)
+        except EvaluationInterrupted:
+            self.state.eval_pending = True
+            return False
         self._train_mode()
-        window = {"loss": 0.0, "box": 0.0, "cls": 0.0, "n": 0, "t": time.perf_counter(), "images": 0}
-        status = "finished"
-        sampler_state = loader.state_dict()
-        pending_eval, self.state.eval_pending = self.state.eval_pending, False  # an evaluation a signal interrupted
-        while self.step < self.parts.total_steps or pending_eval:
-            pending_eval = False
-            epoch_num = self.epoch + 1
-            loader.set_epoch(self.epoch)
-            self.hooks.fire("epoch_start", epoch_num)
-            # The iterator lives here, not in _train_epoch: the loader's state (DALI's included) is read through
-            # it after the epoch's steps, for the checkpoint and for a save on a signal.
-            done = loader.start_batch  # steps of this epoch a resumed run has done
-            batches = iter(loader)
-            in_epoch = self._train_epoch(stop, window, batches, done)
-            if in_epoch is None:
-                return self._interrupted(stop)
-            self._sync_steps(window)  # the epoch's last counts before its checkpoint
-            complete = in_epoch >= self.parts.steps_per_epoch
-            sampler_state = loader.next_epoch_state() if complete else loader.state_dict()
-            self.hooks.fire("epoch_end", epoch_num)
-            if not self._evaluate_if_due(stop, epoch_num, complete, sampler_state):
-                return self._interrupted(stop)
-            if complete:
-                self.epoch += 1
-            if self._target_reached():
-                status = "target_reached"
-                break
-            self.save(sampler=sampler_state)
-        return self._finish(status, sampler_state)
+        best = self.state.best_map
+        if self.main and best is not None and self.state.final_stats[0] >= best:
+            self.save("best.pt", sampler=sampler, epoch=self.epoch + int(complete))
+        return True
 
+    def _train_mode(self) -> None:
+        """Training mode; under ``train.freeze_bn`` BatchNorm stays in eval mode (uses and keeps its statistics)."""
+        self.parts.train_model.train()
+        if self.cfg.train.freeze_bn:
+            for module in self.parts.model.modules():
+                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    # ----------------------------------------------------------------------------------------------- checkpoints
+    def save(self, name: str = "last.pt", sampler: dict[str, int] | None = None, epoch: int | None = None) -> None:
+        """Rank 0 writes ``checkpoints/<name>`` atomically (all ranks hold the same weights)."""
+        if not self.main:
+            return
+        p = self.parts
+        save_training_checkpoint(
+            self.ckpt_dir / name, previous=self.ckpt_dir / PREVIOUS_LAST if name == "last.pt" else None,
+            model=p.model, ema=p.ema, classes=p.classes, label_to_category_id=p.label_to_category_id,
+            config=self.cfg.to_dict(), optimizer=p.optimizer, scheduler=p.scheduler, scaler=p.scaler,
+            epoch=self.epoch if epoch is None else epoch, step=self.step,
+            sampler=sampler or p.data.train_loader.state_dict(), state=self._state_now(),
+        )  # fmt: skip
+
+    def _state_now(self) -> dict[str, Any]:
+        """The run state as a checkpoint saves it, the training time of this process added."""
+        return {**dataclasses.asdict(self.state), "elapsed": self.state.elapsed + time.perf_counter() - self._t_start}
+
+    # ----------------------------------------------------------------------------------------------- the run's ends
     def _announce(self) -> None:
         """The run's first line: model, data, steps, batch, lr, device, precision, input pipeline, run folder."""
         cfg, p = self.cfg, self.parts
@@ -321,62 +393,6 @@ class Trainer:
                 flush=True,
             )
 
-    def _train_epoch(
-        self, stop: StopRequest, window: dict[str, Any], it: Iterator[dict[str, Any]], in_epoch: int
-    ) -> int | None:
-        """Steps through the rest of the current epoch's batches ``it`` (or until the run's last step), ``in_epoch``
-        of its steps done before. Returns the epoch's steps done, or None when a signal stops the run (the caller
-        saves and exits)."""
-        cfg = self.cfg
-        while self.step < self.parts.total_steps:
-            if stop.signum and not self.info.enabled:  # one process: stop before the next step, not after it
-                self._sync_steps(window)
-                return None
-            with self.timer("data"):
-                batch = next(it, None)
-            if batch is None:
-                break
-            if self.step == 0 and self.main and cfg.run.report:  # what the model is fed, before it changes
-                from singleshot.engine.report import start_report
-
-                spec = self.parts.model.spec
-                start_report(self.run_dir, batch=batch, train_set=self.parts.data.train, mean=spec.mean,
-                             std=spec.std, tensorboard=self.monitor.tensorboard)  # fmt: skip
-            self.parts.train_step(batch, stop.signum > 0)  # queues the work; the host does not wait for it
-            if self.parts.ema is not None:
-                self.parts.ema.update(self.parts.model)  # after a skipped step the weights are unchanged: harmless
-            self.step += 1
-            in_epoch += 1
-            self.timer.steps += 1
-            self.hooks.fire("step_end", self.step)
-            with self.timer("logging"):
-                window["images"] += len(batch["image_ids"]) * self.info.world_size
-                if self._log_step(window):  # every rank read the stop flag at the same step
-                    return None
-            if self.step >= self.parts.total_steps:
-                break
-            every = cfg.train.checkpoint_every_steps
-            if every and self.step % every == 0:
-                self._sync_steps(window)
-                self.save()
-        return in_epoch
-
-    def _evaluate_if_due(self, stop: StopRequest, epoch_num: int, complete: bool, sampler: dict[str, int]) -> bool:
-        """Evaluate at a due epoch end and at the run's last step, keeping ``best.pt``; False when a signal
-        interrupted the evaluation (saved with a flag: the resumed run evaluates again first)."""
-        if not ((complete and self._eval_due(epoch_num)) or self.step >= self.parts.total_steps):
-            return True
-        try:
-            self.run_eval(stop)
-        except EvaluationInterrupted:
-            self.state.eval_pending = True
-            return False
-        self._train_mode()
-        best = self.state.best_map
-        if self.main and best is not None and self.state.final_stats[0] >= best:
-            self.save("best.pt", sampler=sampler, epoch=self.epoch + int(complete))
-        return True
-
     def _finish(self, status: str, sampler: dict[str, int]) -> str:
         """The final checkpoint (marked finished), the last line, and MLPerf's run_stop."""
         self.state.finished, self.state.status = True, status
@@ -389,6 +405,7 @@ class Trainer:
         return status
 
     def _interrupted(self, stop: StopRequest) -> str:
+        """A signal stopped the run: ``last.pt`` where it stands, and how to go on."""
         self.save()
         self.monitor.print(
             f"signal {stop.signum}: saved {self.ckpt_dir / 'last.pt'} at step {self.step}; "
@@ -397,65 +414,17 @@ class Trainer:
         self.hooks.fire("run_end", "interrupted")
         return "interrupted"
 
-    def _train_mode(self) -> None:
-        self.parts.train_model.train()
-        if self.cfg.train.freeze_bn:
-            for module in self.parts.model.modules():
-                if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                    module.eval()
+    # ----------------------------------------------------------------------------------------------- reports
+    def _start_report(self, batch: dict[str, Any]) -> None:
+        """The first batch as the model is fed it (``run.report``)."""
+        from singleshot.engine.report import start_report
 
-    def _sync_steps(self, window: dict[str, Any]) -> bool:
-        """Read the steps since the last read from the device (one transfer; see engine/step.py): count skipped
-        steps, stop on too many in a row, add the losses to ``window``. Returns True when some rank asked to stop."""
-        out = self.parts.train_step.read()
-        if out.steps == 0:
-            return False
-        first = self.step - out.steps + 1
-        if out.skipped:
-            self.state.bad_steps_total += out.skipped
-            where = f"step {self.step}" if out.steps == 1 else f"steps {first}-{self.step}"
-            self.monitor.print(
-                f"{where}: {out.skipped} non-finite loss(es), step(s) skipped "
-                f"({out.bad_in_row} in a row now, {self.state.bad_steps_total} in total)"
-            )
-            if out.limit_step:
-                raise TrainingDiverged(
-                    f"{self.cfg.train.max_bad_steps} non-finite losses in a row at step {first - 1 + out.limit_step}: "
-                    f"training diverged. The last checkpoint ({self.ckpt_dir / 'last.pt'}) holds the weights before "
-                    "it; lower optim.lr, lengthen schedule.warmup_steps or use train.precision=fp32."
-                )
-        good = out.steps - out.skipped
-        if good:
-            for k, v in (("loss", out.loss), ("box", out.box), ("cls", out.cls)):
-                window[k] += v * good
-            window["n"] += good
-        return out.stop
-
-    def _log_step(self, window: dict[str, Any]) -> bool:
-        """Progress after every step; every ``train.log_every`` steps (and at the end) the losses are read from the
-        device and written. Returns True when the ranks agreed to stop."""
-        now = time.perf_counter()
-        due = self.step % self.cfg.train.log_every == 0 or self.step == self.parts.total_steps
-        stop = self._sync_steps(window) if due else False
-        img_s = window["images"] / max(now - window["t"], 1e-9)
-        loss = window["loss"] / max(window["n"], 1) if window["n"] else window.get("shown", float("nan"))
-        self.monitor.step(self.step, self.epoch, loss, self.parts.scheduler.lr(), img_s)
-        if due:
-            window["shown"] = loss
-            self._write({
-                "kind": "train", "step": self.step, "epoch": self.epoch + 1, "loss": loss,
-                "box": window["box"] / max(window["n"], 1), "cls": window["cls"] / max(window["n"], 1),
-                "lr": self.parts.scheduler.lr(), "img_per_s": img_s, "skipped_total": self.state.bad_steps_total,
-            })  # fmt: skip
-            window.update(loss=0.0, box=0.0, cls=0.0, n=0, t=now, images=0)
-        return stop
-
-    def _write(self, record: dict[str, Any]) -> None:
-        """One metrics record: ``metrics.jsonl`` and TensorBoard (rank 0), and the hooks."""
-        self.monitor.write(record)
-        self.hooks.fire("record", record)
+        spec = self.parts.model.spec
+        start_report(self.run_dir, batch=batch, train_set=self.parts.data.train, mean=spec.mean,
+                     std=spec.std, tensorboard=self.monitor.tensorboard)  # fmt: skip
 
     def _report(self) -> None:
+        """The end-of-run report (``run.report``): curves, the pictures' predictions."""
         from singleshot.engine.report import write_report
 
         paths = write_report(
