@@ -63,6 +63,9 @@ class ModelConfig:
     # Start from a trained detector (fine-tuning): a singleshot, MLPerf or NVIDIA SSD300 checkpoint. Tensors load by
     # name and shape; class-head rows of classes in both class lists carry over by name; training state does not.
     weights: str | None = None
+    # Input size in pixels (square), also read as `imgsz`: null = the model's own size (the recipes' published 300 /
+    # 320, ssd_tiny's 160); any multiple of the model's stride (ssd_tiny: 32) rebuilds the default boxes for it.
+    image_size: int | None = None
 
     def __post_init__(self) -> None:
         from singleshot.models import list_models  # here, not at the top: reading --help must not load torch
@@ -153,7 +156,9 @@ class TrainLoopConfig(_Choices):
 
 @dataclass
 class EvalConfig:
-    every: int = 5  # evaluate every N epochs (and at the end); 0 = only at the end
+    # evaluate every N epochs (and at the end); 0 = only at the end; null (auto) = as often as keeps evaluation to
+    # about a tenth of the run (by images seen; at most every epoch), at least once halfway on runs of 4+ epochs
+    every: int | None = None
     at: list[int] = field(default_factory=list)  # explicit epochs to evaluate at (NVIDIA recipe), added to `every`
     target_map: float | None = None  # stop as soon as COCO mAP@[.5:.95] reaches this
     score_threshold: float | None = None  # None = the preset's published post-processing
@@ -162,12 +167,18 @@ class EvalConfig:
 
 @dataclass
 class RunConfig:
-    name: str = "cpu_tiny"  # run folder name under `root`
+    # run folder name under `root`; a folder that holds a run with another configuration makes the next free
+    # numbered one (cpu_tiny2, cpu_tiny3, ...) unless exist_ok; the same command finds and resumes its own run
+    name: str = "cpu_tiny"
     root: str = "runs"  # parent folder of run folders
     dir: str | None = None  # explicit run folder (overrides root/name)
     mlperf_log: bool = False  # also write MLPerf mllog events to <run>/mlperf.log
     tensorboard: bool = True  # write TensorBoard scalars to <run>/tensorboard
     report: bool = True  # plot PNG + prediction pictures at the end
+    resume: bool = True  # re-running the same configuration resumes its run; false = always start a new run folder
+    # true: use run.name (or run.dir) as given; a run there with another configuration is replaced by a fresh one
+    # instead of getting a numbered folder
+    exist_ok: bool = False
 
 
 @dataclass
