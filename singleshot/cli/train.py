@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--list-presets", action="store_true", help="list the shipped recipe presets and exit")
     p.add_argument("--print-config", action="store_true", help="print the resolved configuration and exit")
-    p.add_argument("--help-config", action="store_true", help="list every config key (type, default, meaning) and exit")
+    p.add_argument("--help-config", action="store_true",
+                   help="list every config key (type, value of the --config given or default, meaning) and exit")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="configuration overrides, e.g. train.epochs=10")
     p.set_defaults(func=run)
 
@@ -35,13 +36,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from singleshot.engine.config import ConfigError, help_config, load_config, preset_names
 
-    if args.help_config:
-        print(help_config())
-        return 0
     if args.list_presets:
         print("\n".join(preset_names()))
         return 0
     try:
+        if args.help_config:  # the values of the preset (and overrides) given, not only the dataclass defaults
+            given = args.config is not None or bool(args.overrides)
+            print(help_config(load_config(args.config, args.overrides) if given else None, args.config))
+            return 0
         cfg = load_config(args.config, args.overrides)
     except ConfigError as exc:
         print(f"singleshot train: {exc}", file=sys.stderr)

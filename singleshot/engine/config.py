@@ -249,32 +249,64 @@ def _field_comments(cls: type) -> dict[str, str]:
     return out
 
 
-def help_config() -> str:
-    """Every key with its type, default and comment: what ``singleshot train --help-config`` prints.
+def help_config(cfg: TrainConfig | None = None, source: str | Path | None = None) -> str:
+    """Every key with its type, value and comment: what ``singleshot train --help-config`` prints.
 
-    Built from the dataclasses without instantiating them, so it needs no model registry (and no torch).
+    ``cfg``: the configuration whose values to show (``--config X`` and overrides, read by :func:`load_config`),
+    ``source`` the preset or file it came from, named in the header; keys whose value differs from the dataclass
+    default are marked ``*``. Without ``cfg`` the defaults are shown, built from the dataclasses without
+    instantiating them, so that needs no model registry (and no torch).
     """
     rows: list[tuple[str, str, str, str]] = []
     earlier = {new: old for old, new in RENAMED_KEYS.items()}
+    short = {key: name for name, key in SHORT_KEYS.items()}
+    values = cfg.to_dict() if cfg is not None else None
     for section, cls in _sections():
         comments = _field_comments(cls)
         hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
             default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            value = default if values is None else values[section][f.name]
             tp = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
             if typing.get_origin(hints[f.name]) is Literal:  # the choices themselves, not the annotation
                 tp = "|".join(typing.get_args(hints[f.name]))
             key, comment = f"{section}.{f.name}", comments.get(f.name, "")
             if key in earlier:
                 comment += f" (also read as {earlier[key]})"
-            rows.append((key, tp, yaml.safe_dump(default, default_flow_style=True).strip()
-                         .removesuffix("...").strip(), comment))
+            if key in short:
+                comment += f" (short: {short[key]}=)"
+            shown = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+            if values is not None and value != default:
+                shown += " *"
+            rows.append((key, tp, shown, comment))
     wk = max(len(r[0]) for r in rows)
     wt = max(len(r[1]) for r in rows)
     wd = min(max(len(r[2]) for r in rows), 14)
-    lines = [f"{'key':<{wk}}  {'type':<{wt}}  {'default':<{wd}}  meaning"]
+    column = "default" if cfg is None else "value"
+    lines = [f"{'key':<{wk}}  {'type':<{wt}}  {column:<{wd}}  meaning"]
     lines += [f"{k:<{wk}}  {t:<{wt}}  {d:<{wd}}  {c}" for k, t, d, c in rows]
+    if cfg is not None:
+        lines.append(f"values of {f'--config {source}' if source else 'the default preset (cpu_tiny)'} with the "
+                     "overrides given; * = differs from the key's default")
     return "\n".join(lines)
+
+
+# What a YOLO user types -> the key it sets (command-line overrides: ``imgsz=320 epochs=20 batch=8``). ``data=PATH``
+# sets both data.train and data.val (each reads its own split of the dataset); ``model=NAME`` sets model.name.
+SHORT_KEYS = {
+    "imgsz": "model.image_size",
+    "epochs": "train.epochs",
+    "batch": "data.batch_size",
+    "workers": "data.num_workers",
+    "device": "train.device",
+    "seed": "train.seed",
+    "name": "run.name",
+    "project": "run.root",
+    "exist_ok": "run.exist_ok",
+    "resume": "run.resume",
+    "model": "model.name",
+    "data": "data.train",
+}
 
 
 # A key's earlier name -> its present one: a config file, an override and a saved run's config (config.yaml, a
@@ -321,6 +353,8 @@ RESUME_MUTABLE = {
     "run.tensorboard",
     "run.report",
     "eval.num_pictures",
+    "run.resume",
+    "run.exist_ok",
 }
 
 
@@ -393,7 +427,17 @@ def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 def apply_overrides(config: TrainConfig, overrides: list[str]) -> TrainConfig:
     """Apply ``section.key=value`` strings (values parsed as YAML) and re-validate the whole config."""
     data = config.to_dict()
-    for item in overrides:
+    expanded: list[str] = []
+    for item in overrides:  # short keys first: data=PATH is two overrides
+        key, sep, raw = item.partition("=")
+        name = key.strip()
+        if sep and name in SHORT_KEYS:
+            expanded.append(f"{SHORT_KEYS[name]}={raw}")
+            if name == "data":
+                expanded.append(f"data.val={raw}")
+        else:
+            expanded.append(item)
+    for item in expanded:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
