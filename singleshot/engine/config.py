@@ -411,10 +411,75 @@ def _build(cls: type, data: dict[str, Any], prefix: str) -> Any:
     return cls(**kwargs)
 
 
+# Each numeric key's valid range as (lowest, lowest included, highest, highest included); None = unbounded. A value
+# outside is a ConfigError naming the key and the value as given (before any batch scaling), when the config is read.
+RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
+    "model.num_classes": (2, True, None, False),
+    "model.image_size": (32, True, None, False),
+    "data.batch_size": (1, True, None, False),
+    "data.val_batch_size": (1, True, None, False),
+    "data.num_workers": (0, True, None, False),
+    "data.crop_attempts": (1, True, None, False),
+    "data.val_limit": (1, True, None, False),
+    "optim.lr": (0, False, None, False),
+    "optim.reference_batch": (1, True, None, False),
+    "optim.momentum": (0, True, 1, False),
+    "optim.weight_decay": (0, True, None, False),
+    "optim.grad_clip": (0, False, None, False),
+    "schedule.warmup_steps": (0, True, None, False),
+    "schedule.warmup_epochs": (0, True, None, False),
+    "schedule.warmup_start_factor": (0, True, 1, True),
+    "schedule.milestones": (0, True, None, False),
+    "schedule.gamma": (0, False, None, False),
+    "schedule.min_factor": (0, True, 1, True),
+    "train.epochs": (0, False, None, False),
+    "train.max_steps": (1, True, None, False),
+    "train.threads": (1, True, None, False),
+    "train.max_bad_steps": (1, True, None, False),
+    "train.log_every": (1, True, None, False),
+    "train.checkpoint_every_steps": (0, True, None, False),
+    "train.ema_decay": (0, False, 1, False),
+    "train.ema_warmup_steps": (0, True, None, False),
+    "eval.every": (0, True, None, False),
+    "eval.at": (1, True, None, False),
+    "eval.target_map": (0, False, 1, True),
+    "eval.score_threshold": (0, True, 1, False),
+    "eval.num_pictures": (0, True, None, False),
+}
+
+
+def _range_text(low: float | None, low_in: bool, high: float | None, high_in: bool) -> str:
+    parts = []
+    if low is not None:
+        parts.append(f"{'>=' if low_in else '>'} {low:g}")
+    if high is not None:
+        parts.append(f"{'<=' if high_in else '<'} {high:g}")
+    return " and ".join(parts)
+
+
+def check_ranges(cfg: TrainConfig) -> None:
+    """Raise :class:`ConfigError` for the first key of :data:`RANGES` whose value (or list item) is out of range."""
+    data = cfg.to_dict()
+    for key, (low, low_in, high, high_in) in RANGES.items():
+        section, name = key.split(".")
+        value = data[section][name]
+        for v in value if isinstance(value, list) else [value]:
+            if v is None:
+                continue
+            below = low is not None and (v < low if low_in else v <= low)
+            above = high is not None and (v > high if high_in else v >= high)
+            if below or above:
+                raise ConfigError(
+                    f"config key {key!r}: must be {_range_text(low, low_in, high, high_in)}; got {v!r}"
+                )
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """Build a :class:`TrainConfig`; missing keys take the defaults, renamed keys (:data:`RENAMED_KEYS`) their
-    present names, unknown keys and bad types raise."""
-    return _build(TrainConfig, upgrade_keys(data or {}), "")
+    present names, unknown keys, bad types and values out of range (:data:`RANGES`) raise."""
+    cfg = _build(TrainConfig, upgrade_keys(data or {}), "")
+    check_ranges(cfg)
+    return cfg
 
 
 def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
