@@ -2,29 +2,34 @@
 
     detector = Detector.from_checkpoint("runs/exp/best.pt")           # CUDA if available, else CPU
     result = detector.predict("street.jpg", score_threshold=0.3)
-    result["boxes"]   # Tensor[K, 4] xyxy, pixels of street.jpg; also "scores", "labels" (1..K), "names"
+    result["boxes"]   # Tensor[K, 4] xyxy, pixels of street.jpg; also "scores", "labels" (1..K), "names", and
+                      # "class_ids": the dataset's own ids (0-based for a YOLO data.yaml, COCO category ids for COCO)
 
 Any file :func:`singleshot.load_model` opens works: checkpoints (singleshot, MLPerf, NVIDIA), ``.safetensors``, and
 raw-output ``.onnx`` (INT8 included), ``.torchscript.pt`` and ``.pt2`` exports (these run on the CPU).
 
-Images are what a user has: a file, a folder (its image files, sorted, not recursive) or a glob pattern (``*``, ``?``,
-``[``, ``**`` recursive) (:func:`expand_image_paths`); a PIL image, a NumPy ``uint8`` array ``[H, W]``,
-``[H, W, 1|3|4]``, or a tensor ``uint8 [3|1, H, W]`` / ``[H, W]`` (float tensors in [0, 1] too, the torchvision
-convention); grayscale becomes RGB, an alpha channel is dropped (:func:`to_uint8_rgb`).
+Images are what a user has: a file; a folder (its image and video files, sorted, not recursive, as Ultralytics); a glob
+pattern (``*``, ``?``, ``[``, ``**`` recursive) (:func:`expand_image_paths`); a video (``.mp4``, ``.avi``, ``.mov``,
+``.mkv``, ``.webm``, ...: every frame, read with PyAV, the ``video`` extra) or an animated GIF / WebP / PNG or a
+multi-page TIFF (every frame, Pillow), each frame a :class:`Frame` decoded when its batch needs it; a PIL image, a
+NumPy ``uint8`` array ``[H, W]``, ``[H, W, 1|3|4]``, or a tensor ``uint8 [3|1, H, W]`` / ``[H, W]`` (float tensors in
+[0, 1] too, the torchvision convention); grayscale becomes RGB, an alpha channel is dropped (:func:`to_uint8_rgb`).
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
+from singleshot._extras import MissingExtraError, require
 from singleshot.accelerator import default_device
 from singleshot.data.base import read_image
 from singleshot.data.errors import BadImageError
@@ -33,6 +38,14 @@ from singleshot.inference.draw import label_name
 from singleshot.inference.loading import load_model
 
 ImageInput = Any  # str | os.PathLike | PIL.Image.Image | np.ndarray | Tensor
+ErrorHandler = Callable[[Any, Exception], None]
+
+
+class Frame(NamedTuple):
+    """One frame of a video or a multi-frame image file: its ``path`` and ``index`` (0 is the first frame)."""
+
+    path: Path
+    index: int
 
 
 class Detector:
@@ -44,7 +57,9 @@ class Detector:
         core: its :class:`~singleshot.inference.core.InferenceCore` (preprocessing, precision, post-processing).
         spec: the model's :class:`~singleshot.models.DetectorSpec` (``image_size`` S, anchors, normalization).
         classes: the K class names; label ``k`` is ``classes[k - 1]``.
-        label_to_category_id: label -> dataset category id (for COCO results files).
+        label_to_category_id: label -> the dataset's own class id (``class_ids`` of the results; the category ids
+            of COCO results files): what the dataset reader stored in the checkpoint (0-based for a YOLO data.yaml,
+            the category ids of a COCO file, 1-based for VOC).
         device: where the model runs.
         score_threshold: detections scoring above this are kept unless a call says otherwise (0.3 by default;
             evaluation uses the preset's 0.05).
@@ -69,6 +84,8 @@ class Detector:
         self.classes = list(classes)
         self.label_to_category_id = dict(label_to_category_id or {i: i for i in range(1, len(self.classes) + 1)})
         self._names = [label_name(k, self.classes) for k in range(len(self.classes) + 1)]  # label -> name, once
+        # label -> class id, once; a label the checkpoint does not map keeps its own number
+        self._class_ids = torch.tensor([self.label_to_category_id.get(k, k) for k in range(len(self.classes) + 1)])
 
     @classmethod
     def from_checkpoint(
@@ -95,6 +112,7 @@ class Detector:
             "scores": det["scores"].cpu(),
             "labels": labels,
             "names": [self._names[i] for i in labels.tolist()],
+            "class_ids": self._class_ids[labels],
         }
 
     def stream(
@@ -103,24 +121,21 @@ class Detector:
         score_threshold: float | None = None,
         batch_size: int = 8,
         max_detections: int | None = None,
-        on_error: Callable[[ImageInput, Exception], None] | None = None,
+        on_error: ErrorHandler | None = None,
     ) -> Iterator[tuple[ImageInput, Tensor, dict[str, Any]]]:
         """Detections for many images, read and run ``batch_size`` at a time: yields ``(item, image uint8[3, H, W],
-        result)`` in order; a folder or glob pattern in ``items`` stands for its image files. An unreadable file
-        (:class:`~singleshot.data.errors.BadImageError`) or a name that matches no image (``FileNotFoundError``)
-        raises, or with ``on_error`` is passed to it and skipped."""
+        result)`` in order. A folder or glob pattern in ``items`` stands for its files; a video or multi-frame image
+        file for its frames, each yielded as a :class:`Frame` (only ``batch_size`` frames are held at a time). An
+        unreadable file (:class:`~singleshot.data.errors.BadImageError`, also part-way through a video), a video
+        without PyAV (:class:`~singleshot._extras.MissingExtraError`) or a name that matches nothing
+        (``FileNotFoundError``) raises, or with ``on_error`` is passed to it and skipped."""
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         pending: list[tuple[ImageInput, Tensor]] = []
-        for item in [*_expand(items, on_error), None]:
-            if item is not None:
-                try:
-                    pending.append((item, to_uint8_rgb(item)))
-                except BadImageError as exc:
-                    if on_error is None:
-                        raise
-                    on_error(item, exc)
-            if pending and (item is None or len(pending) == batch_size):
+        for item_image in itertools.chain(_read_all(items, on_error), [None]):  # None: run what is pending
+            if item_image is not None:
+                pending.append(item_image)
+            if pending and (item_image is None or len(pending) == batch_size):
                 images = [image for _, image in pending]
                 for (it, image), result in zip(pending, self.predict_tensors(images, score_threshold, max_detections)):
                     yield it, image, result
@@ -138,63 +153,147 @@ class Detector:
         Args:
             images: a path, PIL image, NumPy ``uint8`` HWC array or ``uint8`` CHW tensor, or a list of them (mixed
                 types and sizes are fine); a folder or a glob pattern (``"photos/*.jpg"``, ``"data/**/*.png"``)
-                stands for its image files, sorted, and gives a list. Preprocessing is the validation transform:
-                resize to the model's square input, ImageNet normalization.
+                stands for its image and video files, sorted, and gives a list, as does a video or a multi-frame
+                image (one result per frame). Preprocessing is the validation transform: resize to the model's
+                square input, ImageNet normalization.
             score_threshold: keep detections scoring above this (default: the detector's, 0.3 unless set).
             batch_size: images per forward pass.
             max_detections: per image; default the preset's (200 for SSD300).
         Returns:
             For a single image a dict, for a list a list of dicts (torchvision's convention): ``boxes`` float32
             ``[K, 4]`` xyxy in the original image's pixels, ``scores`` ``[K]`` descending, ``labels`` int64 ``[K]``
-            in 1..num_classes-1, ``names`` list of K class names. Tensors are on the CPU.
+            in 1..num_classes-1, ``names`` list of K class names, ``class_ids`` int64 ``[K]`` the dataset's ids
+            (:attr:`label_to_category_id`). Tensors are on the CPU.
         Raises:
             singleshot.data.errors.BadImageError: an unreadable file (named in the message).
+            singleshot._extras.MissingExtraError: a video, and PyAV is not installed.
             FileNotFoundError: a path, folder or pattern that names no image.
         """
         single = not isinstance(images, (list, tuple)) and not is_path_pattern(images)
         items = [images] if single else list(images) if isinstance(images, (list, tuple)) else [images]
-        results = [r for _, _, r in self.stream(items, score_threshold, batch_size, max_detections)]
-        return results[0] if single else results
+        out = list(self.stream(items, score_threshold, batch_size, max_detections))
+        if single and out and not isinstance(out[0][0], Frame):
+            return out[0][2]
+        return [r for _, _, r in out]
 
     def __repr__(self) -> str:
         return (f"Detector({self.spec.name}, {len(self.classes)} classes, input {self.spec.image_size}px, "
                 f"device={self.device}, precision={self.core.precision}, score_threshold={self.score_threshold})")
 
 
-def _expand(
-    items: Iterable[ImageInput], on_error: Callable[[ImageInput, Exception], None] | None = None
-) -> list[ImageInput]:
-    """Folders and glob patterns in ``items`` -> their image files; a path that does not exist -> an error (raised,
-    or given to ``on_error`` and left out); everything else as it is."""
-    out: list[ImageInput] = []
+def _expand(items: Iterable[ImageInput], on_error: ErrorHandler | None = None) -> Iterator[ImageInput]:
+    """Folders and glob patterns in ``items`` -> their image and video files; a path that does not exist -> an
+    error (raised, or given to ``on_error`` and left out); everything else as it is."""
     for item in items:
-        if not isinstance(item, (str, os.PathLike)) or (Path(item).is_file()):
-            out.append(item)
+        if not isinstance(item, (str, os.PathLike)) or Path(item).is_file():
+            yield item
             continue
-        files, errors = expand_image_paths([item])
+        files, errors = expand_image_paths([item], IMAGE_SUFFIXES | VIDEO_SUFFIXES)
         if errors or not files:
             error = FileNotFoundError(errors[0] if errors else f"{os.fspath(item)}: no image files in this folder")
             if on_error is None:
                 raise error
             on_error(item, error)
-        out += files
-    return out
+        yield from files
+
+
+def _read_all(items: Iterable[ImageInput], on_error: ErrorHandler | None) -> Iterator[tuple[ImageInput, Tensor]]:
+    """``(item, uint8[3, H, W])`` for every image of ``items``: one per still image, one per frame (item a
+    :class:`Frame`) of a video or multi-frame file, read lazily. A file that fails (part-way through a video too:
+    its frames so far are kept) raises, or is given to ``on_error`` and the next one is read."""
+    for item in _expand(items, on_error):
+        try:
+            if isinstance(item, (str, os.PathLike)):
+                yield from _file_images(item)
+            else:
+                yield item, to_uint8_rgb(item)
+        except (BadImageError, MissingExtraError) as exc:
+            if on_error is None:
+                raise
+            on_error(item, exc)
+
+
+def _file_images(item: str | os.PathLike[str]) -> Iterator[tuple[ImageInput, Tensor]]:
+    """The images of one file: ``(item, image)`` for a still image, ``(Frame(path, i), frame i)`` for every frame
+    of a video or a multi-frame image."""
+    path = Path(item)
+    suffix = path.suffix.lower()
+    if suffix in VIDEO_SUFFIXES:
+        yield from _video_frames(path)
+        return
+    if suffix in MULTI_FRAME_SUFFIXES and _frame_count(path) > 1:
+        yield from _pil_frames(path)
+        return
+    image = read_image(path)
+    if image.dim() == 4:  # an animated GIF under another suffix: torchvision decoded all its frames [N, 3, H, W]
+        for i, frame in enumerate(image):
+            yield Frame(path, i), frame
+    else:
+        yield item, image
+
+
+def _frame_count(path: Path) -> int:
+    """Frames in an image file (Pillow reads the header; GIFs are scanned); 1 when Pillow cannot tell (the reader
+    that follows names the problem)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return int(getattr(im, "n_frames", 1))
+    except (OSError, ValueError):
+        return 1
+
+
+def _pil_frames(path: Path) -> Iterator[tuple[Frame, Tensor]]:
+    """Every frame of an animated GIF / WebP / PNG or multi-page TIFF as RGB (Pillow composes GIF frames)."""
+    from PIL import Image, ImageSequence
+
+    index = -1
+    try:
+        with Image.open(path) as im:
+            for index, frame in enumerate(ImageSequence.Iterator(im)):
+                yield Frame(path, index), _from_pil(frame)
+    except (OSError, ValueError, EOFError) as exc:
+        where = "" if index < 0 else f" (after frame {index})"
+        raise BadImageError(f"cannot decode image {path}{where}: {exc}") from None
+
+
+def _video_frames(path: Path) -> Iterator[tuple[Frame, Tensor]]:
+    """Every frame of the first video stream of ``path`` as RGB, decoded one at a time by PyAV (FFmpeg)."""
+    av = require("av", "video", f"reading the video {path}")
+    index = -1
+    try:
+        with av.open(os.fspath(path)) as container:
+            if not container.streams.video:
+                raise BadImageError(f"cannot decode video {path}: the file has no video stream")
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"  # FFmpeg's frame and slice threads
+            for index, frame in enumerate(container.decode(stream)):
+                rgb = frame.to_ndarray(format="rgb24")  # (H, W, 3) uint8
+                yield Frame(path, index), torch.from_numpy(rgb).permute(2, 0, 1)  # (H, W, 3) -> (3, H, W)
+    except av.error.FFmpegError as exc:
+        where = "cannot open video" if index < 0 else f"cannot decode video (after frame {index})"
+        raise BadImageError(f"{where} {path}: {exc}") from None
 
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif", ".tif", ".tiff"}
+MULTI_FRAME_SUFFIXES = {".gif", ".webp", ".png", ".tif", ".tiff"}  # checked for more than one frame
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".asf", ".ts", ".flv"}
 _GLOB_CHARS = set("*?[")
 
 
-def is_image_file(path: Path) -> bool:
-    return path.is_file() and path.suffix.lower() in IMAGE_SUFFIXES
+def is_image_file(path: Path, suffixes: set[str] = IMAGE_SUFFIXES) -> bool:
+    return path.is_file() and path.suffix.lower() in suffixes
 
 
-def expand_image_paths(items: list[str | os.PathLike[str]]) -> tuple[list[Path], list[str]]:
-    """Files as given; folders -> their image files (sorted, not recursive); glob patterns (``*``, ``?``, ``[``,
-    ``**`` recursive) -> the matching image files (sorted).
+def expand_image_paths(
+    items: Sequence[str | os.PathLike[str]], suffixes: set[str] = IMAGE_SUFFIXES
+) -> tuple[list[Path], list[str]]:
+    """Files as given; folders -> their files with one of ``suffixes`` (sorted, not recursive, as Ultralytics);
+    glob patterns (``*``, ``?``, ``[``, ``**`` recursive) -> the matching files with one of ``suffixes`` (sorted).
 
     Returns:
-        ``(files, errors)``: errors name each item that is neither an existing path nor a pattern matching an image.
+        ``(files, errors)``: errors name each item that is neither an existing path nor a pattern matching a file.
     """
     files: list[Path] = []
     errors: list[str] = []
@@ -202,11 +301,11 @@ def expand_image_paths(items: list[str | os.PathLike[str]]) -> tuple[list[Path],
         text = os.fspath(item)
         path = Path(text)
         if path.is_dir():
-            files += sorted(p for p in path.iterdir() if is_image_file(p))
+            files += sorted(p for p in path.iterdir() if is_image_file(p, suffixes))
         elif path.exists():
             files.append(path)
         elif _GLOB_CHARS & set(text):
-            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if is_image_file(Path(p)))
+            matches = sorted(Path(p) for p in glob.glob(text, recursive=True) if is_image_file(Path(p), suffixes))
             if matches:
                 files += matches
             else:
