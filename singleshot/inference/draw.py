@@ -111,3 +111,54 @@ def save_detections(
 ) -> None:
     """:func:`draw_detections` written to ``path`` by :func:`save_image` (PNG for ``.png``, else JPEG)."""
     save_image(draw_detections(image_uint8_chw, boxes_xyxy_pixels, labels, scores, class_names), path)
+
+
+def crop_boxes(image_uint8_chw: Tensor, boxes_xyxy_pixels: Tensor) -> list[Tensor]:
+    """The pixels inside each box, as ``singleshot predict --save-crop`` writes them.
+
+    Args:
+        image_uint8_chw: ``uint8[3, H, W]``.
+        boxes_xyxy_pixels: ``float[K, 4]`` xyxy in that image's pixels; edges are widened to whole pixels
+            (``floor`` of x1/y1, ``ceil`` of x2/y2), clipped to the image, and a crop is at least 1x1.
+    Returns:
+        K views ``uint8[3, h_k, w_k]`` of the image (not copies).
+    """
+    h, w = image_uint8_chw.shape[-2:]
+    boxes = torch.as_tensor(boxes_xyxy_pixels, dtype=torch.float32).detach().cpu().reshape(-1, 4)
+    x0 = boxes[:, 0].floor().clamp(0, w - 1).long().tolist()
+    y0 = boxes[:, 1].floor().clamp(0, h - 1).long().tolist()
+    x1 = boxes[:, 2].ceil().clamp(1, w).long().tolist()
+    y1 = boxes[:, 3].ceil().clamp(1, h).long().tolist()
+    return [image_uint8_chw[:, a : max(b, a + 1), c : max(d, c + 1)] for c, a, d, b in zip(x0, y0, x1, y1)]
+
+
+def save_prediction_pictures(
+    image_uint8_chw: Tensor,
+    boxes_xyxy_pixels: Tensor,
+    labels: Tensor | Sequence[int],
+    scores: Tensor | Sequence[float] | None,
+    class_names: Sequence[str],
+    *,
+    picture: str | os.PathLike[str] | None = None,
+    crops_dir: str | os.PathLike[str] | None = None,
+    stem: str = "image",
+) -> list[str]:
+    """The pictures ``singleshot predict`` writes for one image: the drawn detections at ``picture`` (see
+    :func:`save_detections`) and, with ``crops_dir``, detection ``k``'s pixels (:func:`crop_boxes`) at
+    ``crops_dir/<class name>/<stem>_<k>.jpg`` (k counts the image's detections from 0, highest score first).
+
+    Args: as :func:`draw_detections`; ``boxes_xyxy_pixels`` ``float[K, 4]`` xyxy in the image's pixels.
+    Returns:
+        The crop files written, relative to ``crops_dir`` (``/``-separated).
+    """
+    if picture is not None:
+        save_detections(picture, image_uint8_chw, boxes_xyxy_pixels, labels, scores, class_names)
+    if crops_dir is None:
+        return []
+    written = []
+    label_list = [int(v) for v in torch.as_tensor(labels).reshape(-1).tolist()]
+    for k, (label, crop) in enumerate(zip(label_list, crop_boxes(image_uint8_chw, boxes_xyxy_pixels))):
+        folder = label_name(label, class_names).replace("/", "_").replace("\\", "_").strip(". ") or f"class {label}"
+        written.append(f"{folder}/{stem}_{k}.jpg")
+        save_image(crop.contiguous(), os.path.join(crops_dir, written[-1]))
+    return written
