@@ -1,5 +1,5 @@
 """``singleshot predict``: JSON + pictures for a folder of mixed images; an unreadable file is named, the rest
-proceed."""
+proceed, and the run succeeds when something was predicted."""
 
 from __future__ import annotations
 
@@ -40,8 +40,9 @@ def test_predict_folder_with_edge_cases_and_a_broken_file(checkpoint, tmp_path, 
     code = main(["predict", "--checkpoint", str(checkpoint), str(images), str(extra), "--out", str(out),
                  "--score-threshold", "0.4", "--batch-size", "2", "--device", "cpu"])
     captured = capsys.readouterr()
-    assert code == 1  # one input failed
-    assert "broken.jpg" in captured.err
+    assert code == 0  # the other inputs were predicted
+    assert captured.err.count("skipped ") == 1 and f"skipped {images / 'broken.jpg'}: " in captured.err
+    assert "5 images" in captured.out and "1 input(s) skipped" in captured.out
     data = json.loads((out / "predictions.json").read_text())
     files = [r["file"].rsplit("/", 1)[-1] for r in data["images"]]
     assert files == ["a.jpg", "alpha.png", "gray.jpg", "tiny.png", "extra.jpg"]
@@ -64,7 +65,18 @@ def test_predict_with_nothing_detected_and_missing_path(checkpoint, tmp_path, ca
     Image.new("RGB", (50, 50)).save(img)
     code = main(["predict", "--checkpoint", str(checkpoint), str(img), str(tmp_path / "missing.jpg"),
                  "--out", str(tmp_path / "o"), "--score-threshold", "1.0"])
-    assert code == 1 and "missing.jpg" in capsys.readouterr().err
+    captured = capsys.readouterr()
+    assert code == 0 and f"skipped {tmp_path / 'missing.jpg'}: no such file or folder" in captured.err
     data = json.loads((tmp_path / "o" / "predictions.json").read_text())
     assert data["images"][0]["detections"] == []
     assert (tmp_path / "o" / "x.png").is_file()
+
+
+def test_predict_exits_1_when_nothing_was_predicted(checkpoint, tmp_path, capsys) -> None:
+    (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    bad = tmp_path / "broken.jpg"
+    code = main(["predict", "--checkpoint", str(checkpoint), str(bad), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and f"skipped {tmp_path / 'broken.jpg'}: cannot decode image" in err
+    assert "no image was predicted" in err
+    assert json.loads((tmp_path / "o" / "predictions.json").read_text())["images"] == []
