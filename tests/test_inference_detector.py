@@ -14,7 +14,7 @@ from singleshot.data.errors import BadImageError
 from singleshot.data.loader import collate_detection
 from singleshot.data.transforms import SSDValTransform
 from singleshot.inference import Detector, draw_detections, save_image
-from singleshot.inference.detector import to_uint8_rgb
+from singleshot.inference.detector import Frame, to_uint8_rgb
 
 CLASSES = ["red", "green", "blue"]
 
@@ -78,6 +78,8 @@ def test_result_contract(detector, photo) -> None:
     assert r["boxes"].shape == (k, 4) and r["boxes"].dtype == torch.float32
     assert r["labels"].dtype == torch.int64 and ((r["labels"] >= 1) & (r["labels"] <= 3)).all()
     assert r["names"] == [CLASSES[i - 1] for i in r["labels"].tolist()]
+    assert r["class_ids"].dtype == torch.int64  # the checkpoint's label -> dataset id map
+    assert r["class_ids"].tolist() == [{1: 5, 2: 6, 3: 9}[i] for i in r["labels"].tolist()]
     assert (r["scores"][:-1] >= r["scores"][1:]).all() and (r["scores"] > 0.05).all()
     b = r["boxes"]
     assert (b[:, 0] >= 0).all() and (b[:, 2] <= 130).all() and (b[:, 3] <= 90).all() and (b[:, 1] >= 0).all()
@@ -124,6 +126,24 @@ def test_grayscale_and_png_files(detector, photo, tmp_path) -> None:
     Image.fromarray(photo).convert("RGBA").save(tmp_path / "a.png")
     results = detector.predict([tmp_path / "g.jpg", tmp_path / "a.png"], score_threshold=0.05)
     assert len(results) == 2 and all(r["boxes"].shape[1] == 4 for r in results)
+
+
+def test_multi_frame_files_give_one_result_per_frame(detector, photo, tmp_path) -> None:
+    frames = [Image.fromarray(np.roll(photo, 10 * k, axis=1)) for k in range(3)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
+    frames[0].save(tmp_path / "still.gif")
+    results = detector.predict(tmp_path / "anim.gif", score_threshold=0.05)
+    assert isinstance(results, list) and len(results) == 3
+    assert isinstance(detector.predict(tmp_path / "still.gif", score_threshold=0.05), dict)
+    items = [item for item, _, _ in detector.stream([tmp_path / "anim.gif"], batch_size=2)]
+    assert items == [Frame(tmp_path / "anim.gif", k) for k in range(3)]
+    same(results[1], detector.predict(_gif_frame(tmp_path / "anim.gif", 1), score_threshold=0.05))  # frame 1
+
+
+def _gif_frame(path, index: int) -> Image.Image:
+    with Image.open(path) as im:
+        im.seek(index)
+        return im.convert("RGB")
 
 
 def test_no_detections(detector, photo) -> None:
