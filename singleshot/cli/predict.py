@@ -102,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
     from singleshot.inference.detector import Detector, Frame
     from singleshot.inference.draw import save_prediction_pictures
 
+    if args.batch_size < 1:
+        print(f"singleshot predict: error: --batch-size must be >= 1, got {args.batch_size}", file=sys.stderr)
+        return 2
     try:
         detector = Detector.from_checkpoint(args.checkpoint, device=args.device, score_threshold=args.score_threshold)
     except (OSError, ValueError, RuntimeError) as e:
