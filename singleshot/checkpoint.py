@@ -152,7 +152,7 @@ def make_checkpoint(
     return {
         "format": FORMAT,
         "version": VERSION,
-        "model": {"name": spec.name, "num_classes": num_classes},
+        "model": {"name": spec.name, "num_classes": num_classes, "image_size": int(spec.image_size)},
         "state_dict": inner.state_dict(),
         "classes": list(classes),
         "label_to_category_id": {int(k): int(v) for k, v in label_to_category_id.items()},
@@ -210,10 +210,13 @@ def model_from_checkpoint(ckpt: dict[str, Any], source: str | Path | None = None
     where = f"checkpoint {source}" if source is not None else "the checkpoint"
     header = ckpt.get("model") if isinstance(ckpt.get("model"), dict) else {}
     name, num_classes = header.get("name"), header.get("num_classes")
+    image_size = header.get("image_size")  # absent in checkpoints written before sizes could change: the model's own
     if not isinstance(name, str) or not isinstance(num_classes, int) or isinstance(num_classes, bool):
         raise CheckpointError(f"{where}: field 'model' must hold a 'name' string and a 'num_classes' integer")
+    if image_size is not None and (not isinstance(image_size, int) or isinstance(image_size, bool)):
+        raise CheckpointError(f"{where}: field 'model.image_size' must be an integer, got {image_size!r}")
     try:
-        model = build_architecture(name, num_classes=num_classes)
+        model = build_architecture(name, num_classes=num_classes, image_size=image_size)
     except (KeyError, ValueError) as exc:
         raise CheckpointError(f"{where}: field 'model': {' '.join(str(exc).split())}") from exc
     state = ckpt.get("state_dict")

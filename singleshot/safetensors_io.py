@@ -92,7 +92,8 @@ def read_safetensors(path: str | os.PathLike[str], map_location: str | torch.dev
     return {
         "format": "singleshot",
         "version": 1,
-        "model": {"name": str(meta["model"]), "num_classes": int(meta["num_classes"])},
+        "model": {"name": str(meta["model"]), "num_classes": int(meta["num_classes"]),
+                  **({"image_size": int(meta["input"]["size"])} if "size" in (meta.get("input") or {}) else {})},
         "state_dict": state,
         "classes": list(meta["classes"]),
         "label_to_category_id": {int(k): int(v) for k, v in (meta.get("label_to_category_id") or {}).items()},

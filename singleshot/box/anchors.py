@@ -17,6 +17,7 @@ Anchors are computed in float64 and cached per (spec, device, dtype): building t
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 from collections.abc import Callable
@@ -63,6 +64,21 @@ class SSDAnchorSpec:
     @property
     def num_anchors_per_location(self) -> tuple[int, ...]:
         return tuple(2 + 2 * len(r) for r in self.aspect_ratios)
+
+    def resized(self, image_size: int, feature_sizes: tuple[int, ...]) -> SSDAnchorSpec:
+        """The same default boxes relative to the image, for inputs of ``image_size`` pixels whose feature maps are
+        ``feature_sizes``: box sides keep their fraction of the image (the SSD convention: ``scales`` x new / old
+        size), centres sit at the middle of each feature cell (step = image_size / feature size)."""
+        if len(feature_sizes) != len(self.feature_sizes):
+            raise ValueError(f"{len(feature_sizes)} feature maps given for a spec of {len(self.feature_sizes)}")
+        ratio = image_size / self.image_size
+        return dataclasses.replace(
+            self,
+            image_size=image_size,
+            feature_sizes=tuple(feature_sizes),
+            steps=tuple(image_size / f for f in feature_sizes),
+            scales=tuple(s * ratio for s in self.scales),
+        )
 
     def box_sizes(self, level: int) -> list[tuple[float, float]]:
         """Normalized (w, h) of each box type at ``level``, in head-channel order."""
@@ -115,6 +131,19 @@ class MultiscaleAnchorSpec:
     def num_anchors_per_location(self) -> tuple[int, ...]:
         n = self.scales_per_octave * len(self.aspect_ratios)
         return (n,) * (self.max_level - self.min_level + 1)
+
+    def resized(self, image_size: int, feature_sizes: tuple[int, ...]) -> MultiscaleAnchorSpec:
+        """The grid for inputs of ``image_size`` pixels (anchor sides stay in units of each level's stride, as the
+        TF generator defines them); ``feature_sizes`` must be the ones this spec computes for that size.
+
+        Raises:
+            ValueError: the model's feature maps at that size are not ``ceil(image_size / stride)``.
+        """
+        out = dataclasses.replace(self, image_size=image_size)
+        if tuple(feature_sizes) != out.feature_sizes:
+            raise ValueError(f"feature maps {tuple(feature_sizes)} at {image_size} px, the anchor grid expects "
+                             f"{out.feature_sizes}")
+        return out
 
     def build(self) -> Tensor:
         """Return ``Tensor[A, 4]`` float64, normalized (cx, cy, w, h)."""

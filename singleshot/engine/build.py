@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from singleshot.accelerator import use_channels_last
+from singleshot.box.anchors import default_boxes
 from singleshot.box.factory import build_encoder, build_loss
 from singleshot.engine import distributed as D
 from singleshot.engine.config import ConfigError, TrainConfig
@@ -82,7 +83,7 @@ def build_training(
     checkpoint's. ``loss_fn`` replaces the loss the model's spec and ``train.box_loss`` would build. Setting errors
     are :class:`ConfigError`\\ s naming the key."""
     main = info.is_main
-    spec = get_spec(cfg.model.name)  # ModelConfig checked the name
+    spec = input_spec(cfg, main)
     channels_last = use_channels_last(device, cfg.train.channels_last)
     workers = loader_workers(cfg.data.num_workers, device, info)
     data = build_data(
@@ -171,6 +172,26 @@ def _classes(cfg: TrainConfig, data: DataBundle, main: bool) -> tuple[list[str],
     return train_set.classes, val_ids
 
 
+def input_spec(cfg: TrainConfig, main: bool = True) -> DetectorSpec:
+    """The model's spec at the input size ``model.image_size`` asks for (None: the model's own), the default boxes
+    rebuilt for it; a size other than the model's own is said once (``main``).
+
+    Raises:
+        ConfigError: the architecture cannot take that size (naming the key, the value and the sizes it takes).
+    """
+    own = get_spec(cfg.model.name)  # ModelConfig checked the name
+    try:
+        spec = get_spec(cfg.model.name, cfg.model.image_size)
+    except ValueError as exc:
+        raise ConfigError(f"config key 'model.image_size': {exc}") from None
+    if spec is not own and main:
+        kind = "published" if own.reference_backbone_file else "own"
+        print(f"model.image_size={spec.image_size}: {spec.name} at {spec.image_size} px instead of its {kind} "
+              f"{own.image_size} px; default boxes rebuilt for feature maps {list(spec.anchors.feature_sizes)} "
+              f"({len(default_boxes(spec.anchors))} boxes)")
+    return spec
+
+
 def _model(
     cfg: TrainConfig, spec: DetectorSpec, num_classes: int, classes: list[str], device: torch.device,
     channels_last: bool, info: D.DistInfo, fresh: bool,
@@ -179,7 +200,7 @@ def _model(
     a resumed one continues from its checkpoint), BatchNorm frozen when asked, on the device."""
     mc, main = cfg.model, info.is_main
     torch.manual_seed(cfg.train.seed)  # identical initial weights on every rank
-    model = build_architecture(mc.name, num_classes)
+    model = build_architecture(mc.name, num_classes, image_size=spec.image_size)
     if mc.pretrained_backbone is not None:  # loaded here so that only the file's errors are reported under its key
         try:
             load_backbone_weights(model.backbone, mc.pretrained_backbone, arch=model.backbone_arch)

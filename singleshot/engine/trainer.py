@@ -385,7 +385,8 @@ class Trainer:
         if self.main:
             where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
             print(
-                f"training {cfg.model.name} on {len(p.data.train)} images ({p.steps_per_epoch} steps/epoch, "
+                f"training {cfg.model.name} at {p.model.spec.image_size} px on {len(p.data.train)} images "
+                f"({p.steps_per_epoch} steps/epoch, "
                 f"{p.total_steps} steps, global batch {p.global_batch}, lr {p.base_lr:.4g}, {where}, "
                 f"{self.precision}, data {p.data.backend}, {p.loader_workers} loader workers); run folder: "
                 f"{self.run_dir}"

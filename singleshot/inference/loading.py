@@ -169,7 +169,7 @@ class GraphModel(nn.Module):
             raise ValueError(f"{os.fspath(path)}: the graph has decoding + NMS inside; singleshot evaluates and "
                              "predicts with an export without --with-nms (the same weights, raw outputs)")
         try:
-            spec = get_spec(meta["model"])
+            spec = get_spec(meta["model"], meta.get("input", {}).get("size"))
         except (KeyError, ValueError) as e:
             raise ValueError(f"{os.fspath(path)}: its metadata names no singleshot model ({e})") from None
         self.spec = dataclasses.replace(spec, postprocess=PostprocessConfig(**meta.get("postprocess", {})))

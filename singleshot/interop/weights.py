@@ -188,6 +188,7 @@ def build_model(
     *,
     weights: str | os.PathLike[str] | None = None,
     classes: Sequence[str] | None = None,
+    image_size: int | None = None,
 ) -> nn.Module:
     """The one way to make a detector: the registered architecture (:func:`singleshot.models.build_architecture`),
     plus starting weights from a trained detector.
@@ -200,8 +201,11 @@ def build_model(
         weights: a singleshot, MLPerf or NVIDIA SSD300 checkpoint to start from (see :func:`load_weights`, whose
             one-line summary is printed).
         classes: the model's class names, for carrying class-head rows over by name (see :func:`load_weights`).
+        image_size: input size in pixels, the default boxes rebuilt for it (:func:`singleshot.get_spec`); None = the
+            model's own.
     """
-    model = build_architecture(name, num_classes=num_classes, pretrained_backbone=pretrained_backbone)
+    model = build_architecture(name, num_classes=num_classes, pretrained_backbone=pretrained_backbone,
+                               image_size=image_size)
     if weights is not None:
         load_weights(model, weights, classes)
     elif classes is not None and len(classes) != num_classes - 1:

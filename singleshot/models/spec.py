@@ -32,6 +32,8 @@ class DetectorSpec:
         reference_backbone_file: the torchvision ImageNet file the published recipe starts from (its equivalent,
             for a TF recipe); training without ``model.pretrained_backbone`` warns and names it. None: the preset
             has no reference recipe.
+        size_multiple: other input sizes the architecture takes (``model.image_size``): multiples of this, large
+            enough for every feature map to keep at least one cell; the registered ``image_size`` always works.
     """
 
     name: str
@@ -46,6 +48,7 @@ class DetectorSpec:
     mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
     std: tuple[float, float, float] = (0.229, 0.224, 0.225)
     reference_backbone_file: str | None = None
+    size_multiple: int = 32
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "classifier", classifier_named(self.classifier))
