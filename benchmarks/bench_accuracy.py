@@ -18,6 +18,7 @@ and the table as markdown into ``--out``.
     python benchmarks/bench_accuracy.py --base-seed 1234 --sets 3         # reproduce a run (seed is printed)
     python benchmarks/bench_accuracy.py --only ours --config my.yaml --override optim.lr=0.1
     python benchmarks/bench_accuracy.py --sets 1 --num-train 200 --num-val 50 --budget-images 400   # smoke test
+    python benchmarks/bench_accuracy.py --image-size 320 --out runs/bench_accuracy_320   # both models at 320 px
 
 The default image budget is the default run's: ``cpu_tiny``'s ``train.epochs`` x the built-in set's ``num_train``.
 Finished per-set results are reused when the same command is re-run into the same ``--out`` (an interrupted
@@ -314,6 +315,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=None, help="loader processes, both models (default: the preset's)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads, both models (default: torch's)")
     p.add_argument("--yolo-batch", type=int, default=16, help="YOLOv8n batch (default 16, Ultralytics' default)")
+    p.add_argument("--image-size", type=int, default=None,
+                   help="train and score both models at this size (ours: model.image_size, YOLOv8n: imgsz; default: "
+                        "the preset model's own size); use a separate --out per size")
     p.add_argument("--config", default=None, help="ours: preset or YAML instead of the default preset")
     p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="ours: extra config overrides")
     p.add_argument("--builtin-style", action="store_true",
@@ -334,10 +338,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_images is not None:
         budget, how = args.budget_images, "--budget-images"
     epochs = max(1, round(budget / args.num_train))
+    if args.image_size is not None:  # both models at that size: ours through model.image_size, YOLO's imgsz
+        args.override = [*args.override, f"model.image_size={args.image_size}"]
     ours_cfg = load_config(args.config, list(args.override))
-    if args.workers is None:
-        args.workers = ours_cfg.data.num_workers
-    imgsz = get_spec(ours_cfg.model.name).image_size
+    if args.workers is None:  # the preset's; its auto (null) is 0 on a CPU, where this benchmark runs
+        args.workers = ours_cfg.data.num_workers if ours_cfg.data.num_workers is not None else 0
+    imgsz = get_spec(ours_cfg.model.name, ours_cfg.model.image_size).image_size
     threads = args.threads or torch.get_num_threads()
     if args.only != "ours":
         try:
