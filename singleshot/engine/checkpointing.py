@@ -183,7 +183,9 @@ def resume_point(
         details = "; ".join(f"{k}: {_lookup(old, k)!r} -> {_lookup(config, k)!r}" for k in changed[:8])
         raise RunConfigMismatch(
             f"run folder {run_dir} holds a run with a different configuration ({details}). "
-            "Re-run with the same settings to resume it, or pick another folder with run.name=NAME or run.dir=PATH."
+            "Re-run with the same settings to resume it, give run.exist_ok=true to replace it with a fresh run, or "
+            "pick another folder with run.dir=PATH (without run.dir, a changed configuration gets a new numbered "
+            "folder by itself)."
         )
     return ckpt, note
 

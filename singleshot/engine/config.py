@@ -157,7 +157,7 @@ class TrainLoopConfig(_Choices):
 @dataclass
 class EvalConfig:
     # evaluate every N epochs (and at the end); 0 = only at the end; null (auto) = as often as keeps evaluation to
-    # about a tenth of the run (by images seen; at most every epoch), at least once halfway on runs of 4+ epochs
+    # about a tenth of the run, estimated from the images trained and evaluated (printed at the start)
     every: int | None = None
     at: list[int] = field(default_factory=list)  # explicit epochs to evaluate at (NVIDIA recipe), added to `every`
     target_map: float | None = None  # stop as soon as COCO mAP@[.5:.95] reaches this

@@ -15,7 +15,9 @@ import socket
 import tempfile
 import time
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
+
+import yaml
 
 try:
     import fcntl
@@ -131,3 +133,84 @@ def trim_metrics(path: Path, step: int, last_eval_step: int) -> int:
     if dropped:
         write_text_atomic(path, "".join(f"{line}\n" for line in kept))
     return dropped
+
+
+# ------------------------------------------------------------------------------------------------ which folder
+def _saved_config(folder: Path) -> dict[str, Any] | None:
+    """The configuration a run folder holds (its ``config.yaml``, written once set-up succeeded), None when it holds
+    no run (missing, empty, or a run killed before its set-up ended: that one starts over, as resuming it would)."""
+    try:
+        data = yaml.safe_load((folder / "config.yaml").read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _differing(folder_config: dict[str, Any], config: dict[str, Any], mutable: set[str]) -> list[str]:
+    from singleshot.engine.config import config_diff, upgrade_keys
+
+    return [k for k in config_diff(upgrade_keys(folder_config), config) if k not in mutable]
+
+
+# What replacing a run (run.exist_ok=true) removes: the state and records a fresh run would otherwise mix with.
+RUN_STATE = ("checkpoints", "metrics.jsonl", "config.yaml", "tensorboard", "mlperf.log")
+
+
+def choose_run_dir(run: Any, config: dict[str, Any], mutable: set[str]) -> tuple[Path, str, bool]:
+    """``(folder, note, replace)``: where a run of ``config`` goes, a line saying why when it is not simply the folder
+    named, and whether the run there must be replaced by a fresh one (``run.exist_ok``).
+
+    ``run`` is the config's ``run`` section. ``run.dir`` is used exactly. Otherwise ``root/name``, ``root/name2``,
+    ``root/name3``, ... are searched in order: the first that holds a run of the same configuration (keys in
+    ``mutable`` aside) is resumed (unless ``run.resume`` is false), else the first that holds no run starts one.
+    ``run.exist_ok`` keeps ``root/name`` whatever it holds: the same configuration resumes (with ``run.resume``), any
+    other is replaced. Decided from the folders' ``config.yaml`` files only, before anything is written; two processes
+    that pick the same new folder at once are told apart by the run lock.
+    """
+    if run.dir:
+        folder = Path(run.dir)
+        saved = _saved_config(folder)
+        if run.exist_ok and saved is not None and (_differing(saved, config, mutable) or not run.resume):
+            return folder, f"run.exist_ok=true: replacing the run in {folder} with a fresh one", True
+        return folder, "", False
+    base = Path(run.root) / run.name
+    if run.exist_ok:
+        saved = _saved_config(base)
+        if saved is not None and (_differing(saved, config, mutable) or not run.resume):
+            why = "another configuration" if _differing(saved, config, mutable) else "run.resume=false"
+            return base, f"run.exist_ok=true: replacing the run in {base} ({why}) with a fresh one", True
+        return base, "", False
+    first_other: tuple[Path, list[str]] | None = None
+    k = 1
+    while True:
+        folder = base if k == 1 else base.with_name(f"{run.name}{k}")
+        saved = _saved_config(folder)
+        if saved is None:
+            break
+        diff = _differing(saved, config, mutable)
+        if not diff and run.resume:
+            return folder, "", False
+        if first_other is None:
+            first_other = (folder, diff)
+        k += 1
+    if folder == base:
+        return folder, "", False
+    if not run.resume:
+        return folder, f"run.resume=false: starting a new run in {folder}", False
+    diff = first_other[1] if first_other else []
+    keys = ", ".join(diff[:4]) + (", ..." if len(diff) > 4 else "") + (" differs" if len(diff) == 1 else " differ")
+    where = first_other[0] if first_other else base
+    return folder, (f"{where} holds a run with another configuration ({keys}): starting {folder} (run.exist_ok"
+                    f"=true replaces the run in {base} instead)"), False
+
+
+def clear_run_state(folder: Path) -> None:
+    """Remove what :data:`RUN_STATE` names from ``folder`` (the run being replaced); the rest is left."""
+    import shutil
+
+    for name in RUN_STATE:
+        path = folder / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -40,10 +41,24 @@ from singleshot.engine.checkpointing import (
 )
 from singleshot.engine.config import RESUME_MUTABLE, ConfigError, TrainConfig
 from singleshot.engine.hooks import HookList, TrainHook
-from singleshot.engine.loop_state import EvaluationInterrupted, LossWindow, RunState, TrainingDiverged, TrainResult
+from singleshot.engine.loop_state import (
+    EvaluationInterrupted,
+    LossWindow,
+    RunState,
+    TrainingDiverged,
+    TrainResult,
+    auto_eval_every,
+)
 from singleshot.engine.mlperf import MLPerfHook
 from singleshot.engine.monitor import Monitor
-from singleshot.engine.runfolder import RunLock, remove_stale_temporaries, trim_metrics, write_text_atomic
+from singleshot.engine.runfolder import (
+    RunLock,
+    choose_run_dir,
+    clear_run_state,
+    remove_stale_temporaries,
+    trim_metrics,
+    write_text_atomic,
+)
 from singleshot.engine.runtime import SectionTimer, StopRequest, seed_everything
 from singleshot.evaluation import STAT_NAMES, evaluate
 from singleshot.precision import resolve_precision
@@ -100,6 +115,7 @@ class Trainer:
         self.step = 0  # optimizer steps done (skipped ones included)
         self.state = RunState()
         self.monitor = Monitor(None, 0)  # silent until run() opens the run folder's
+        self.eval_every = cfg.eval.every or 0  # evaluate every N epochs (0: at the end only); auto: set by _announce
         self._t_start = 0.0  # perf_counter() when run() started: this process's share of the elapsed time
 
     @property
@@ -118,8 +134,11 @@ class Trainer:
         if cfg.train.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.train.threads)
         D.init_distributed(info, self.device)
+        replace = self._choose_folder()
         if self.lock is not None:  # before anything writes into the folder (mlperf.log included)
             self.lock.acquire()  # one live run per folder; a killed run's lock went with its process
+            if replace:  # run.exist_ok over another run: only now, with the folder ours
+                clear_run_state(self.run_dir)
             for tmp in remove_stale_temporaries(self.ckpt_dir):
                 print(f"removed {tmp}, left by a run killed while writing a checkpoint")
         self.hooks.fire("init_start", self.run_dir, self.main)
@@ -138,6 +157,22 @@ class Trainer:
         self.hooks.fire("init_end", cfg, self.parts)
         return None if resume is None else note
 
+    def _choose_folder(self) -> bool:
+        """The run folder (:func:`~singleshot.engine.runfolder.choose_run_dir`: the named one, the numbered one that
+        holds this configuration, or the next free number), decided by the main process and shared with every
+        rank; says why when it is not the folder named. Returns whether the run there is to be replaced."""
+        folder, note, replace = choose_run_dir(self.cfg.run, self.cfg.to_dict(), RESUME_MUTABLE)
+        if self.info.enabled and torch.distributed.is_initialized():  # every rank takes rank 0's answer
+            shared = [str(folder), note, replace]
+            device = self.device if self.device.type == "cuda" else None
+            torch.distributed.broadcast_object_list(shared, src=0, device=device)
+            folder, note, replace = Path(shared[0]), shared[1], bool(shared[2])
+        self.run_dir, self.ckpt_dir = folder, folder / "checkpoints"
+        self.lock = RunLock(folder) if self.main else None
+        if note and self.main:
+            print(note, flush=True)
+        return replace
+
     def run(self) -> TrainResult:
         """Sets the run up (or finds it finished), runs :meth:`_loop` with signals turned into a stop flag, writes
         the report of a run that ended; the lock and the process group are released however it ends."""
@@ -152,7 +187,8 @@ class Trainer:
                 if self.main:
                     print(
                         f"run {self.run_dir} already finished ({self.state.status}, step {self.step}, best mAP "
-                        f"{self.state.best_map}); pick another folder with run.name=NAME to train again"
+                        f"{self.state.best_map}); to train again, change a setting (a new numbered folder) or give "
+                        "run.resume=false"
                     )
                 return self._result("already_finished", 0)
             self.state.finished = False
@@ -236,7 +272,7 @@ class Trainer:
             sampler = loader.next_epoch_state() if complete else loader.state_dict()
             self.hooks.fire("epoch_end", epoch_num)
             ev = cfg.eval
-            due = complete and ((ev.every > 0 and epoch_num % ev.every == 0) or epoch_num in ev.at)
+            due = complete and ((self.eval_every > 0 and epoch_num % self.eval_every == 0) or epoch_num in ev.at)
             if (due or self.step >= p.total_steps) and not self._evaluate(stop, complete, sampler):
                 return self._interrupted(stop)
             if complete:
@@ -380,8 +416,13 @@ class Trainer:
 
     # ----------------------------------------------------------------------------------------------- the run's ends
     def _announce(self) -> None:
-        """The run's first line: model, data, steps, batch, lr, device, precision, input pipeline, run folder."""
+        """The run's first line: model, data, steps, batch, lr, device, precision, input pipeline, run folder; then
+        the evaluation cadence when it is automatic, and a warmup as long as the run."""
         cfg, p = self.cfg, self.parts
+        epochs = -(-p.total_steps // max(1, p.steps_per_epoch))
+        if cfg.eval.every is None and p.data.val is not None:
+            val_images = len(p.data.val) if cfg.data.val_limit is None else min(cfg.data.val_limit, len(p.data.val))
+            self.eval_every, fraction = auto_eval_every(epochs, p.steps_per_epoch * p.global_batch, val_images)
         if self.main:
             where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
             print(
@@ -393,6 +434,19 @@ class Trainer:
                 + (f"\n{p.data.backend_note}" if p.data.backend_note and cfg.data.backend == "auto" else ""),
                 flush=True,
             )
+            if cfg.eval.every is None and p.data.val is not None:
+                every = self.eval_every
+                at = sorted({*range(every, epochs, every), *cfg.eval.at, epochs} if every else {*cfg.eval.at, epochs})
+                cost = (f"about {fraction:.0%} of the run" if len(at) > 1 or fraction <= 0.1
+                        else f"only the final one: it alone costs about {fraction:.0%} of a run this short")
+                print(f"evaluating after epoch{'s' if len(at) > 1 else ''} {', '.join(map(str, at))} (eval.every "
+                      f"auto: {cost}; eval.every=N sets it)", flush=True)
+            warmup = p.schedule.warmup_steps
+            if warmup >= p.total_steps > 0:
+                print(f"warning: the learning-rate warmup ({warmup} steps: schedule.warmup_steps="
+                      f"{cfg.schedule.warmup_steps}, schedule.warmup_epochs={cfg.schedule.warmup_epochs:g}) is as long "
+                      f"as the run ({p.total_steps} steps), which never trains at the full learning rate; set "
+                      f"schedule.warmup_steps={max(1, p.total_steps // 10)} for example", flush=True)
 
     def _finish(self, status: str, sampler: dict[str, int]) -> str:
         """The final checkpoint (marked finished), the last line, and MLPerf's run_stop."""
