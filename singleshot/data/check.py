@@ -158,14 +158,18 @@ def _check_split(ds: DetectionDataset, split: str, decode: bool, report: CheckRe
 
 
 def label_summary(ds: DetectionDataset, split: str = "train") -> SplitReport:
-    """:func:`check_dataset`'s per-split summary from the annotations alone (sizes as stated; nothing decoded):
-    what ``labels.png`` of a training run plots."""
+    """:func:`check_dataset`'s per-split summary from the annotations (sizes as stated, else read from the image
+    file's header, as for YOLO labels; nothing decoded): what ``labels.png`` of a training run plots."""
     sr = SplitReport(split=split, stats=Counter(ds.stats))
     for i in range(len(ds)):
         h, w = ds.image_size(i)
         boxes, labels = ds.annotation(i)
-        if h <= 0 or w <= 0:  # size not stated: unknowable without decoding; the box statistics skip the image
-            continue
+        if h <= 0 or w <= 0:  # not stated (YOLO labels): the image file's header says it, nothing is decoded
+            try:
+                with Image.open(ds.image_path(i)) as im:
+                    w, h = im.size
+            except (OSError, ValueError):  # unreadable: data check names it; the statistics skip the image
+                continue
         if ds.normalized_boxes:
             boxes = boxes * np.array([w, h, w, h], dtype=np.float32)
         sr.add_image(boxes, labels, ds.classes, h, w)
@@ -200,6 +204,10 @@ def check_dataset(
                 report.problems.append(Problem("error", str(path), str(e).split(": ", 1)[-1], f"split {split}"))
             continue
         except DataError as e:  # unreadable annotation file: named in the message
+            if split == "test" and splits is None:  # exports list a test: folder they may not ship; nothing uses it
+                msg = f"{e}; the test split is left out (training and validation do not read it)"
+                report.problems.append(Problem("warning", str(path), msg, "split test", "test"))
+                continue
             report.problems.append(Problem("error", str(path), str(e), f"split {split}"))
             continue
         if not report.classes:

@@ -154,3 +154,28 @@ def load_dataset(
                 return YOLODetection(yaml_file, split, classes=names, images=desc.images(split), **common)
         return YOLODetection(p, split, classes=classes, **common)
     raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
+
+
+def dataset_splits(path: str | os.PathLike[str]) -> list[str]:
+    """The splits among train / val / test a dataset path has (a data.yaml's keys, a COCO folder's annotation
+    files, a VOC folder's ``ImageSets/Main/*.txt`` lists, a YOLO root's image folders); [] for a lone COCO JSON (its
+    one set is whatever it is asked for) or a path that is no dataset. Looks at names only: nothing is parsed."""
+    p = Path(path)
+    try:
+        fmt = detect_format(p)
+    except DatasetFormatError:
+        return []
+    splits = ("train", "val", "test")
+    if fmt == "coco":
+        return [] if p.is_file() else [s for s in splits if find_coco_split(p, s) is not None]
+    if fmt == "voc":
+        root = find_voc_root(p)
+        return [s for s in splits if root is not None and (root / "ImageSets" / "Main" / f"{s}.txt").is_file()]
+    yaml_file = p if p.is_file() else find_data_yaml(p)
+    if yaml_file is not None:
+        try:
+            desc = read_data_yaml(yaml_file)
+        except DatasetFormatError:
+            return []
+        return [s for s in splits if desc.split_key(s) is not None]
+    return [s for s in splits if yolo_image_dir(p, s) is not None]

@@ -17,7 +17,8 @@ import torch
 
 from singleshot.accelerator import capabilities, synchronize
 from singleshot.data.base import DetectionDataset
-from singleshot.data.formats import load_dataset
+from singleshot.data.errors import SplitNotFoundError
+from singleshot.data.formats import dataset_splits, load_dataset
 from singleshot.data.loader import build_loader, prefetch_depth
 from singleshot.data.transforms import AreaCropTrainTransform, SSDTrainTransform, SSDValTransform
 from singleshot.engine.config import ConfigError, DataConfig
@@ -93,7 +94,7 @@ def build_data(
     augmentation; decoding and pixel work run batched on ``device``), "dali" (decoded with nvJPEG on CUDA) or "auto"
     (builtin on the CPU; on CUDA the one that delivers training batches fastest in steady state, measured here).
     """
-    train, val = _open_datasets(cfg, world_size)
+    train, val = _open_datasets(cfg, world_size, rank == 0)
     device = device or torch.device("cpu")
     common: dict[str, Any] = {
         "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
@@ -173,10 +174,31 @@ def eval_loader(
     )  # fmt: skip
 
 
-def _open_datasets(cfg: DataConfig, world_size: int) -> tuple[DetectionDataset, DetectionDataset | None]:
-    """The training set (at least one global batch) and the validation set (cut to ``data.val_limit``), if any."""
+def _open_datasets(
+    cfg: DataConfig, world_size: int, main: bool = True
+) -> tuple[DetectionDataset, DetectionDataset | None]:
+    """The training set (at least one global batch) and the validation set (cut to ``data.val_limit``), if any.
+
+    A dataset given as ``data.train`` with ``data.val`` left at the built-in set is validated on its own val split
+    (said once, by the ``main`` process): a user's classes are never scored on the synthetic ones.
+    """
     train = _open_configured("data.train", cfg.train, "train", cfg)
-    val = _open_configured("data.val", cfg.val, "val", cfg) if cfg.val else None
+    follows = cfg.train != "synth" and cfg.val == "synth"
+    if follows and not dataset_splits(cfg.train) and Path(cfg.train).is_file():
+        raise ConfigError(f"data.train={cfg.train!r} is one COCO JSON file, with no val split of its own; give "
+                          "data.val=PATH (the validation set), or data.val=null to train without evaluation")
+    source = cfg.train if follows else cfg.val
+    try:
+        val = _open_configured("data.val", source, "val", cfg) if source else None
+    except SplitNotFoundError as exc:
+        has = dataset_splits(source)
+        given = f"data.train={source!r} (data.val follows it)" if follows else f"data.val={source!r}"
+        raise ConfigError(
+            f"{given}: the dataset has no val split ({exc}; it has: {', '.join(has) or 'none found'}); give "
+            "data.val=PATH (a dataset or its val folder), or data.val=null to train without evaluation"
+        ) from None
+    if follows and main:
+        print(f"data.val: using the val split of {cfg.train} ({len(val)} images)")
     if val is not None and cfg.val_limit is not None:
         val = val.head(cfg.val_limit)
     if len(train) < cfg.batch_size * world_size:

@@ -425,11 +425,13 @@ class Trainer:
             self.eval_every, fraction = auto_eval_every(epochs, p.steps_per_epoch * p.global_batch, val_images)
         if self.main:
             where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
+            val = f"{len(p.data.val)} validation images" if p.data.val is not None else "no validation"
             print(
                 f"training {cfg.model.name} at {p.model.spec.image_size} px on {len(p.data.train)} images "
                 f"({p.steps_per_epoch} steps/epoch, "
                 f"{p.total_steps} steps, global batch {p.global_batch}, lr {p.base_lr:.4g}, {where}, "
-                f"{self.precision}, data {p.data.backend}, {p.loader_workers} loader workers); run folder: "
+                f"{self.precision}, data {p.data.backend}, {p.loader_workers} loader workers); "
+                f"{val}; run folder: "
                 f"{self.run_dir}"
                 + (f"\n{p.data.backend_note}" if p.data.backend_note and cfg.data.backend == "auto" else ""),
                 flush=True,
