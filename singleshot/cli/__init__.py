@@ -73,10 +73,10 @@ def describe_error(exc: BaseException) -> str:
         return text
     if os_error is not None and os_error.errno == errno.EROFS:
         return (f"read-only file system: cannot write {where or 'the output'}; choose a folder you can write "
-                "(run.dir=PATH for train, --out for eval)")
+                "(run.dir=PATH for train, --out for eval, predict and export)")
     if os_error is not None and os_error.errno in _READ_ONLY:
         return (f"permission denied: {where or 'a file'}; check its permissions or use a folder you own "
-                "(run.dir=PATH for train, --out for eval)")
+                "(run.dir=PATH for train, --out for eval, predict and export)")
     if os_error is not None and os_error.strerror:
         return f"{os_error.strerror}{': ' + where if where else ''}"
     return (f"internal error {type(exc).__name__}: {text[:300]} (run with --debug or SINGLESHOT_DEBUG=1 for the "
