@@ -1,4 +1,5 @@
-"""``singleshot eval``: COCO bbox mAP of a checkpoint (the 12 numbers, per-class AP, results JSON).
+"""``singleshot eval``: COCO bbox mAP of a checkpoint (the 12 numbers, precision and recall at IoU 0.5, per-class
+AP, results JSON, and the report pictures a training run writes: PR curves, confusion matrix, predictions).
 
     singleshot eval --checkpoint runs/exp/last.pt                        # built-in synthetic val split
     singleshot eval --checkpoint ssd300.pt --data /data/coco             # COCO 2017 val
@@ -42,6 +43,9 @@ def register(subparsers: Any) -> None:
                         "RUN/checkpoints/, else the current folder); checked before evaluating")
     p.add_argument("--results", default=None, help="COCO results JSON to write (overrides --out for this file)")
     p.add_argument("--metrics-json", default=None, help="also write the returned metrics as JSON here")
+    p.add_argument("--no-report", action="store_true",
+                   help="skip the report pictures (eval_<split>/: per_class_ap.csv, pr_curves.png, "
+                        "confusion_matrix.png, predictions/*.jpg, beside the results JSON)")
     p.set_defaults(func=run)
 
 
@@ -83,10 +87,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"evaluating {Path(args.checkpoint).name} ({spec.name}, {loaded.kind}) on {dataset.summary()} "
                   f"[{device}, {core.precision}, {info.world_size} process(es)]")
         metrics = evaluate(core, loader, label_to_category_id=label_to_category_id, results_file=results,
-                           log=print if info.is_main else None)
+                           log=print if info.is_main else None, keep_detections=info.is_main and not args.no_report)
         if info.is_main:
             print(f"{metrics['num_images']} images, {metrics['num_detections']} detections; inference "
                   f"{metrics['inference_s']:.1f}s, metrics {metrics['metrics_s']:.1f}s; results: {results}")
+            if not args.no_report:  # the pictures a training run's report has, for this evaluation
+                from singleshot.engine.report import analysis_report
+
+                folder = Path(results).parent / f"eval_{args.split}"
+                for path in analysis_report(folder, dataset=dataset, core=core, evaluation=metrics,
+                                            classes=loaded.classes, log=None):
+                    print(f"wrote {path}")
+                metrics = {k: v for k, v in metrics.items() if k not in ("detections", "image_ids", "ground_truth")}
             if args.metrics_json:
                 os.makedirs(os.path.dirname(args.metrics_json) or ".", exist_ok=True)
                 with open(args.metrics_json, "w", encoding="utf-8") as f:

@@ -137,22 +137,35 @@ _LOSS_KEYS = ("loss", "box", "cls")
 
 
 def write_results_csv(run_dir: Path) -> Path:
-    """``results.csv``: one row per evaluation in ``metrics.jsonl`` (epoch, step, lr, the training losses of the
-    last logged step before it, the 12 COCO numbers), rewritten whole so that a resumed run stays consistent."""
+    """``results.csv``: one row per evaluation in ``metrics.jsonl``: epoch, step, the learning rate of the last
+    logged step before it, the training losses averaged over the steps logged since the previous evaluation (the
+    epoch or epochs it follows), precision and recall at IoU 0.5 (at the confidence of the best F1, see
+    :func:`singleshot.evaluation.metrics.precision_recall_at_best_f1`), the 12 COCO numbers. Rewritten whole, so that
+    a resumed run stays consistent."""
     from singleshot.evaluation import STAT_NAMES
 
     train, evals = read_metrics(run_dir / "metrics.jsonl")
-    header = ["epoch", "step", "lr", *_LOSS_KEYS, *STAT_NAMES]
+    header = ["epoch", "step", "lr", *_LOSS_KEYS, "precision", "recall", *STAT_NAMES]
     lines = [",".join(header)]
+    previous = -1
     for ev in evals:
+        stretch = [r for r in train if previous < r["step"] <= ev["step"]]
         before = [r for r in train if r["step"] <= ev["step"]]
-        last = before[-1] if before else {}
-        values = [ev.get("epoch", ""), ev["step"], _fmt(last.get("lr"), 6), *(_fmt(last.get(k), 4) for k in _LOSS_KEYS),
+        losses = [_mean([r.get(k) for r in stretch]) for k in _LOSS_KEYS]
+        values = [ev.get("epoch", ""), ev["step"], _fmt(before[-1].get("lr") if before else None, 6),
+                  *(_fmt(v, 4) for v in losses), _fmt(ev.get("precision50"), 4), _fmt(ev.get("recall50"), 4),
                   *(_fmt(ev.get(k), 4) for k in STAT_NAMES)]
         lines.append(",".join(str(v) for v in values))
+        previous = ev["step"]
     path = run_dir / RESULTS_CSV
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _mean(values: list[Any]) -> float | None:
+    """Mean of the numbers among ``values`` (None when there are none)."""
+    numbers = [float(v) for v in values if isinstance(v, (int, float))]
+    return sum(numbers) / len(numbers) if numbers else None
 
 
 def _fmt(value: Any, digits: int) -> str:
@@ -186,7 +199,30 @@ def evaluation_report(
     tensorboard: Any = None,
     log: Any = print,
 ) -> list[Path]:
-    """Everything the module docstring lists for one evaluation.
+    """Everything the module docstring lists for one evaluation of a training run: ``results.csv`` and
+    ``curves.png`` from the run's ``metrics.jsonl``, then :func:`analysis_report` into the run folder."""
+    written = [write_results_csv(run_dir), plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")]
+    written += analysis_report(run_dir, dataset=dataset, core=core, step=step, classes=classes,
+                               num_pictures=num_pictures, evaluation=evaluation, score_threshold=score_threshold,
+                               tensorboard=tensorboard, log=log)
+    return written
+
+
+def analysis_report(
+    folder: Path,
+    *,
+    dataset: DetectionDataset,
+    core: InferenceCore,
+    evaluation: dict[str, Any],
+    step: int = 0,
+    classes: list[str] | None = None,
+    num_pictures: int = 8,
+    score_threshold: float = 0.3,
+    tensorboard: Any = None,
+    log: Any = print,
+) -> list[Path]:
+    """The per-class table (``per_class_ap.csv`` + the console), ``pr_curves.png``, ``confusion_matrix.png`` and
+    ``predictions/*.jpg`` of one evaluation, into ``folder`` (a training run's folder, or ``singleshot eval``'s).
 
     Args:
         dataset: the validation set that was evaluated (its ground truth and its first ``num_pictures`` images).
@@ -201,31 +237,32 @@ def evaluation_report(
     from singleshot.evaluation.analysis import analyze_classes, confusion_matrix
     from singleshot.evaluation.metrics import as_coco
 
-    written = [write_results_csv(run_dir), plot_curves(run_dir / "metrics.jsonl", run_dir / "curves.png")]
+    folder.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
     if "detections" in evaluation:
         gt = as_coco(evaluation["ground_truth"])
         ids, rows = evaluation["image_ids"], evaluation["detections"]
         analysis = analyze_classes(gt, rows, ids)
         if log is not None:
             log(f"per-class AP (step {step}, fractions):\n{analysis.text()}")
-        written.append(write_per_class_csv(analysis, run_dir / PER_CLASS_CSV))
+        written.append(write_per_class_csv(analysis, folder / PER_CLASS_CSV))
         figures = {
-            "pr_curves": plot_pr_curves(analysis, run_dir / "pr_curves.png"),
+            "pr_curves": plot_pr_curves(analysis, folder / "pr_curves.png"),
             "confusion_matrix": plot_confusion_matrix(
                 confusion_matrix(gt, rows, score_threshold=score_threshold, image_ids=ids),
-                run_dir / "confusion_matrix.png"),
+                folder / "confusion_matrix.png"),
         }
-        written += [run_dir / "pr_curves.png", run_dir / "confusion_matrix.png"]
-        if (run_dir / RESULTS_JSON).is_file():  # written by the evaluation itself
-            written.append(run_dir / RESULTS_JSON)
+        written += [folder / "pr_curves.png", folder / "confusion_matrix.png"]
+        if (folder / RESULTS_JSON).is_file():  # written by the evaluation itself
+            written.append(folder / RESULTS_JSON)
         if tensorboard is not None:
             for tag, image in figures.items():
                 tensorboard.add_image(f"eval/{tag}", image, step)
     if num_pictures > 0:
-        pics = prediction_pictures(core, dataset, run_dir / "predictions", num_pictures, min_score=score_threshold,
+        pics = prediction_pictures(core, dataset, folder / "predictions", num_pictures, min_score=score_threshold,
                                    classes=classes)
         if pics:
-            written.append(run_dir / "predictions")
+            written.append(folder / "predictions")
         if tensorboard is not None:
             from torchvision.io import decode_jpeg, read_file
 

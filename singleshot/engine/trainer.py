@@ -362,7 +362,8 @@ class Trainer:
         self.state.final_stats = stats
         if self.state.best_map is None or stats[0] > self.state.best_map:
             self.state.best_map = stats[0]
-        record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **named}
+        record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **named,
+                  **{k: float(result[k]) for k in ("precision50", "recall50") if k in result}}
         self._write({**record, "eval_seconds": round(time.perf_counter() - t0, 2)})
         if self.main and self.cfg.run.report:
             from singleshot.engine.report import evaluation_report

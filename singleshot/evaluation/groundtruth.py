@@ -7,6 +7,7 @@ misses, so the numbers are the official ones); for the other formats the dict is
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -50,7 +51,14 @@ def coco_ground_truth(dataset: DetectionDataset) -> dict[str, Any] | str:
     """
     ann_file = getattr(dataset, "ann_file", None)
     if isinstance(ann_file, (str, os.PathLike)) and os.path.isfile(ann_file):
-        return os.fspath(ann_file)
+        if getattr(dataset, "dropped_category", None) is None:
+            return os.fspath(ann_file)
+        # a category the reader dropped (Roboflow's project category 0: no boxes, not a class) is left out of
+        # the evaluation too, so that no table gets a row for it
+        with open(ann_file, encoding="utf-8") as f:
+            data = json.load(f)
+        kept = {int(v) for v in dataset.label_to_category_id.values()}
+        return {**data, "categories": [c for c in data.get("categories", []) if int(c["id"]) in kept]}
     return build_ground_truth(dataset)
 
 

@@ -161,6 +161,9 @@ def evaluate(
         result = metrics_dict(metrics, inference_s, time.perf_counter() - start)
         if log is not None:
             log(metrics.summary)
+            if metrics.precision50 >= 0:
+                log(f" precision {metrics.precision50:.3f}, recall {metrics.recall50:.3f} at IoU 0.5 (score >= "
+                    f"{metrics.confidence50:.2f}, the best F1)")
             log(format_per_class(metrics.per_class))
         if results_file:  # after the numbers are shown: a failed write then loses no result
             write_results_json(all_rows, results_file)
@@ -174,6 +177,9 @@ def metrics_dict(metrics: CocoMetrics, inference_s: float, metrics_s: float) -> 
     """The flat dict :func:`evaluate` returns."""
     return {
         **{name: metrics.stats[name] for name in STAT_NAMES},
+        "precision50": metrics.precision50,
+        "recall50": metrics.recall50,
+        "confidence50": metrics.confidence50,
         "per_class_AP": dict(metrics.per_class),
         "num_images": metrics.num_images,
         "num_detections": metrics.num_detections,

@@ -29,6 +29,8 @@ class CocoMetrics:
         per_class: ``{category name: AP@[.5:.95]}``, -1.0 for a category with no ground truth.
         summary: the 12 lines exactly as pycocotools prints them.
         num_images, num_detections: what was evaluated.
+        precision50, recall50, confidence50: precision and recall at IoU 0.5 at the score threshold that maximizes
+            their F1 (:func:`precision_recall_at_best_f1`), and that threshold.
     """
 
     stats: dict[str, float]
@@ -36,6 +38,9 @@ class CocoMetrics:
     summary: str = ""
     num_images: int = 0
     num_detections: int = 0
+    precision50: float = -1.0  # at IoU 0.5 and the best-F1 confidence (precision_recall_at_best_f1); -1: no GT
+    recall50: float = -1.0
+    confidence50: float = -1.0
 
 
 def as_coco(ground_truth: dict[str, Any] | str | os.PathLike[str] | COCO) -> COCO:
@@ -123,13 +128,62 @@ def coco_bbox_metrics(
     coco_eval.print_function = lines.append
     coco_eval.summarize()
     stats = {name: float(v) for name, v in zip(STAT_NAMES, coco_eval.stats[: len(STAT_NAMES)])}
+    t50 = int(np.argmin(np.abs(np.asarray(coco_eval.params.iouThrs) - 0.5)))
+    at50 = (t50, slice(None), slice(None), 0, -1)  # IoU 0.5, every recall point and class, area all, 100 dets
+    p50, r50, c50 = precision_recall_at_best_f1(
+        np.asarray(coco_eval.eval["precision"])[at50], np.asarray(coco_eval.eval["scores"])[at50],
+        np.asarray(coco_eval.params.recThrs, dtype=np.float64),
+    )
     return CocoMetrics(
         stats=stats,
         per_class=per_class_ap(coco_eval, gt),
         summary="\n".join(lines[: len(STAT_NAMES)]),
         num_images=len(coco_eval.params.imgIds),
         num_detections=len(rows),
+        precision50=p50,
+        recall50=r50,
+        confidence50=c50,
     )
+
+
+def precision_recall_at_best_f1(
+    precision: np.ndarray, scores: np.ndarray, recall_points: np.ndarray, steps: int = 1001
+) -> tuple[float, float, float]:
+    """``(precision, recall, confidence)`` of a detector at one IoU threshold, the way Ultralytics reports P and R.
+
+    For each score threshold ``c`` in ``steps`` points over [0, 1] and each class with ground truth: its recall is
+    the highest COCO recall point reached by detections scoring >= ``c``, its precision the (interpolated) precision
+    there; a class with no detection at >= ``c`` has recall 0 and precision 1 (nothing kept, nothing wrong). P(c) and
+    R(c) are the means over those classes; the threshold that maximizes 2PR / (P + R) (the lowest on ties) is chosen.
+
+    Args:
+        precision: ``float[R, K]`` COCO's accumulated precision at one IoU, area "all", 100 detections (-1 for a
+            class without ground truth; 0 past the recall a class reaches).
+        scores: ``float[R, K]`` the detection score at which each recall point is reached (same layout).
+        recall_points: ``float[R]`` the recall thresholds (COCO: 0, 0.01, ..., 1).
+    Returns:
+        Fractions in [0, 1]; ``(-1, -1, -1)`` when no class has ground truth.
+    """
+    thresholds = np.linspace(0.0, 1.0, steps)
+    per_class_p, per_class_r = [], []
+    for k in range(precision.shape[1]):
+        p_k, s_k = precision[:, k], scores[:, k]
+        if not (p_k > -1).any():  # no ground truth
+            continue
+        reached = (p_k > 0) & (s_k > 0)
+        # recall points are reached in order of falling score: the points at >= c form a prefix of `reached`
+        s_reached = np.where(reached, s_k, -np.inf)
+        count = (s_reached[None, :] >= thresholds[:, None]).sum(axis=1)  # (steps,) points reached at >= c
+        last = np.maximum(count - 1, 0)
+        per_class_r.append(np.where(count > 0, recall_points[np.flatnonzero(reached)[last]]
+                                    if reached.any() else 0.0, 0.0))
+        per_class_p.append(np.where(count > 0, p_k[np.flatnonzero(reached)[last]] if reached.any() else 1.0, 1.0))
+    if not per_class_p:
+        return -1.0, -1.0, -1.0
+    p, r = np.mean(per_class_p, axis=0), np.mean(per_class_r, axis=0)
+    f1 = 2 * p * r / np.maximum(p + r, 1e-12)
+    best = int(np.argmax(f1))
+    return float(p[best]), float(r[best]), float(thresholds[best])
 
 
 def per_class_ap(coco_eval: COCOeval_faster, gt: COCO) -> dict[str, float]:
