@@ -85,3 +85,15 @@ def test_out_of_range_values_in_a_file_are_config_errors(capsys: pytest.CaptureF
     cfg.write_text("base: cpu_tiny\ndata:\n  batch_size: 0\n")
     assert main(["train", "--config", str(cfg), "--print-config"]) == 2
     assert "config key 'data.batch_size': must be >= 1; got 0" in capsys.readouterr().err
+
+
+def test_batch_size_one_with_batchnorm_on_a_1x1_map_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # singleshot train batch=1   (ssd_tiny's last extra block is BatchNorm on a 1x1 map: one value per channel)
+    from train_helpers import tiny_overrides
+
+    assert main(["train", *tiny_overrides(tmp_path / "r"), "batch=1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "singleshot train: data.batch_size=1: ssd_tiny at 160 px ends in a 1x1 feature map with BatchNorm, which "
+        "needs at least 2 values per channel to train; use data.batch_size=2 or more (or train.freeze_bn=true)")

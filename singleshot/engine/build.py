@@ -93,6 +93,13 @@ def build_training(
     )  # fmt: skip
     classes, val_ids = _classes(cfg, data, main)
     model = _model(cfg, spec, data.train.num_classes, classes, device, channels_last, info, fresh=resume is None)
+    last = getattr(model, "additional_blocks", [None])[-1]
+    batch_norm = last is not None and any(isinstance(m, torch.nn.BatchNorm2d) for m in last.modules())
+    if cfg.data.batch_size < 2 and batch_norm and spec.anchors.feature_sizes[-1] == 1 and not cfg.train.freeze_bn:
+        # training BatchNorm on a 1x1 map of one image has one value per channel: no variance to normalize by
+        raise ConfigError(f"data.batch_size=1: {spec.name} at {spec.image_size} px ends in a 1x1 feature map with "
+                          "BatchNorm, which needs at least 2 values per channel to train; use data.batch_size=2 or "
+                          "more (or train.freeze_bn=true)")
     encoder, loss = _box_modules(cfg, spec, loss_fn)
     global_batch = cfg.data.batch_size * info.world_size
     steps_per_epoch = len(data.train) // global_batch
