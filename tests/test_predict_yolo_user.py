@@ -207,3 +207,22 @@ def test_without_out_each_run_gets_a_new_numbered_folder(tmp_path, capsys, monke
     assert (tmp_path / "runs" / "predict" / "photo.jpg").is_file()
     assert (tmp_path / "runs" / "predict2" / "labels" / "photo.txt").read_text().strip()
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["predict", "predict2"]
+
+
+def test_quoted_glob_patterns_pick_their_files(tmp_path, capsys) -> None:
+    images = images_with_objects(count=3)
+    (tmp_path / "shots" / "day2").mkdir(parents=True)
+    rgb(images[0]).save(tmp_path / "shots" / "a.jpg")
+    rgb(images[1]).save(tmp_path / "shots" / "b.png")
+    rgb(images[2]).save(tmp_path / "shots" / "day2" / "c.jpg")
+    out = tmp_path / "out"
+
+    def files(pattern: str) -> list[str]:
+        assert predict(str(tmp_path / pattern), "--out", out, "--no-pictures") == 0, capsys.readouterr()
+        capsys.readouterr()
+        data = json.loads((out / "predictions.json").read_text())
+        return [Path(r["file"]).relative_to(tmp_path / "shots").as_posix() for r in data["images"]]
+
+    assert files("shots/*.jpg") == ["a.jpg"]
+    assert files("shots/**/*.jpg") == ["a.jpg", "day2/c.jpg"]
+    assert files("shots/*") == ["a.jpg", "b.png"]  # a folder the pattern matches is not an image
