@@ -44,19 +44,24 @@ class _Loss(nn.Module):
         return {"loss": loss, "box": box.detach(), "cls": c.detach()}
 
 
-def _make(optimizer: str, bad: set[int], device: str = "cpu", max_bad: int = 3) -> tuple[TrainStep, nn.Module]:
+def _make(
+    optimizer: str, bad: set[int], device: str = "cpu", max_bad: int = 3, scaler: bool = False
+) -> tuple[TrainStep, nn.Module]:
+    """``optimizer``: "sgd" | "adamw", "_fused" appended for the fused kernel (always fused on CUDA); ``scaler``:
+    the gradient scaler on (as with fp16; the maths here stays fp32, so its power-of-two scale is exact)."""
     torch.manual_seed(0)
     model = _Head().to(device)
-    if optimizer == "sgd":
+    kind = {"fused": True} if optimizer.endswith("_fused") or device == "cuda" else {"foreach": True}
+    if optimizer.startswith("sgd"):
         opt: torch.optim.Optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3,
-                                                     **({"fused": True} if device == "cuda" else {}))  # fmt: skip
+                                                     **kind)  # fmt: skip
     else:
-        opt = torch.optim.AdamW(model.parameters(), lr=0.05)
+        opt = torch.optim.AdamW(model.parameters(), lr=0.05, **kind)
     schedule = build_schedule(kind="constant", peak_lr=opt.param_groups[0]["lr"], steps_per_epoch=10, total_steps=100)
     step = TrainStep(
         model=model, params=list(model.parameters()), encoder=lambda boxes, labels: (boxes, labels),
         loss_fn=_Loss(bad), optimizer=opt, scheduler=LRScheduler(opt, schedule),
-        scaler=torch.amp.GradScaler("cpu", enabled=False), autocast=contextlib.nullcontext, max_bad_steps=max_bad,
+        scaler=torch.amp.GradScaler(device, enabled=scaler), autocast=contextlib.nullcontext, max_bad_steps=max_bad,
     )  # fmt: skip
     return step, model
 
@@ -74,14 +79,19 @@ def _state(step: TrainStep, model: nn.Module) -> list[torch.Tensor]:
     return out
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw", "sgd_fused", "adamw_fused"])
+@pytest.mark.parametrize("scaler", [False, True], ids=["fp32", "scaler"])
 @pytest.mark.parametrize("bad_calls", [{1, 2}, {0}])  # mid-run, and the optimizer's very first step
-def test_skipped_steps_are_exactly_undone(optimizer: str, bad_calls: set[int]) -> None:
+def test_skipped_steps_are_exactly_undone(optimizer: str, scaler: bool, bad_calls: set[int]) -> None:
+    """A non-finite step leaves no trace: undone from a snapshot (foreach optimizers) or skipped inside the fused
+    kernel (no snapshot taken)."""
     batches = _batches(5)
-    poisoned, model_a = _make(optimizer, bad_calls)
+    poisoned, model_a = _make(optimizer, bad_calls, scaler=scaler)
     for b in batches:
         poisoned(b, False)
-    clean, model_b = _make(optimizer, set())
+    assert poisoned.skips_on_device is optimizer.endswith("_fused")
+    assert (poisoned._saved is None) is poisoned.skips_on_device
+    clean, model_b = _make(optimizer, set(), scaler=scaler)
     for i, b in enumerate(batches):
         if i not in bad_calls:
             clean(b, False)
@@ -125,13 +135,32 @@ def test_no_host_sync_per_step_on_cuda() -> None:
 
 
 @pytest.mark.parametrize("stop", [False, True])
-def test_a_step_makes_no_tensor_from_host_numbers(stop: bool) -> None:
+@pytest.mark.parametrize("optimizer", ["sgd", "sgd_fused"])
+def test_a_step_makes_no_tensor_from_host_numbers(stop: bool, optimizer: str) -> None:
     """A tensor made from a Python number (``lift_fresh``) is, on CUDA, a host-to-device copy that waits for the
     queue: after the first step, none is made, whatever the stop flag says (checked on the CPU by op names)."""
-    step, _ = _make("sgd", bad=set())
+    step, _ = _make(optimizer, bad=set())
     batches = _batches(3)
     step(batches[0], False)
     with OpNames() as ops:
         step(batches[1], stop)
     assert not HOST_WAITS & ops.names
     assert step.read().stop is stop
+
+
+@pytest.mark.parametrize("scaler", [False, True], ids=["fp32", "scaler"])
+def test_a_fused_optimizer_step_copies_nothing_for_the_guard(scaler: bool) -> None:
+    """Counted on the CPU: the fused path's optimizer section dispatches no copy (the snapshot and its put-back are
+    gone) and fewer operators than the foreach path with its snapshot, for the same model and batch."""
+    counts = {}
+    for optimizer in ("sgd", "sgd_fused"):
+        step, _ = _make(optimizer, bad=set(), scaler=scaler)
+        batches = _batches(3)
+        step(batches[0], False)
+        with OpNames() as ops:
+            step(batches[1], False)
+        counts[optimizer] = ops.counts
+    assert counts["sgd_fused"]["aten._foreach_copy_"] == 0 and counts["sgd"]["aten._foreach_copy_"] == 1
+    # the put-back: one where per stepped tensor (2 parameters + 2 momentum buffers); the rest is the accounting
+    assert counts["sgd"]["aten.where"] - counts["sgd_fused"]["aten.where"] == 4
+    assert sum(counts["sgd_fused"].values()) < sum(counts["sgd"].values())

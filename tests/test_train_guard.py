@@ -50,9 +50,12 @@ class _Snapshots(TrainHook):
         self.snapshots.append({k: v.detach().clone() for k, v in self.model.named_parameters()})
 
 
-def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path) -> None:
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach-undo", "fused-skip"])
+def test_non_finite_steps_are_skipped_and_counted(tmp_path: Path, fused: bool) -> None:
+    """Either way a step is skipped: undone from a snapshot (foreach, the CPU default) or skipped in the fused
+    kernel (the CUDA default, asked for here on the CPU)."""
     hook = _Snapshots()
-    cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 5})
+    cfg = tiny_config(tmp_path / "run", **{"train.max_steps": 5, "optim.fused": fused})
     result = Trainer(cfg, loss_fn=_poisoned({2, 3}), hooks=[hook]).run()
     snapshots = hook.snapshots
     assert result.status == "finished" and result.step == 5

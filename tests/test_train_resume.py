@@ -26,14 +26,16 @@ def assert_same_training_state(a: dict, b: dict, atol: float = 1e-6) -> None:
                                    atol=atol, rtol=0)  # fmt: skip
 
 
-def test_half_then_resume_equals_straight(tmp_path: Path) -> None:
-    straight = train(tiny_config(tmp_path / "straight", **STEP_SCHEDULE))
+@pytest.mark.parametrize("fused", [False, True], ids=["foreach", "fused"])
+def test_half_then_resume_equals_straight(tmp_path: Path, fused: bool) -> None:
+    kw = {**STEP_SCHEDULE, "optim.fused": fused}  # fused: the CUDA default's optimizer kernel, here on the CPU
+    straight = train(tiny_config(tmp_path / "straight", **kw))
     assert straight.status == "finished" and straight.step == 6
-    first = train(tiny_config(tmp_path / "resumed", **STEP_SCHEDULE, **{"train.max_steps": 3}))
+    first = train(tiny_config(tmp_path / "resumed", **kw, **{"train.max_steps": 3}))
     assert first.step == 3
     mid = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert mid["sampler"]["epoch"] == 0 and mid["sampler"]["start"] == 12  # mid-epoch: 3 batches of 4 consumed
-    second = train(tiny_config(tmp_path / "resumed", **STEP_SCHEDULE))
+    second = train(tiny_config(tmp_path / "resumed", **kw))
     assert second.status == "finished" and second.step == 6
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")

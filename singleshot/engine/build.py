@@ -108,7 +108,7 @@ def build_training(
     base_lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.reference_batch, cfg.optim.scale_lr)
     optimizer = build_optimizer(
         model, name=cfg.optim.name, lr=base_lr, momentum=cfg.optim.momentum, weight_decay=cfg.optim.weight_decay,
-        nesterov=cfg.optim.nesterov, no_decay_bn_bias=cfg.optim.no_decay_bn_bias,
+        nesterov=cfg.optim.nesterov, no_decay_bn_bias=cfg.optim.no_decay_bn_bias, fused=cfg.optim.fused,
     )  # fmt: skip
     sc = cfg.schedule
     schedule = build_schedule(

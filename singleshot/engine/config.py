@@ -115,6 +115,7 @@ class OptimConfig(_Choices):
     weight_decay: float = 5e-4  # L2 penalty (SGD weight_decay; AdamW: decoupled decay)
     no_decay_bn_bias: bool = False  # NVIDIA recipe: no weight decay on 1-D parameters (BN) and biases
     grad_clip: float | None = None  # max global gradient norm, None = no clipping
+    fused: bool | None = None  # the fused optimizer kernel (skips a NaN step on the device); None = on CUDA only
 
 
 @dataclass

@@ -30,17 +30,21 @@ def build_optimizer(
     weight_decay: float = 5e-4,
     nesterov: bool = False,
     no_decay_bn_bias: bool = False,
+    fused: bool | None = None,
 ) -> torch.optim.Optimizer:
     """``torch.optim.SGD`` (``name="sgd"``) or ``torch.optim.AdamW`` (``"adamw"``, betas ``(momentum, 0.999)``)
-    over ``model``'s trainable parameters (see :func:`param_groups`)."""
+    over ``model``'s trainable parameters (see :func:`param_groups`); ``fused``: the fused kernel (None: when every
+    parameter is on CUDA), else foreach."""
     groups = param_groups(model, weight_decay, no_decay_bn_bias)
-    # foreach=True: one fused kernel launch per group instead of one per tensor (same maths).
-    if name == "adamw":
-        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), foreach=True)
-    if name != "sgd":
+    if name not in ("sgd", "adamw"):
         raise ValueError(f"optimizer must be 'sgd' or 'adamw', got {name!r}")
-    if all(p.is_cuda for g in groups for p in g["params"]):
-        # CUDA: the fused kernel, one launch per step, which also takes the fp16 gradient scaler's overflow flag on
-        # the device (with foreach SGD, GradScaler reads that flag on the host every step).
-        return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, fused=True)
-    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, foreach=True)
+    # CUDA: the fused kernel, one launch per step, which also takes the fp16 gradient scaler's overflow flag (and
+    # the NaN guard's, engine/step.py) on the device; with foreach, GradScaler reads that flag on the host every
+    # step and a skipped step needs a snapshot. Elsewhere foreach=True: one launch per group instead of one per
+    # tensor (same maths; the CPU keeps it so that runs there stay bit-identical to earlier ones).
+    if fused is None:
+        fused = all(p.is_cuda for g in groups for p in g["params"])
+    kind = {"fused": True} if fused else {"foreach": True}
+    if name == "adamw":
+        return torch.optim.AdamW(groups, lr=lr, betas=(momentum, 0.999), **kind)
+    return torch.optim.SGD(groups, lr=lr, momentum=momentum, nesterov=nesterov, **kind)

@@ -6,14 +6,17 @@ Why no sync: reading the loss (``.item()``/``.tolist()``) makes the host wait fo
 queue backward, which drains a GPU's queue once per step. Here every per-step decision stays on the device:
 
 * the NaN/Inf guard: one small all-reduce carries ``[non-finite, stop requested, loss, box, cls]`` so that every
-  rank agrees; backward and the SGD step always run, and on a non-finite step the parameters and momentum buffers
-  are put back to their values before the step (``torch.where`` on a device flag), which is exactly a skipped step;
+  rank agrees; backward and the optimizer step always run, and a non-finite step is exactly a skipped step. A fused
+  optimizer (``fused=True``: CUDA, or the CPU where asked) skips it itself: its kernel takes a ``found_inf`` flag on
+  the device (the gradient scaler's contract), so the flag is handed to it (fp32) or the scaler is made to find it
+  (fp16: one gradient set to NaN, which its overflow check sees), and nothing is copied. Any other optimizer steps,
+  and its parameters and state are put back to a snapshot taken before the step (``torch.where`` on the flag);
 * loss accounting: sums over the good steps, consecutive-bad-step counters and the stop flag accumulate in device
   tensors; :meth:`TrainStep.read` brings them to the host in one transfer, which the trainer does every
   ``train.log_every`` steps (and before checkpoints).
 
 With fp16 the gradient scaler's own overflow check still reads a flag per step unless the optimizer is fused
-(``torch.optim.SGD(fused=True)``, used on CUDA where available), whose step takes that flag on the device.
+(``torch.optim.SGD(fused=True)`` / ``AdamW(fused=True)``, used on CUDA), whose step takes that flag on the device.
 """
 
 from __future__ import annotations
@@ -83,6 +86,9 @@ class TrainStep:
         self._saved: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
         self._lazy: list[torch.Tensor] = []
         self._flag_values: torch.Tensor | None = None  # [0., 1.] on the device, see _stop_flag
+        # A fused optimizer skips a flagged step in its own kernel: no snapshot to take or put back.
+        self.skips_on_device = bool(getattr(optimizer, "_step_supports_amp_scaling", False))
+        self._state_ready = False  # see _skip_on_device
 
     def __call__(self, batch: dict[str, Any], stop_requested: bool) -> None:
         timer = self.timer
@@ -108,13 +114,19 @@ class TrainStep:
         with timer("backward"):
             self.scaler.scale(loss).backward()
         with timer("optimizer"):
-            self._snapshot()
+            if self.skips_on_device:
+                self._skip_on_device(bad)
+            else:
+                self._snapshot()
             if self.grad_clip is not None:
                 self.scaler.unscale_(self.optimizer)
                 torch.nn.utils.clip_grad_norm_(self.params, self.grad_clip)
             self.scaler.step(self.optimizer)  # skips the update itself if fp16 gradients overflowed
             self.scaler.update()
-            self._undo_if(bad)
+            if self.skips_on_device:
+                self.optimizer.__dict__.pop("found_inf", None)
+            else:
+                self._undo_if(bad)
             self.scheduler.step()
         with timer("guard"):
             self._account(flags, bad)
@@ -125,6 +137,22 @@ class TrainStep:
         if self._flag_values is None or self._flag_values.device != like.device:
             self._flag_values = torch.tensor([0.0, 1.0], device=like.device)
         return self._flag_values[int(stop_requested)]
+
+    # ------------------------------------------------------------------------------------------ skip on the device
+    @torch.no_grad()
+    def _skip_on_device(self, bad: torch.Tensor) -> None:
+        """Make a fused optimizer's step skip where ``bad`` (a device bool) is set, with nothing copied: with the
+        gradient scaler on, one gradient becomes NaN where ``bad`` (the scaler's overflow check then skips the step
+        and backs off its scale, as for an fp16 overflow); with it off, ``bad`` goes to the kernel as ``found_inf``
+        (popped after the step)."""
+        if not self._state_ready:  # once: SGD momentum buffers that exist before the first step (see _state_tensors)
+            self._state_tensors()
+            self._state_ready = True
+        if self.scaler.is_enabled():
+            grad = next(p.grad for g in self.optimizer.param_groups for p in g["params"] if p.grad is not None)
+            grad.masked_fill_(bad, float("nan"))  # a Python number: a kernel argument, not a copy
+        else:
+            self.optimizer.found_inf = bad.float()  # type: ignore[attr-defined]
 
     # ------------------------------------------------------------------------------------------ masked update
     def _state_tensors(self) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
@@ -142,7 +170,8 @@ class TrainStep:
                 if isinstance(self.optimizer, torch.optim.SGD) and group.get("momentum", 0.0) != 0.0 \
                         and state.get("momentum_buffer") is None:
                     # A zero buffer gives exactly the first step's (buf = grad, no dampening) and exists before the
-                    # step, so a skipped first step can be undone too.
+                    # step, so a skipped first step can be undone too (and a fused first step that is skipped
+                    # leaves no uninitialized buffer behind).
                     state["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 if not state:
                     lazy.append(p)
