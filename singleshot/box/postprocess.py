@@ -246,6 +246,9 @@ class PostProcessor(nn.Module):
     @torch.no_grad()
     def forward(self, bbox_regression: Tensor, cls_logits: Tensor, image_sizes: Tensor) -> list[dict[str, Tensor]]:
         cfg = self.config
+        # Any strides (e.g. the MLPerf / NVIDIA heads' [B, C, A] transposed to [B, A, C]): one copy to the layout
+        # every path below reads, which also gives their reductions the same rounding as contiguous inputs.
+        bbox_regression, cls_logits = bbox_regression.contiguous(), cls_logits.contiguous()
         b, _, c = cls_logits.shape
         num_cls = self.classifier.num_foreground(c)
         scale = image_sizes.to(bbox_regression.device, torch.float32).flip(-1).repeat(1, 2)  # (B, 4): W, H, W, H
