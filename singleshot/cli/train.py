@@ -64,11 +64,13 @@ def run(args: argparse.Namespace) -> int:
     except TrainingDiverged as exc:
         print(f"singleshot train: {exc}", file=sys.stderr)
         return 1
-    if result.status == "interrupted":
-        # The shell's convention for "ended by signal N", so schedulers and scripts see that the run is not done.
+    if result.status == "interrupted" or result.signum:
+        # The shell's convention for "ended by signal N", so schedulers and scripts see that a signal ended it (a
+        # signal after the last step: the run is done, its final checkpoint saved, its report not written).
         name = signal.Signals(result.signum).name if result.signum else "signal"
         if result.main:
-            print(f"interrupted by {name}; checkpoint saved in {result.run_dir}/checkpoints", file=sys.stderr)
+            done = "" if result.status == "interrupted" else f" after the run {result.status}; final"
+            print(f"interrupted by {name}{done}; checkpoint saved in {result.run_dir}/checkpoints", file=sys.stderr)
         return 128 + (result.signum or signal.SIGTERM)
     if result.final_stats is not None and result.main:
         print(

@@ -50,7 +50,8 @@ class RunState:
     finished: bool = False
     status: str = "running"  # "running" | "finished" | "target_reached"
     final_stats: list[float] | None = None  # the 12 COCO numbers of the last evaluation
-    eval_pending: bool = False  # a signal interrupted an evaluation: run it first on resume
+    eval_pending: bool = False  # a signal interrupted an evaluation: run it first on resume ...
+    eval_epoch: int = 0  # ... as the evaluation after this epoch (1-based)
 
     @classmethod
     def from_checkpoint(cls, saved: dict[str, Any]) -> RunState:

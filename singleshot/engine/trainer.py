@@ -202,10 +202,12 @@ class Trainer:
                 self.cfg.run.tensorboard, self.cfg.train.log_every,
             )  # fmt: skip
             try:
-                with StopRequest() as stop:
+                with StopRequest() as stop:  # to the end: a signal during the report is still an orderly stop
                     status = self._loop(stop)
-                if status in ("finished", "target_reached") and self.main and self.cfg.run.report:
-                    self._report()
+                    # a signal after the last step: the final checkpoint stands, the report is skipped (exit 128+N)
+                    done = status in ("finished", "target_reached")
+                    if done and self.main and self.cfg.run.report and not stop.signum:
+                        self._report()
             finally:
                 self.monitor.close()
             return self._result(status, stop.signum)
@@ -231,9 +233,14 @@ class Trainer:
         self._train_mode()
         window = LossWindow(t=time.perf_counter())
         sampler = loader.state_dict()  # what the checkpoints save of the loader's position
-        pending_eval, self.state.eval_pending = self.state.eval_pending, False  # an evaluation a signal interrupted
-        while self.step < p.total_steps or pending_eval:
-            pending_eval = False
+        if self.state.eval_pending:  # a signal interrupted the evaluation at this checkpoint's step: it comes first
+            self.state.eval_pending = False
+            if not self._evaluate(stop, sampler, self.state.eval_epoch):
+                return self._interrupted(stop, sampler)
+            if self._target_reached():
+                return self._finish("target_reached", sampler)
+            self.save(sampler=sampler)
+        while self.step < p.total_steps:
             epoch_num = self.epoch + 1
             loader.set_epoch(self.epoch)
             self.hooks.fire("epoch_start", epoch_num)
@@ -273,15 +280,18 @@ class Trainer:
             self.hooks.fire("epoch_end", epoch_num)
             ev = cfg.eval
             due = complete and ((self.eval_every > 0 and epoch_num % self.eval_every == 0) or epoch_num in ev.at)
-            if (due or self.step >= p.total_steps) and not self._evaluate(stop, complete, sampler):
-                return self._interrupted(stop)
             if complete:
-                self.epoch += 1
-            final = self.state.final_stats
-            if ev.target_map is not None and final is not None and final[0] >= ev.target_map:
+                self.epoch += 1  # before the evaluation: a checkpoint it leaves is at the next epoch's start
+            if (due or self.step >= p.total_steps) and not self._evaluate(stop, sampler, epoch_num):
+                return self._interrupted(stop, sampler)
+            if self._target_reached():
                 return self._finish("target_reached", sampler)
             self.save(sampler=sampler)
         return self._finish("finished", sampler)
+
+    def _target_reached(self) -> bool:
+        final, target = self.state.final_stats, self.cfg.eval.target_map
+        return target is not None and final is not None and final[0] >= target
 
     # ----------------------------------------------------------------------------------------------- losses
     def _sync_steps(self, window: LossWindow) -> bool:
@@ -332,8 +342,9 @@ class Trainer:
         self.hooks.fire("record", record)
 
     # ----------------------------------------------------------------------------------------------- evaluation
-    def run_eval(self, stop: StopRequest | None = None) -> list[float] | None:
-        """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers).
+    def run_eval(self, stop: StopRequest | None = None, epoch: int | None = None) -> list[float] | None:
+        """COCO evaluation on the validation set (sharded across ranks; every rank gets the numbers), recorded as
+        the evaluation after epoch ``epoch`` (1-based; default: the epoch under way).
 
         With ``stop`` in a single-process run, a signal interrupts it at the next batch (EvaluationInterrupted);
         several processes finish it, since every rank must leave the evaluation together.
@@ -344,10 +355,11 @@ class Trainer:
         val_loader: Any = p.data.val_loader
         if stop is not None and not self.info.enabled:
             val_loader = _Interruptible(val_loader, stop)
+        epoch = self.epoch + 1 if epoch is None else epoch
         D.average_bn_stats(p.eval_model)
-        self.hooks.fire("eval_start", self.epoch + 1)
+        self.hooks.fire("eval_start", epoch)
         if self.main:
-            self.monitor.print(f"evaluation after epoch {self.epoch + 1} (step {self.step}):")
+            self.monitor.print(f"evaluation after epoch {epoch} (step {self.step}):")
         t0 = time.perf_counter()
         result = evaluate(
             p.inference, val_loader,
@@ -357,12 +369,12 @@ class Trainer:
         )  # fmt: skip
         named = {name: float(result[name]) for name in STAT_NAMES}
         stats = list(named.values())
-        self.hooks.fire("eval_end", self.epoch + 1, named)
+        self.hooks.fire("eval_end", epoch, named)
         self.state.last_eval_step = self.step
         self.state.final_stats = stats
         if self.state.best_map is None or stats[0] > self.state.best_map:
             self.state.best_map = stats[0]
-        record = {"kind": "eval", "step": self.step, "epoch": self.epoch + 1, **named,
+        record = {"kind": "eval", "step": self.step, "epoch": epoch, **named,
                   **{k: float(result[k]) for k in ("precision50", "recall50") if k in result}}
         self._write({**record, "eval_seconds": round(time.perf_counter() - t0, 2)})
         if self.main and self.cfg.run.report:
@@ -375,18 +387,19 @@ class Trainer:
             )  # fmt: skip
         return stats
 
-    def _evaluate(self, stop: StopRequest, complete: bool, sampler: dict[str, int]) -> bool:
-        """The loop's evaluation at an epoch's end, then training mode again and ``best.pt`` when this is the best
-        so far. False when a signal interrupted it (flagged in the state: the resumed run evaluates first)."""
+    def _evaluate(self, stop: StopRequest, sampler: dict[str, int], epoch: int) -> bool:
+        """The loop's evaluation after epoch ``epoch`` (1-based; ``sampler``: the loader's position after it), then
+        training mode again and ``best.pt`` when this is the best so far. False when a signal interrupted it
+        (flagged in the state, with ``epoch``: the resumed run evaluates first, at the same step)."""
         try:
-            self.run_eval(stop)
+            self.run_eval(stop, epoch)
         except EvaluationInterrupted:
-            self.state.eval_pending = True
+            self.state.eval_pending, self.state.eval_epoch = True, epoch
             return False
         self._train_mode()
         best = self.state.best_map
         if self.main and best is not None and self.state.final_stats[0] >= best:
-            self.save("best.pt", sampler=sampler, epoch=self.epoch + int(complete))
+            self.save("best.pt", sampler=sampler)
         return True
 
     def _train_mode(self) -> None:
@@ -462,9 +475,10 @@ class Trainer:
         self.hooks.fire("run_end", status)
         return status
 
-    def _interrupted(self, stop: StopRequest) -> str:
-        """A signal stopped the run: ``last.pt`` where it stands, and how to go on."""
-        self.save()
+    def _interrupted(self, stop: StopRequest, sampler: dict[str, int] | None = None) -> str:
+        """A signal stopped the run: ``last.pt`` where it stands (``sampler``: the loader's position, when the
+        epoch's iterator has ended), and how to go on."""
+        self.save(sampler=sampler)
         self.monitor.print(
             f"signal {stop.signum}: saved {self.ckpt_dir / 'last.pt'} at step {self.step}; "
             "re-run the same command to resume"
