@@ -40,6 +40,14 @@ from singleshot.engine.checkpointing import (
     set_rng_state,
 )
 from singleshot.engine.config import RESUME_MUTABLE, ConfigError, TrainConfig
+from singleshot.engine.failures import (
+    DEVICE_OOM,
+    LoaderWorkerDied,
+    OutOfMemory,
+    checkpoint_note,
+    out_of_memory_message,
+    worker_died_message,
+)
 from singleshot.engine.hooks import HookList, TrainHook
 from singleshot.engine.loop_state import (
     EvaluationInterrupted,
@@ -63,7 +71,10 @@ from singleshot.engine.runtime import SectionTimer, StopRequest, seed_everything
 from singleshot.evaluation import STAT_NAMES, evaluate
 from singleshot.precision import resolve_precision
 
-__all__ = ["EvaluationInterrupted", "RunState", "TrainResult", "Trainer", "TrainingDiverged", "train"]
+__all__ = [
+    "EvaluationInterrupted", "LoaderWorkerDied", "OutOfMemory", "RunState", "TrainResult", "Trainer",
+    "TrainingDiverged", "train",
+]  # fmt: skip
 
 
 class _Interruptible:
@@ -113,6 +124,7 @@ class Trainer:
         self._parts: TrainingParts | None = None
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps done (skipped ones included)
+        self.saved_step: int | None = None  # step of the newest last.pt (what a failure leaves intact)
         self.state = RunState()
         self.monitor = Monitor(None, 0)  # silent until run() opens the run folder's
         self.eval_every = cfg.eval.every or 0  # evaluate every N epochs (0: at the end only); auto: set by _announce
@@ -150,6 +162,7 @@ class Trainer:
         )  # fmt: skip
         if resume is not None:
             self.epoch, self.step = int(resume["epoch"]), int(resume["step"])
+            self.saved_step = self.step
             self.state = RunState.from_checkpoint(resume.get("train_state", {}))
             set_rng_state(resume["rng"])  # last: nothing after this may draw random numbers before the loop
         if self.main:  # only now: a set-up that failed leaves no config.yaml to block or mislead the next start
@@ -203,7 +216,7 @@ class Trainer:
             )  # fmt: skip
             try:
                 with StopRequest() as stop:  # to the end: a signal during the report is still an orderly stop
-                    status = self._loop(stop)
+                    status = self._loop_or_one_line(stop)
                     # a signal after the last step: the final checkpoint stands, the report is skipped (exit 128+N)
                     done = status in ("finished", "target_reached")
                     if done and self.main and self.cfg.run.report and not stop.signum:
@@ -221,6 +234,25 @@ class Trainer:
         best, final = self.state.best_map, self.state.final_stats
         wall = time.perf_counter() - self._t_start
         return TrainResult(self.run_dir, status, self.step, self.epoch, best, final, wall, signum, self.main)
+
+    def _loop_or_one_line(self, stop: StopRequest) -> str:
+        """:meth:`_loop`, with running out of memory and a dead loader worker turned into one-line errors
+        (:mod:`singleshot.engine.failures`) that name the way out and the checkpoint left intact."""
+        try:
+            return self._loop(stop)
+        except (DEVICE_OOM, MemoryError) as exc:
+            note = checkpoint_note(self.ckpt_dir / "last.pt", self.saved_step)
+            cfg = self.cfg
+            raise OutOfMemory(out_of_memory_message(
+                step=self.step, batch_size=cfg.data.batch_size, world_size=self.info.world_size,
+                image_size=self.parts.model.spec.image_size, device=self.device, checkpoint=note,
+            )) from exc  # fmt: skip
+        except RuntimeError as exc:
+            note = checkpoint_note(self.ckpt_dir / "last.pt", self.saved_step)
+            line = worker_died_message(exc, step=self.step, num_workers=self.parts.loader_workers, checkpoint=note)
+            if line is None:
+                raise
+            raise LoaderWorkerDied(line) from exc
 
     # ----------------------------------------------------------------------------------------------- the loop
     def _loop(self, stop: StopRequest) -> str:
@@ -423,6 +455,8 @@ class Trainer:
             epoch=self.epoch if epoch is None else epoch, step=self.step,
             sampler=sampler or p.data.train_loader.state_dict(), state=self._state_now(),
         )  # fmt: skip
+        if name == "last.pt":
+            self.saved_step = self.step
 
     def _state_now(self) -> dict[str, Any]:
         """The run state as a checkpoint saves it, the training time of this process added."""
