@@ -54,14 +54,14 @@ def run(args: argparse.Namespace) -> int:
 
     from singleshot.data.errors import DataError
     from singleshot.engine.checkpointing import RunConfigMismatch
-    from singleshot.engine.trainer import LoaderWorkerDied, OutOfMemory, TrainingDiverged, train
+    from singleshot.engine.trainer import LoaderWorkerDied, OutOfMemory, PeerLost, TrainingDiverged, train
 
     try:
         result = train(cfg)
     except (ConfigError, RunConfigMismatch, DataError, FileNotFoundError) as exc:
         print(f"singleshot train: {exc}", file=sys.stderr)
         return 2
-    except (TrainingDiverged, OutOfMemory, LoaderWorkerDied) as exc:  # the run cannot go on as configured
+    except (TrainingDiverged, OutOfMemory, LoaderWorkerDied, PeerLost) as exc:  # the run cannot go on as configured
         print(f"singleshot train: {exc}", file=sys.stderr)
         return 1
     if result.status == "interrupted" or result.signum:

@@ -146,6 +146,9 @@ class TrainLoopConfig(_Choices):
     # "smooth_l1" | "giou" (2 x (1 - GIoU) of the decoded boxes). The focal loss (SSD320) has smooth-L1 only.
     box_loss: Literal["preset", "smooth_l1", "giou"] = "preset"
     max_bad_steps: int = 5  # stop after this many non-finite losses in a row
+    # Several processes: seconds a collective waits for the other ranks; then the run stops with a line naming the
+    # rank that went missing and the step each rank reached (a rank that dies is usually noticed at once)
+    dist_timeout: float = 300.0
     log_every: int = 10  # steps between JSONL/TensorBoard scalars
     checkpoint_every_steps: int = 0  # extra mid-epoch checkpoints (0 = at epoch ends only)
     progress: Literal["auto", "bar", "log", "none"] = "auto"  # auto: a bar on a terminal, log lines otherwise
@@ -347,6 +350,7 @@ RESUME_MUTABLE = {
     "train.progress",
     "train.checkpoint_every_steps",
     "train.threads",
+    "train.dist_timeout",
     "train.max_steps",
     "train.epochs",
     "run.root",
@@ -437,6 +441,7 @@ RANGES: dict[str, tuple[float | None, bool, float | None, bool]] = {
     "train.max_steps": (1, True, None, False),
     "train.threads": (1, True, None, False),
     "train.max_bad_steps": (1, True, None, False),
+    "train.dist_timeout": (0, False, None, False),
     "train.log_every": (1, True, None, False),
     "train.checkpoint_every_steps": (0, True, None, False),
     "train.ema_decay": (0, False, 1, False),

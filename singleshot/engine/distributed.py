@@ -11,10 +11,14 @@ The backend is NCCL when the processes use CUDA and gloo on CPU.
 
 from __future__ import annotations
 
+import datetime
 import inspect
 import os
 import re
 import subprocess
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -22,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from singleshot.accelerator import capabilities, in_process_group, rank_and_world_size, set_device
+from singleshot.engine.failures import PeerLost
 
 
 @dataclass(frozen=True)
@@ -73,8 +78,9 @@ def _slurm_master(env: dict[str, str]) -> str:
     return first_slurm_host(nodelist)
 
 
-def init_distributed(info: DistInfo, device: torch.device) -> None:
-    """Join the process group (no-op for a single process). Sets the CUDA device from ``local_rank``."""
+def init_distributed(info: DistInfo, device: torch.device, timeout_s: float | None = None) -> None:
+    """Join the process group (no-op for a single process). Sets the CUDA device from ``local_rank``.
+    ``timeout_s``: how long a collective waits for the other ranks (None: torch's default)."""
     if not info.enabled or in_process_group():
         return
     if info.launcher == "slurm":
@@ -85,7 +91,14 @@ def init_distributed(info: DistInfo, device: torch.device) -> None:
         os.environ.setdefault("LOCAL_RANK", str(info.local_rank))
     backend = capabilities(device).dist_backend
     set_device(device)
-    dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size)
+    timeout = {} if timeout_s is None else {"timeout": datetime.timedelta(seconds=timeout_s)}
+    try:
+        dist.init_process_group(backend=backend, rank=info.rank, world_size=info.world_size, **timeout)
+    except (RuntimeError, ValueError) as exc:  # a peer that never answers, an address nobody listens on
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        what = re.sub(r"^\[[^\]]*\] ", "", str(exc).strip().splitlines()[0] if str(exc).strip() else repr(exc))
+        raise PeerLost(f"rank {info.rank} of {info.world_size} ({info.launcher}): could not join the process group "
+                       f"({backend} via {where}): {what[:200]}") from exc  # fmt: skip
 
 
 def cleanup_distributed() -> None:
@@ -130,3 +143,103 @@ def average_bn_stats(model: nn.Module) -> None:
 def barrier() -> None:
     if in_process_group():
         dist.barrier()
+
+
+class Heartbeat:
+    """Each rank's sign of life in the process group's store: every ``interval`` seconds a thread writes
+    ``"<step> <beat>"`` under ``singleshot/alive/<rank>`` (``step()`` says the step; ``beat`` counts up). When a
+    collective fails, :meth:`lost_peers` tells the ranks that stopped beating from those that are alive, and the step
+    each one reached. Nothing is written per training step: the loop's speed does not depend on the store.
+
+    The store is the process group's (torchrun's agent holds it, so it outlives any worker; with plain ``env://`` it
+    lives in rank 0, and dies with it).
+    """
+
+    PREFIX = "singleshot/alive/"
+
+    def __init__(self, rank: int, world_size: int, step: Callable[[], int], interval: float = 1.0) -> None:
+        self.rank, self.world_size, self.step, self.interval = rank, world_size, step, interval
+        self.store = _default_store()
+        self._stop = threading.Event()
+        self._beat = 0
+        self._thread = threading.Thread(target=self._run, name="singleshot-heartbeat", daemon=True)
+
+    def start(self) -> Heartbeat:
+        if self.store is not None:
+            self._write()
+            self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _write(self) -> None:
+        self._beat += 1
+        self.store.set(f"{self.PREFIX}{self.rank}", f"{self.step()} {self._beat}")
+
+    def _run(self) -> None:
+        written, last = self.step(), time.monotonic()
+        while not self._stop.wait(0.2):  # the step as it moves (5 writes/s at most), a beat at least every interval
+            step = self.step()
+            if step == written and time.monotonic() - last < self.interval:
+                continue
+            try:
+                self._write()
+            except Exception:  # the store is gone (e.g. with rank 0): nothing more to say
+                return
+            written, last = step, time.monotonic()
+
+    def _read(self) -> dict[int, tuple[int, int]] | None:
+        """rank -> (step, beat) for every rank that has beaten; None when the store cannot be reached."""
+        out: dict[int, tuple[int, int]] = {}
+        try:
+            for rank in range(self.world_size):
+                key = f"{self.PREFIX}{rank}"
+                if self.store.check([key]):
+                    step, beat = self.store.get(key).decode().split()
+                    out[rank] = (int(step), int(beat))
+        except Exception:
+            return None
+        return out
+
+    def lost_peers(self) -> tuple[list[int], dict[int, int]] | None:
+        """Read every rank's beat, wait 2.5 intervals, read again: (ranks that did not beat in between, the step
+        each rank reached). None when the store cannot be reached."""
+        if self.store is None:
+            return None
+        first = self._read()
+        time.sleep(2.5 * self.interval)
+        second = self._read()
+        if first is None or second is None:
+            return None
+        lost = [r for r in range(self.world_size) if r != self.rank and (r not in second or second[r] == first.get(r))]
+        steps = {r: second[r][0] for r in sorted(second)}
+        steps[self.rank] = self.step()
+        return lost, dict(sorted(steps.items()))
+
+
+def _default_store() -> dist.Store | None:
+    """The default process group's key-value store (torch keeps no public accessor), or None."""
+    get = getattr(dist.distributed_c10d, "_get_default_store", None)
+    try:
+        return get() if get is not None and in_process_group() else None
+    except Exception:
+        return None
+
+
+def lost_peer_message(rank: int, world_size: int, error: BaseException, found: tuple[list[int], dict[int, int]] | None,
+                      timeout_s: float) -> str | None:  # fmt: skip
+    """The one line for a collective that failed because a rank went missing, or None when every rank is alive
+    (the failure is something else). ``found``: :meth:`Heartbeat.lost_peers`; None = the store itself is gone."""
+    what = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    what = re.sub(r"^\[[^\]]*\] ", "", what).split(". ")[0][:160]  # gloo's first sentence, not its location
+    if found is None:
+        return (f"rank {rank} of {world_size}: lost contact with the other ranks and with the store of the process "
+                f"group (rank 0 or the launcher is gone) ({what})")  # fmt: skip
+    lost, steps = found
+    if not lost:
+        return None
+    reached = ", ".join(f"rank {r}: {s}" for r, s in steps.items())
+    silent = ", ".join(map(str, lost))
+    return (f"rank {rank} of {world_size}: rank{'s' if len(lost) > 1 else ''} {silent} stopped responding (dead, or "
+            f"hung for longer than train.dist_timeout={timeout_s:g} s) ({what}); steps reached: {reached}")  # fmt: skip

@@ -5,6 +5,8 @@
   and its memory (total, and the peak this process used), and the checkpoint that is intact.
 - :class:`LoaderWorkerDied`: a data loader worker process ended without a Python error (killed, e.g. by the kernel's
   out-of-memory killer, or crashed): the line names its pid and how it ended when known.
+- :class:`PeerLost`: several processes, and a collective failed because a rank died or hung past
+  ``train.dist_timeout``: the line names the rank(s) and the step every rank reached.
 
 Both leave the run's checkpoints as they were (nothing is written after the failure); the CLI exits with 1.
 """
@@ -30,6 +32,11 @@ class OutOfMemory(RuntimeError):
 
 class LoaderWorkerDied(RuntimeError):
     """A data loader worker process died (see the module's docstring)."""
+
+
+class PeerLost(RuntimeError):
+    """Several processes: a collective failed because a rank died or hung past ``train.dist_timeout``
+    (:class:`~singleshot.engine.distributed.Heartbeat` tells which)."""
 
 
 def memory_seen(device: torch.device) -> str:

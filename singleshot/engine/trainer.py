@@ -44,6 +44,7 @@ from singleshot.engine.failures import (
     DEVICE_OOM,
     LoaderWorkerDied,
     OutOfMemory,
+    PeerLost,
     checkpoint_note,
     out_of_memory_message,
     worker_died_message,
@@ -72,7 +73,7 @@ from singleshot.evaluation import STAT_NAMES, evaluate
 from singleshot.precision import resolve_precision
 
 __all__ = [
-    "EvaluationInterrupted", "LoaderWorkerDied", "OutOfMemory", "RunState", "TrainResult", "Trainer",
+    "EvaluationInterrupted", "LoaderWorkerDied", "OutOfMemory", "PeerLost", "RunState", "TrainResult", "Trainer",
     "TrainingDiverged", "train",
 ]  # fmt: skip
 
@@ -125,6 +126,7 @@ class Trainer:
         self.epoch = 0  # epochs completed
         self.step = 0  # optimizer steps done (skipped ones included)
         self.saved_step: int | None = None  # step of the newest last.pt (what a failure leaves intact)
+        self.heartbeat: D.Heartbeat | None = None  # several processes: each rank's sign of life
         self.state = RunState()
         self.monitor = Monitor(None, 0)  # silent until run() opens the run folder's
         self.eval_every = cfg.eval.every or 0  # evaluate every N epochs (0: at the end only); auto: set by _announce
@@ -145,7 +147,7 @@ class Trainer:
         cfg, info = self.cfg, self.info
         if cfg.train.threads and self.device.type == "cpu":
             torch.set_num_threads(cfg.train.threads)
-        D.init_distributed(info, self.device)
+        D.init_distributed(info, self.device, cfg.train.dist_timeout)
         replace = self._choose_folder()
         if self.lock is not None:  # before anything writes into the folder (mlperf.log included)
             self.lock.acquire()  # one live run per folder; a killed run's lock went with its process
@@ -210,6 +212,8 @@ class Trainer:
             if self.main:  # records of steps after the checkpoint would be written twice
                 last_eval = self.state.last_eval_step if resume_note is not None else -1
                 trim_metrics(self.run_dir / "metrics.jsonl", self.step, last_eval)
+            if self.info.enabled:
+                self.heartbeat = D.Heartbeat(self.info.rank, self.info.world_size, lambda: self.step).start()
             self.monitor = Monitor(
                 self.run_dir if self.main else None, self.parts.total_steps, self.step, self.cfg.train.progress,
                 self.cfg.run.tensorboard, self.cfg.train.log_every,
@@ -225,6 +229,8 @@ class Trainer:
                 self.monitor.close()
             return self._result(status, stop.signum)
         finally:
+            if self.heartbeat is not None:
+                self.heartbeat.stop()
             D.cleanup_distributed()
             if self.lock is not None:
                 self.lock.release()
@@ -250,9 +256,16 @@ class Trainer:
         except RuntimeError as exc:
             note = checkpoint_note(self.ckpt_dir / "last.pt", self.saved_step)
             line = worker_died_message(exc, step=self.step, num_workers=self.parts.loader_workers, checkpoint=note)
-            if line is None:
-                raise
-            raise LoaderWorkerDied(line) from exc
+            if line is not None:
+                raise LoaderWorkerDied(line) from exc
+            if self.heartbeat is not None:  # several processes: is a rank missing?
+                info = self.info
+                lost = D.lost_peer_message(info.rank, info.world_size, exc, self.heartbeat.lost_peers(),
+                                           self.cfg.train.dist_timeout)  # fmt: skip
+                if lost is not None:
+                    raise PeerLost(f"{lost}; {note}; re-run the same command to resume (torchrun --max-restarts=N "
+                                   "restarts and resumes by itself)") from exc  # fmt: skip
+            raise
 
     # ----------------------------------------------------------------------------------------------- the loop
     def _loop(self, stop: StopRequest) -> str:
@@ -446,6 +459,7 @@ class Trainer:
     def save(self, name: str = "last.pt", sampler: dict[str, int] | None = None, epoch: int | None = None) -> None:
         """Rank 0 writes ``checkpoints/<name>`` atomically (all ranks hold the same weights)."""
         if not self.main:
+            self.saved_step = self.step if name == "last.pt" else self.saved_step  # rank 0 writes it
             return
         p = self.parts
         save_training_checkpoint(
