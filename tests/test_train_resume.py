@@ -133,3 +133,16 @@ def test_a_run_saved_under_an_earlier_key_name_resumes(tmp_path: Path) -> None:
         train(tiny_config(run, **{"train.max_steps": 4, "data.crop_attempts": 50}))
     longer = train(tiny_config(run, **{"train.max_steps": 4}))
     assert longer.status == "finished" and longer.step == 4
+
+
+def test_padded_last_batch_resumes_exactly(tmp_path: Path) -> None:
+    """data.last_batch=pad (the MLPerf preset's): 16 images at batch 3 -> 6 steps per epoch, the last batch filled
+    from the epoch's start; a run stopped mid-epoch and resumed ends where the straight run does."""
+    kw = {**STEP_SCHEDULE, "data.batch_size": 3, "data.last_batch": "pad", "train.max_steps": 10}
+    straight = train(tiny_config(tmp_path / "straight", **kw))
+    assert straight.step == 10 and straight.epoch == 1  # 6 + 4 steps: one whole epoch (16 -> 18 images)
+    train(tiny_config(tmp_path / "resumed", **{**kw, "train.max_steps": 4}))
+    assert train(tiny_config(tmp_path / "resumed", **kw)).step == 10
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert_same_training_state(a, b, atol=0)

@@ -167,8 +167,9 @@ class ResumableSampler(Sampler[tuple[int, int]]):
 
     Each epoch: a permutation of the dataset (or ``range`` if not shuffling) and a seed per index, both drawn from
     ``(seed, epoch)``; padded by wrapping around to a multiple of ``num_replicas`` (or truncated with ``drop_last``)
-    and strided by ``rank``, as ``DistributedSampler``. ``num_replicas``/``rank`` default to the initialized process
-    group, else 1/0.
+    and strided by ``rank``, as ``DistributedSampler``; ``pad_to``: each rank's count further padded (wrapping
+    around) to a multiple of it (the batch size: the last batch is filled, not dropped). ``num_replicas``/``rank``
+    default to the initialized process group, else 1/0.
 
     Resume: ``state_dict()`` / ``load_state_dict()`` carry ``epoch`` and ``start``, the number of this rank's samples
     already consumed in that epoch; the next iteration skips them and later ones start at 0.
@@ -183,6 +184,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = False,
+        pad_to: int = 1,
     ) -> None:
         group_rank, group_size = rank_and_world_size()
         num_replicas = group_size if num_replicas is None else num_replicas
@@ -194,8 +196,9 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         self.epoch, self.start = 0, 0
         if drop_last:
             self.num_samples = length // num_replicas
-        else:
+        else:  # padded by wrapping around: to a multiple of num_replicas, then of pad_to per rank
             self.num_samples = -(-length // num_replicas)
+            self.num_samples = -(-self.num_samples // pad_to) * pad_to
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (reshuffles); a restored mid-epoch position is kept only if ``epoch`` is unchanged."""
@@ -384,6 +387,7 @@ def build_loader(
     num_replicas: int | None = None,
     rank: int | None = None,
     decode_on_device: bool = False,
+    pad_last_batch: bool = False,
 ) -> DetectionLoader:
     """Build the loader for training (``shuffle=True``) or evaluation (``shuffle=False``).
 
@@ -406,12 +410,14 @@ def build_loader(
         num_replicas, rank: DDP world size and rank; default from the initialized process group.
         decode_on_device: workers only read JPEG bytes and draw the augmentation (``transform.plan``); decoding and
             the pixel work run batched on ``device`` (default: the CPU), see :mod:`singleshot.data.device_decode`.
+        pad_last_batch: fill each epoch's last incomplete batch with samples from the epoch's start (wrapping around,
+            as ``DistributedSampler`` pads ranks) instead of dropping it: ``ceil(len / (replicas x batch))`` batches.
 
     Returns:
         A :class:`DetectionLoader` yielding the batch dict of :func:`collate_detection`.
     """
     dev = torch.device(device) if device is not None else None
-    drop_last = shuffle if drop_last is None else drop_last
+    drop_last = (shuffle if drop_last is None else drop_last) and not pad_last_batch
     if num_workers is None:
         num_workers = min(8, max(0, (os.cpu_count() or 1) - 1))
     photometric_on_device = dev is not None and dev.type != "cpu"
@@ -430,8 +436,9 @@ def build_loader(
         collate = functools.partial(collate_detection, photometric_on_device=photometric_on_device, mean=mean, std=std)
         finisher = DevicePhotometric(dev, mean=mean, std=std, channels_last=channels_last) if dev is not None else None
     sampler = ResumableSampler(
-        len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last
-    )
+        len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last,
+        pad_to=batch_size if pad_last_batch else 1,
+    )  # fmt: skip
     extra: dict[str, Any] = {}
     if num_workers > 0:
         extra = {

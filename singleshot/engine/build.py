@@ -29,7 +29,7 @@ from singleshot.engine.data import DataBundle, build_data
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.optim import build_optimizer
 from singleshot.engine.runtime import SectionTimer
-from singleshot.engine.schedule import LRScheduler, WarmupSchedule, build_schedule, scaled_lr
+from singleshot.engine.schedule import LRScheduler, WarmupSchedule, build_schedule, epoch_steps, scaled_lr
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import category_ids_by_name
 from singleshot.inference.core import InferenceCore
@@ -102,7 +102,7 @@ def build_training(
                           "more (or train.freeze_bn=true)")
     encoder, loss = _box_modules(cfg, spec, loss_fn)
     global_batch = cfg.data.batch_size * info.world_size
-    steps_per_epoch = len(data.train) // global_batch
+    steps_per_epoch = epoch_steps(len(data.train), global_batch, cfg.data.last_batch)
     epochs_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
     total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else epochs_steps
     base_lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.reference_batch, cfg.optim.scale_lr)
@@ -115,7 +115,7 @@ def build_training(
         kind=sc.name, peak_lr=base_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         warmup_steps=sc.warmup_steps, warmup_epochs=sc.warmup_epochs, warmup_start_factor=sc.warmup_start_factor,
         milestones_epochs=sc.milestones, gamma=sc.gamma, min_factor=sc.min_factor,
-        train_size=len(data.train), global_batch=global_batch,
+        train_size=len(data.train), global_batch=global_batch, after_warmup=sc.after_warmup,
     )  # fmt: skip
     scheduler = LRScheduler(optimizer, schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")

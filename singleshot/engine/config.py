@@ -88,6 +88,9 @@ class DataConfig(_Choices):
     # 0.75-3, flip: NVIDIA SSD320 v1.2) | "light" (flip + colour jitter, no crop) | "none" (resize + normalize only)
     augment: Literal["ssd", "area_crop", "light", "none"] = "ssd"
     crop_attempts: int = 1  # SSD random-crop attempts per choice of minimum IoU (MLPerf's max_samples: 1 or 50)
+    # each training epoch's last incomplete batch: "drop" it | "pad" it with images from the epoch's start, so an
+    # epoch has ceil(images / global batch) steps, as the MLPerf reference counts (it trains that batch smaller)
+    last_batch: Literal["drop", "pad"] = "drop"
     val_limit: int | None = None  # evaluate on the first N validation images only
     train_images: str | None = None  # image folder of a COCO JSON given as data.train (default: found near the JSON)
     val_images: str | None = None  # image folder of a COCO JSON given as data.val (default: found near the JSON)
@@ -127,6 +130,10 @@ class ScheduleConfig(_Choices):
     milestones: list[float] = field(default_factory=lambda: [40.0, 50.0])  # multistep, in epochs
     gamma: float = 0.1  # multistep decay factor
     min_factor: float = 0.0  # cosine: final lr as a fraction of the base lr
+    # after the warmup: "peak" (the base lr) | "held" (the warmup's last value, base x (W-1)/W, until the first
+    # decay; then base x gamma^k: the MLPerf reference) | "held_decayed" (that value times gamma^k throughout: NVIDIA
+    # v1.1, whose MultiStepLR scales the lr the warmup left)
+    after_warmup: Literal["peak", "held", "held_decayed"] = "peak"
 
 
 @dataclass

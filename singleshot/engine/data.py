@@ -100,6 +100,7 @@ def build_data(
         "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
         "std": std, "device": device, "channels_last": channels_last, "worker_init": _ignore_interrupts,
     }  # fmt: skip
+    pad = {"pad_last_batch": cfg.last_batch == "pad"}  # training only
     train_tf = train_transform(cfg, image_size)
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
@@ -108,6 +109,9 @@ def build_data(
     }  # fmt: skip
     dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}.get(cfg.augment)  # "light": none in DALI
     backend, note = cfg.backend, ""
+    if backend == "dali" and pad["pad_last_batch"]:
+        raise ConfigError("data.backend=dali has no data.last_batch=pad (its reader drops or keeps a partial batch); "
+                          "use data.backend=builtin|device or data.last_batch=drop")  # fmt: skip
     if backend == "dali" and dali_mode is None:
         raise ConfigError(f"data.backend=dali has no pipeline for data.augment={cfg.augment}; use data.backend=builtin "
                           "or data.augment=ssd|area_crop|none")
@@ -119,10 +123,10 @@ def build_data(
             candidates: dict[str, Any] = {
                 name: (lambda on_device=on_device: build_loader(
                     train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True,
-                    decode_on_device=on_device, **common))
+                    decode_on_device=on_device, **pad, **common))
                 for name, on_device in (("builtin", False), ("device", True))
             }  # fmt: skip
-            if dali_mode is not None and dali_missing_reason() is None:
+            if dali_mode is not None and dali_missing_reason() is None and not pad["pad_last_batch"]:
                 candidates["dali"] = lambda: _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
             backend, note = _choose_on_cuda(candidates)
 
@@ -138,7 +142,8 @@ def build_data(
         return DataBundle(train, val, train_loader, val_loader(backend), "dali", note)
     # "builtin" or "device" (decoding and pixel work on the training device); evaluation reads the same way
     common["decode_on_device"] = backend == "device"
-    train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **common)
+    train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **pad,
+                                **common)  # fmt: skip
     return DataBundle(train, val, train_loader, val_loader(backend), backend, note)
 
 

@@ -40,14 +40,25 @@ class WarmupSchedule:
     milestones: tuple[int, ...] = ()
     gamma: float = 0.1
     min_factor: float = 0.0
+    after_warmup: str = "peak"  # "peak" | "held" | "held_decayed" (see ScheduleConfig.after_warmup)
+
+    def _ramp(self, step: int) -> float:
+        return self.warmup_start_factor + (1.0 - self.warmup_start_factor) * step / self.warmup_steps
 
     def factor(self, step: int) -> float:
         """Multiplier of ``peak_lr`` for the optimizer step ``step`` (0-based)."""
         warm = 1.0
+        decays = sum(step >= m for m in self.milestones) if self.kind == "multistep" else 0
         if self.warmup_steps > 0 and step < self.warmup_steps:
-            warm = self.warmup_start_factor + (1.0 - self.warmup_start_factor) * step / self.warmup_steps
+            warm = self._ramp(step)
+        elif self.warmup_steps > 0 and self.after_warmup != "peak":
+            # The references set the lr during the warmup only: the last warmup value stays until a decay sets the
+            # lr again (MLPerf: base x gamma^k; NVIDIA's MultiStepLR scales what the warmup left).
+            held = self._ramp(self.warmup_steps - 1)
+            ended_with = sum(self.warmup_steps - 1 >= m for m in self.milestones) if self.kind == "multistep" else 0
+            warm = held if self.after_warmup == "held_decayed" or decays == ended_with else 1.0
         if self.kind == "multistep":
-            decay = self.gamma ** sum(step >= m for m in self.milestones)
+            decay = self.gamma ** decays
         elif self.kind == "cosine":
             # Cosine over the steps after warmup, as the SSD320 TF recipe does.
             span = max(1, self.total_steps - self.warmup_steps)
@@ -117,6 +128,7 @@ def build_schedule(
     min_factor: float = 0.0,
     train_size: int | None = None,
     global_batch: int | None = None,
+    after_warmup: str = "peak",
 ) -> WarmupSchedule:
     """A :class:`WarmupSchedule` from epoch-based recipe numbers (warmup: the longer of steps and epochs).
 
@@ -138,4 +150,12 @@ def build_schedule(
         milestones=tuple(round(m * steps_per_epoch) for m in milestones_epochs),
         gamma=gamma,
         min_factor=min_factor,
+        after_warmup=after_warmup,
     )
+
+
+def epoch_steps(images: int, global_batch: int, last_batch: str = "drop") -> int:
+    """Optimizer steps per epoch: ``images // global_batch`` when the last incomplete batch is dropped, else
+    ``ceil(images / global_batch)`` (``"pad"``; what the MLPerf reference's loader gives, ``drop_last`` off, which
+    equals ``ceil(ceil(images / ranks) / batch)`` per rank with ``DistributedSampler``)."""
+    return -(-images // global_batch) if last_batch == "pad" else images // global_batch
