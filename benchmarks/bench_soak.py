@@ -1,12 +1,13 @@
 """Long-run soak: does a run's memory or its open files grow over thousands of steps with evaluations between?
 
 Runs the real trainer (``cpu_tiny`` preset, ``ssd_tiny``) on a small synthetic set for ``--steps`` steps with an
-evaluation every ``--eval-every`` epochs and loader worker processes (new ones each epoch, as the built-in loader
-makes them), and samples every ``--sample-every`` steps: the training process's resident memory (RSS), the RSS of
-its child processes (the loader workers), its open file descriptors and its threads. Prints the samples and, for
-each series, the least-squares slope per 1,000 steps over the samples after the first epoch's warm-up.
+evaluation every ``--eval-every`` epochs and loader worker processes (kept between epochs, as the built-in loader
+keeps them; the evaluation's workers too), and samples every ``--sample-every`` steps: the training process's
+resident memory (RSS), the RSS of its child processes (the loader workers), its open file descriptors and its
+threads. Prints the samples and, for each series, the least-squares slope per 1,000 steps over the samples after
+the first evaluation.
 
-    python benchmarks/bench_soak.py                       # 3,000 steps, ~10 minutes on 2 cores
+    python benchmarks/bench_soak.py                       # 3,000 steps, ~11 minutes on 2 cores
     python benchmarks/bench_soak.py --steps 500 --sample-every 50
 """
 
@@ -102,7 +103,8 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
     steps_per_epoch = args.images // 8
     print(f"bench_soak: {args.steps} steps ({steps_per_epoch} per epoch, an evaluation of 16 images every "
-          f"{args.eval_every} epochs, {args.workers} loader workers started each epoch), sampled every "
+          f"{args.eval_every} epochs, {args.workers} loader workers for training and {args.workers} for evaluation), "
+          f"sampled every "
           f"{args.sample_every} steps")  # fmt: skip
     print(f"{'step':>6} {'s':>7} {'RSS MiB':>9} {'workers MiB':>12} {'fds':>5} {'threads':>8} {'evals':>6}")
     for step, t, main_rss, kids, fds, threads, evals in sampler.rows:
