@@ -73,7 +73,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"singleshot eval: error: {describe_error(e)}", file=sys.stderr)
         return 2
     device = loaded.device
-    init_distributed(info, device)
+    from singleshot.engine.failures import PeerLost
+
+    try:
+        init_distributed(info, device)
+    except PeerLost as e:
+        print(f"singleshot eval: error: {e}", file=sys.stderr)
+        return 1
     try:
         # The checkpoint's labels meet the dataset's by class name: same names in another order score the same.
         label_to_category_id = category_ids_by_name(loaded.classes, dataset, f"checkpoint {args.checkpoint}")
