@@ -7,9 +7,9 @@ epoch is ``len()`` of a torch ``DataLoader`` over a ``DistributedSampler`` (``dr
 and by the decay at the start of a decay epoch, nothing else (so the warmup's last value stays until a decay).
 Our schedule is built from the preset exactly as the trainer builds it, and compared step by step.
 
-Not modelled: NVIDIA's epoch length. Its DALI iterator counts samples against a hard-coded 118287 / ranks and
-carries the remainder into the next epoch (epochs of 463, 462, ... steps at 8 x 32 on COCO); the NVIDIA preset
-counts ``images // global batch`` steps per epoch, and its test takes that epoch length as given."""
+NVIDIA's epoch is its DALI iterator's (``ssd/coco_pipeline.py`` ``DALICOCOIterator``, built with a size of
+118287 / ranks, the image count of COCO's train annotation file): :class:`DaliIterator` below replays that
+iterator's counting, event by event, as ``main.py`` drives it (iterate to StopIteration, ``reset()``)."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, DistributedSampler
 from singleshot.data.loader import build_loader
 from singleshot.data.transforms import SSDValTransform
 from singleshot.engine.config import load_config
+from singleshot.engine.data import epoch_lengths
 from singleshot.engine.schedule import build_schedule, epoch_steps, scaled_lr
 
 SIZES = [(270, 1, 32), (270, 2, 16), (1000, 8, 8), (117266, 8, 32), (100, 3, 10), (50, 1, 64)]
@@ -30,23 +31,54 @@ def reference_steps_per_epoch(images: int, ranks: int, batch: int) -> int:
     return len(DataLoader(range(images), batch_size=batch, sampler=sampler))
 
 
-def ours(preset: str, images: int, ranks: int, batch: int):
+class DaliIterator:
+    """The epoch counting of NVIDIA's ``DALICOCOIterator`` (its data left out): the constructor fetches the first
+    batch; ``__next__`` hands that one out first, then stops once the counter exceeds the size, else counts a
+    batch; ``reset()`` after an epoch keeps the counter's overshoot."""
+
+    def __init__(self, size: float, batch: int) -> None:
+        self.size, self.batch, self.counter = size, batch, 0
+        self.first = self.next()
+
+    def next(self) -> str:
+        self.counter += self.batch
+        return "batch"
+
+    def __iter__(self) -> DaliIterator:
+        return self
+
+    def __next__(self) -> str:
+        if self.first is not None:
+            batch, self.first = self.first, None
+            return batch
+        if self.counter > self.size:
+            raise StopIteration
+        return self.next()
+
+    def reset(self) -> None:
+        if self.counter > self.size:
+            self.counter = self.counter % self.size
+
+
+def ours(preset: str, images: int, ranks: int, batch: int, skipped_empty: int = 0):
     cfg = load_config(preset, [f"data.batch_size={batch}"])
     sc, global_batch = cfg.schedule, batch * ranks
-    spe = epoch_steps(images, global_batch, cfg.data.last_batch)
+    epochs = epoch_lengths(cfg.data, images, skipped_empty, ranks)
+    varying = epochs if epochs.kind != "constant" else None
+    spe = epochs.steps(0)
     base = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.reference_batch, cfg.optim.scale_lr)
     schedule = build_schedule(
-        kind=sc.name, peak_lr=base, steps_per_epoch=spe, total_steps=int(cfg.train.epochs * spe),
+        kind=sc.name, peak_lr=base, steps_per_epoch=spe, total_steps=epochs.to_steps(cfg.train.epochs),
         warmup_steps=sc.warmup_steps, warmup_epochs=sc.warmup_epochs, warmup_start_factor=sc.warmup_start_factor,
         milestones_epochs=sc.milestones, gamma=sc.gamma, train_size=images, global_batch=global_batch,
-        after_warmup=sc.after_warmup,
+        after_warmup=sc.after_warmup, epochs=varying,
     )  # fmt: skip
-    return cfg, spe, base, schedule
+    return cfg, spe, base, schedule, epochs
 
 
 @pytest.mark.parametrize(("images", "ranks", "batch"), SIZES)
 def test_mlperf_preset_counts_as_the_reference(images: int, ranks: int, batch: int) -> None:
-    _, spe, base, schedule = ours("mlperf_ssd300_resnet34", images, ranks, batch)
+    _, spe, base, schedule, _ = ours("mlperf_ssd300_resnet34", images, ranks, batch)
     ref_spe = reference_steps_per_epoch(images, ranks, batch)
     assert spe == ref_spe
     wb = int(2.619685 * images / (ranks * batch))  # train.py: int(args.warmup * nonempty_imgs / (N_gpu*batch))
@@ -68,27 +100,41 @@ def test_mlperf_preset_counts_as_the_reference(images: int, ranks: int, batch: i
 
 
 @pytest.mark.parametrize(("images", "ranks", "batch"), SIZES)
-def test_nvidia_preset_lr_follows_the_reference_warmup_and_multisteplr(images: int, ranks: int, batch: int) -> None:
-    cfg, spe, base, schedule = ours("nvidia_ssd300_resnet50", images, ranks, batch)
+def test_nvidia_preset_epochs_and_lr_follow_the_reference(images: int, ranks: int, batch: int) -> None:
+    skipped = images // 100  # images of the annotation file without a box: the iterator's size counts them
+    cfg, _, base, schedule, epochs = ours("nvidia_ssd300_resnet50", images, ranks, batch, skipped)
     warmup = cfg.schedule.warmup_steps  # --warmup 300 (iterations)
-    # ssd/train.py: warmup() sets base / warmup * iteration below `warmup`; main.py steps MultiStepLR([43, 54]) after
-    # each epoch, which scales the lr the optimizer holds.
+    # main.py: for each epoch, iterate the DALI iterator to its end (ssd/train.py: warmup() sets base / warmup *
+    # iteration below `warmup`), step MultiStepLR([43, 54]) (which scales the lr the optimizer holds), reset().
+    loader = DaliIterator((images + skipped) / ranks, batch)
     opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=base)
     sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=[43, 54], gamma=0.1)
     opt.step()  # (no gradient: nothing changes; keeps torch's scheduler-before-optimizer warning quiet)
-    it, expected = 0, []
-    for _ in range(60):
-        for _ in range(spe):
+    it, expected, lengths = 0, [], []
+    for _ in range(65):
+        start = it
+        for _batch in loader:
             if it < warmup:
                 for group in opt.param_groups:
                     group["lr"] = 1.0 * base / warmup * it
             expected.append(opt.param_groups[0]["lr"])
             it += 1
+        lengths.append(it - start)
         sched.step()
-    got = [schedule.lr(step) for step in range(len(expected))]
-    if 43 * spe < warmup:
+        loader.reset()
+    assert [epochs.steps(e) for e in range(65)] == lengths
+    assert schedule.total_steps == it and schedule.milestones == (sum(lengths[:43]), sum(lengths[:54]))
+    if sum(lengths[:43]) < warmup:
         pytest.skip("a decay inside the warmup: the reference's warmup overwrites it (not modelled)")
+    got = [schedule.lr(step) for step in range(len(expected))]
     assert got == pytest.approx(expected, rel=1e-12, abs=1e-18)
+
+
+def test_nvidia_epochs_on_coco_at_8_x_32() -> None:
+    """COCO 2017 train: 117266 images with boxes, 118287 in the annotation file; 8 processes x 32."""
+    epochs = epoch_lengths(load_config("nvidia_ssd300_resnet50", []).data, 117266, 1021, 8)
+    assert [epochs.steps(e) for e in range(18)] == [463] + [462] * 16 + [463]
+    assert epochs.start(43) == 19869 and epochs.to_steps(65) == 30034  # ours by passes: 458 per epoch
 
 
 @pytest.mark.parametrize(("images", "batch"), [(18, 4), (16, 4), (3, 4)])

@@ -146,3 +146,22 @@ def test_padded_last_batch_resumes_exactly(tmp_path: Path) -> None:
     a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
     b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
     assert_same_training_state(a, b, atol=0)
+
+
+def test_dali_counter_epochs_run_and_resume_exactly(tmp_path: Path) -> None:
+    """data.epoch_length=dali_counter (the NVIDIA v1.1 preset's): 16 images at batch 3 count epochs of 6, 5, 6
+    steps (the first batch prefetched, the overshoot carried: 18 -> 2, 17 -> 1), the samples running on across
+    them; evaluations fall at those epochs' ends, and a run stopped inside the second resumes exactly."""
+    from train_helpers import tiny_dataset
+
+    kw = {**STEP_SCHEDULE, "data.batch_size": 3, "data.epoch_length": "dali_counter", "train.max_steps": 17,
+          "data.val": str(tiny_dataset()), "eval.every": 1, "eval.target_map": "null"}  # fmt: skip
+    straight = train(tiny_config(tmp_path / "straight", **kw))
+    assert straight.step == 17 and straight.epoch == 3
+    records = [json.loads(line) for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert [(r["step"], r["epoch"]) for r in records if r["kind"] == "eval"] == [(6, 1), (11, 2), (17, 3)]
+    train(tiny_config(tmp_path / "resumed", **{**kw, "train.max_steps": 8}))
+    assert train(tiny_config(tmp_path / "resumed", **kw)).step == 17
+    a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last.pt")
+    b = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "last.pt")
+    assert_same_training_state(a, b, atol=0)

@@ -185,6 +185,7 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         rank: int | None = None,
         drop_last: bool = False,
         pad_to: int = 1,
+        epoch_samples: Callable[[int], int] | None = None,
     ) -> None:
         group_rank, group_size = rank_and_world_size()
         num_replicas = group_size if num_replicas is None else num_replicas
@@ -199,19 +200,41 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         else:  # padded by wrapping around: to a multiple of num_replicas, then of pad_to per rank
             self.num_samples = -(-length // num_replicas)
             self.num_samples = -(-self.num_samples // pad_to) * pad_to
+        # A stream: epochs of epoch_samples(epoch) samples cut from one pass after another (each pass ordered as an
+        # epoch is without it), the rest of a pass running on into the next epoch.
+        self.epoch_samples, self.pass_samples = epoch_samples, self.num_samples
+        if epoch_samples is not None:
+            self.num_samples = epoch_samples(0)
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch (reshuffles); a restored mid-epoch position is kept only if ``epoch`` is unchanged."""
         if epoch != self.epoch:
             self.start = 0
         self.epoch = epoch
+        if self.epoch_samples is not None:
+            self.num_samples = self.epoch_samples(epoch)
 
     def epoch_order(self) -> tuple[list[int], list[int]]:
         """This rank's ``(indices, sample_seeds)`` for the current epoch, from position 0."""
-        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        if self.epoch_samples is None:
+            return self._pass_order(self.epoch)
+        first = sum(self.epoch_samples(e) for e in range(self.epoch))  # position in the stream of passes
+        want, indices, seeds = self.epoch_samples(self.epoch), [], []
+        pass_num, offset = divmod(first, self.pass_samples)
+        while len(indices) < want:
+            order, pass_seeds = self._pass_order(pass_num)
+            take = want - len(indices)
+            indices += order[offset : offset + take]
+            seeds += pass_seeds[offset : offset + take]
+            pass_num, offset = pass_num + 1, 0
+        return indices, seeds
+
+    def _pass_order(self, epoch: int) -> tuple[list[int], list[int]]:
+        """This rank's ``(indices, sample_seeds)`` of one pass over the dataset, drawn from ``(seed, epoch)``."""
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
         seeds = torch.randint(0, 2**62, (self.length,), generator=g)
-        total = self.num_samples * self.num_replicas
+        total = self.pass_samples * self.num_replicas
         if total > self.length:  # wrap around so every rank gets the same count
             order = order.repeat(-(-total // max(self.length, 1)))
         order = order[:total][self.rank :: self.num_replicas]
@@ -240,6 +263,8 @@ class ResumableSampler(Sampler[tuple[int, int]]):
         if state["length"] != self.length:
             raise ValueError(f"sampler state is for a dataset of {state['length']} images, this one has {self.length}")
         self.seed, self.epoch, self.start = state["seed"], state["epoch"], state["start"]
+        if self.epoch_samples is not None:
+            self.num_samples = self.epoch_samples(self.epoch)
 
 
 def seed_worker(worker_id: int) -> None:
@@ -388,6 +413,7 @@ def build_loader(
     rank: int | None = None,
     decode_on_device: bool = False,
     pad_last_batch: bool = False,
+    epoch_batches: Callable[[int], int] | None = None,
 ) -> DetectionLoader:
     """Build the loader for training (``shuffle=True``) or evaluation (``shuffle=False``).
 
@@ -412,6 +438,9 @@ def build_loader(
             the pixel work run batched on ``device`` (default: the CPU), see :mod:`singleshot.data.device_decode`.
         pad_last_batch: fill each epoch's last incomplete batch with samples from the epoch's start (wrapping around,
             as ``DistributedSampler`` pads ranks) instead of dropping it: ``ceil(len / (replicas x batch))`` batches.
+        epoch_batches: batches of each epoch (0-based) when epochs are not passes over the dataset: the samples
+            run on from pass to pass and each epoch takes the next ``epoch_batches(e) x batch_size`` of them
+            (NVIDIA v1.1's epochs, :meth:`~singleshot.engine.schedule.EpochLengths.dali_counter`).
 
     Returns:
         A :class:`DetectionLoader` yielding the batch dict of :func:`collate_detection`.
@@ -438,6 +467,7 @@ def build_loader(
     sampler = ResumableSampler(
         len(dataset), shuffle=shuffle, seed=seed, num_replicas=num_replicas, rank=rank, drop_last=drop_last,
         pad_to=batch_size if pad_last_batch else 1,
+        epoch_samples=None if epoch_batches is None else (lambda e: epoch_batches(e) * batch_size),
     )  # fmt: skip
     extra: dict[str, Any] = {}
     if num_workers > 0:

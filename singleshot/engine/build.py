@@ -29,7 +29,14 @@ from singleshot.engine.data import DataBundle, build_data
 from singleshot.engine.ema import ModelEMA
 from singleshot.engine.optim import build_optimizer
 from singleshot.engine.runtime import SectionTimer
-from singleshot.engine.schedule import LRScheduler, WarmupSchedule, build_schedule, epoch_steps, scaled_lr
+from singleshot.engine.schedule import (
+    EpochLengths,
+    LRScheduler,
+    WarmupSchedule,
+    build_schedule,
+    epoch_steps,
+    scaled_lr,
+)
 from singleshot.engine.step import TrainStep
 from singleshot.evaluation import category_ids_by_name
 from singleshot.inference.core import InferenceCore
@@ -58,7 +65,7 @@ class TrainingParts:
     inference: InferenceCore  # evaluation and the report's pictures: eval_model, precision, eval.score_threshold
     autocast: Callable[[], Any]
     global_batch: int
-    steps_per_epoch: int
+    steps_per_epoch: int  # of the first epoch (every epoch's unless data.epoch_length=dali_counter: see epochs)
     total_steps: int
     base_lr: float
     optimizer: torch.optim.Optimizer
@@ -66,6 +73,7 @@ class TrainingParts:
     scheduler: LRScheduler
     scaler: torch.amp.GradScaler
     train_step: TrainStep
+    epochs: EpochLengths  # steps per epoch, epoch by epoch
     loader_workers: int  # data.num_workers resolved (see loader_workers)
 
 
@@ -102,8 +110,10 @@ def build_training(
                           "more (or train.freeze_bn=true)")
     encoder, loss = _box_modules(cfg, spec, loss_fn)
     global_batch = cfg.data.batch_size * info.world_size
-    steps_per_epoch = epoch_steps(len(data.train), global_batch, cfg.data.last_batch)
-    epochs_steps = math.ceil(cfg.train.epochs * steps_per_epoch)
+    epochs = data.epochs or EpochLengths(epoch_steps(len(data.train), global_batch, cfg.data.last_batch))
+    steps_per_epoch = epochs.steps(0)  # every epoch's unless data.epoch_length=dali_counter
+    varying = epochs if epochs.kind != "constant" else None
+    epochs_steps = varying.to_steps(cfg.train.epochs) if varying else math.ceil(cfg.train.epochs * steps_per_epoch)
     total_steps = cfg.train.max_steps if cfg.train.max_steps is not None else epochs_steps
     base_lr = scaled_lr(cfg.optim.lr, global_batch, cfg.optim.reference_batch, cfg.optim.scale_lr)
     optimizer = build_optimizer(
@@ -115,7 +125,7 @@ def build_training(
         kind=sc.name, peak_lr=base_lr, steps_per_epoch=steps_per_epoch, total_steps=total_steps,
         warmup_steps=sc.warmup_steps, warmup_epochs=sc.warmup_epochs, warmup_start_factor=sc.warmup_start_factor,
         milestones_epochs=sc.milestones, gamma=sc.gamma, min_factor=sc.min_factor,
-        train_size=len(data.train), global_batch=global_batch, after_warmup=sc.after_warmup,
+        train_size=len(data.train), global_batch=global_batch, after_warmup=sc.after_warmup, epochs=varying,
     )  # fmt: skip
     scheduler = LRScheduler(optimizer, schedule)
     scaler = torch.amp.GradScaler("cuda", enabled=precision == "fp16")
@@ -136,7 +146,7 @@ def build_training(
         data=data, classes=classes, label_to_category_id=data.train.label_to_category_id,
         val_label_to_category_id=val_ids, channels_last=channels_last, model=model, train_model=train_model,
         ema=ema, eval_model=eval_model, encoder=encoder, loss_fn=loss,
-        inference=inference, autocast=amp, global_batch=global_batch, steps_per_epoch=steps_per_epoch,
+        inference=inference, autocast=amp, global_batch=global_batch, steps_per_epoch=steps_per_epoch, epochs=epochs,
         total_steps=total_steps, base_lr=base_lr, optimizer=optimizer, schedule=schedule, scheduler=scheduler,
         scaler=scaler, train_step=train_step, loader_workers=workers,
     )  # fmt: skip

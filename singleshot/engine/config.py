@@ -91,6 +91,10 @@ class DataConfig(_Choices):
     # each training epoch's last incomplete batch: "drop" it | "pad" it with images from the epoch's start, so an
     # epoch has ceil(images / global batch) steps, as the MLPerf reference counts (it trains that batch smaller)
     last_batch: Literal["drop", "pad"] = "drop"
+    # what an epoch is: "dataset" (one pass, as data.last_batch says) | "dali_counter" (NVIDIA v1.1's iterator: it
+    # ends once (images in the annotation file, those without boxes included) / ranks samples are counted, the
+    # overshoot carried into the next, so epochs differ by a step; the samples run on from pass to pass)
+    epoch_length: Literal["dataset", "dali_counter"] = "dataset"
     val_limit: int | None = None  # evaluate on the first N validation images only
     train_images: str | None = None  # image folder of a COCO JSON given as data.train (default: found near the JSON)
     val_images: str | None = None  # image folder of a COCO JSON given as data.val (default: found near the JSON)

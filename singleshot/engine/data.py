@@ -22,6 +22,7 @@ from singleshot.data.formats import dataset_splits, load_dataset
 from singleshot.data.loader import build_loader, prefetch_depth
 from singleshot.data.transforms import AreaCropTrainTransform, SSDTrainTransform, SSDValTransform
 from singleshot.engine.config import ConfigError, DataConfig
+from singleshot.engine.schedule import EpochLengths, epoch_steps
 
 
 @dataclass
@@ -32,6 +33,7 @@ class DataBundle:
     val_loader: Any
     backend: str = "builtin"  # the input pipeline in use: "builtin" | "device" | "dali"
     backend_note: str = ""  # why, when data.backend=auto chose it
+    epochs: EpochLengths | None = None  # steps per training epoch (data.epoch_length, data.last_batch)
 
 
 def open_dataset(
@@ -100,7 +102,10 @@ def build_data(
         "num_workers": cfg.num_workers, "rank": rank, "num_replicas": world_size, "seed": seed, "mean": mean,
         "std": std, "device": device, "channels_last": channels_last, "worker_init": _ignore_interrupts,
     }  # fmt: skip
-    pad = {"pad_last_batch": cfg.last_batch == "pad"}  # training only
+    epochs = epoch_lengths(cfg, len(train), train.stats.get("images_skipped_empty", 0), world_size)
+    pad: dict[str, Any] = {"pad_last_batch": cfg.last_batch == "pad"}  # training only
+    if epochs.kind == "dali_counter":
+        pad["epoch_batches"] = epochs.steps
     train_tf = train_transform(cfg, image_size)
     dali_kw: dict[str, Any] = {
         "image_size": image_size, "seed": seed, "num_replicas": world_size, "rank": rank, "mean": mean, "std": std,
@@ -109,9 +114,9 @@ def build_data(
     }  # fmt: skip
     dali_mode = {"ssd": "ssd", "area_crop": "area_crop", "none": "val"}.get(cfg.augment)  # "light": none in DALI
     backend, note = cfg.backend, ""
-    if backend == "dali" and pad["pad_last_batch"]:
-        raise ConfigError("data.backend=dali has no data.last_batch=pad (its reader drops or keeps a partial batch); "
-                          "use data.backend=builtin|device or data.last_batch=drop")  # fmt: skip
+    if backend == "dali" and (pad["pad_last_batch"] or "epoch_batches" in pad):
+        raise ConfigError("data.backend=dali has neither data.last_batch=pad nor data.epoch_length=dali_counter (its "
+                          "reader makes its own epochs); use data.backend=builtin|device")  # fmt: skip
     if backend == "dali" and dali_mode is None:
         raise ConfigError(f"data.backend=dali has no pipeline for data.augment={cfg.augment}; use data.backend=builtin "
                           "or data.augment=ssd|area_crop|none")
@@ -126,7 +131,7 @@ def build_data(
                     decode_on_device=on_device, **pad, **common))
                 for name, on_device in (("builtin", False), ("device", True))
             }  # fmt: skip
-            if dali_mode is not None and dali_missing_reason() is None and not pad["pad_last_batch"]:
+            if dali_mode is not None and dali_missing_reason() is None and not any(pad.values()):
                 candidates["dali"] = lambda: _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
             backend, note = _choose_on_cuda(candidates)
 
@@ -139,12 +144,20 @@ def build_data(
 
     if backend == "dali":
         train_loader: Any = _dali(train, dali_mode, cfg.batch_size, True, dali_kw)
-        return DataBundle(train, val, train_loader, val_loader(backend), "dali", note)
+        return DataBundle(train, val, train_loader, val_loader(backend), "dali", note, epochs)
     # "builtin" or "device" (decoding and pixel work on the training device); evaluation reads the same way
     common["decode_on_device"] = backend == "device"
     train_loader = build_loader(train, train_tf, batch_size=cfg.batch_size, shuffle=True, drop_last=True, **pad,
                                 **common)  # fmt: skip
-    return DataBundle(train, val, train_loader, val_loader(backend), backend, note)
+    return DataBundle(train, val, train_loader, val_loader(backend), backend, note, epochs)
+
+
+def epoch_lengths(cfg: DataConfig, images: int, skipped_empty: int, world_size: int) -> EpochLengths:
+    """Steps per training epoch as ``data.epoch_length`` and ``data.last_batch`` count them, for ``images``
+    training images (``skipped_empty``: images of the annotation file left out for having no box)."""
+    if cfg.epoch_length == "dali_counter":
+        return EpochLengths.dali_counter((images + skipped_empty) / world_size, cfg.batch_size)
+    return EpochLengths(epoch_steps(images, cfg.batch_size * world_size, cfg.last_batch))
 
 
 def eval_loader(

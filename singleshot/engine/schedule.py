@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -129,6 +130,7 @@ def build_schedule(
     train_size: int | None = None,
     global_batch: int | None = None,
     after_warmup: str = "peak",
+    epochs: EpochLengths | None = None,
 ) -> WarmupSchedule:
     """A :class:`WarmupSchedule` from epoch-based recipe numbers (warmup: the longer of steps and epochs).
 
@@ -147,7 +149,9 @@ def build_schedule(
         warmup_steps=warm,
         warmup_start_factor=warmup_start_factor,
         kind=kind,
-        milestones=tuple(round(m * steps_per_epoch) for m in milestones_epochs),
+        milestones=tuple(
+            epochs.to_steps(m) if epochs is not None else round(m * steps_per_epoch) for m in milestones_epochs
+        ),
         gamma=gamma,
         min_factor=min_factor,
         after_warmup=after_warmup,
@@ -159,3 +163,64 @@ def epoch_steps(images: int, global_batch: int, last_batch: str = "drop") -> int
     ``ceil(images / global_batch)`` (``"pad"``; what the MLPerf reference's loader gives, ``drop_last`` off, which
     equals ``ceil(ceil(images / ranks) / batch)`` per rank with ``DistributedSampler``)."""
     return -(-images // global_batch) if last_batch == "pad" else images // global_batch
+
+
+class EpochLengths:
+    """Optimizer steps per epoch: the same for every epoch (``steps``), or NVIDIA v1.1's iterator count
+    (:meth:`dali_counter`), which varies by a step from epoch to epoch. Converts epoch quantities of a recipe
+    (length of the run, milestones, evaluation epochs) to steps."""
+
+    def __init__(self, steps: int, counts: Callable[[int], list[int]] | None = None) -> None:
+        self._steps, self._counts = steps, counts
+        self._cache: list[int] = []
+        self.kind = "constant" if counts is None else "dali_counter"
+
+    @classmethod
+    def dali_counter(cls, samples: float, batch: int) -> EpochLengths:
+        """NVIDIA v1.1 (``ssd/coco_pipeline.py`` ``DALICOCOIterator``): an epoch ends once the samples counted
+        (``batch`` per step per process) exceed ``samples`` (per process: the annotation file's image count / ranks,
+        118287 / ranks on COCO); the batch fetched when the iterator is built counts in the first epoch, and each
+        epoch's overshoot carries into the next (``counter % size``)."""
+
+        def counts(n: int) -> list[int]:
+            out, counter = [], float(batch)
+            for epoch in range(n):
+                steps = 1 if epoch == 0 else 0  # the first batch, prefetched at construction
+                while counter <= samples:
+                    steps += 1
+                    counter += batch
+                out.append(steps)
+                counter = counter % samples  # reset() after the epoch
+            return out
+
+        return cls(counts(1)[0], counts)
+
+    def steps(self, epoch: int) -> int:
+        """Steps of ``epoch`` (0-based)."""
+        if self._counts is None:
+            return self._steps
+        if epoch >= len(self._cache):
+            self._cache = self._counts(max(epoch + 1, 2 * len(self._cache)))
+        return self._cache[epoch]
+
+    def start(self, epoch: int) -> int:
+        """Steps before ``epoch`` (0-based) begins."""
+        if self._counts is None:
+            return epoch * self._steps
+        self.steps(epoch)
+        return sum(self._cache[:epoch])
+
+    def to_steps(self, epochs: float) -> int:
+        """``epochs`` (may be fractional) as a step count: whole epochs' steps plus the fraction of the next, rounded
+        up (``ceil(epochs x steps)`` for constant epochs)."""
+        whole = math.floor(epochs)
+        return self.start(whole) + math.ceil(round((epochs - whole) * self.steps(whole), 9))
+
+    def epoch_of(self, step: int) -> int:
+        """The 0-based epoch that step ``step`` (0-based) falls in."""
+        if self._counts is None:
+            return step // max(1, self._steps)
+        epoch = 0
+        while self.start(epoch + 1) <= step:
+            epoch += 1
+        return epoch

@@ -320,7 +320,7 @@ class Trainer:
                     self._sync_steps(window)
                     self.save()
             self._sync_steps(window)  # the epoch's last counts before its checkpoint
-            complete = in_epoch >= p.steps_per_epoch
+            complete = in_epoch >= p.epochs.steps(self.epoch)
             sampler = loader.next_epoch_state() if complete else loader.state_dict()
             self.hooks.fire("epoch_end", epoch_num)
             ev = cfg.eval
@@ -481,7 +481,7 @@ class Trainer:
         """The run's first line: model, data, steps, batch, lr, device, precision, input pipeline, run folder; then
         the evaluation cadence when it is automatic, and a warmup as long as the run."""
         cfg, p = self.cfg, self.parts
-        epochs = -(-p.total_steps // max(1, p.steps_per_epoch))
+        epochs = p.epochs.epoch_of(max(0, p.total_steps - 1)) + 1  # epochs the run's steps reach into
         if cfg.eval.every is None and p.data.val is not None:
             val_images = len(p.data.val) if cfg.data.val_limit is None else min(cfg.data.val_limit, len(p.data.val))
             self.eval_every, fraction = auto_eval_every(epochs, p.steps_per_epoch * p.global_batch, val_images)
