@@ -18,6 +18,8 @@ import os
 import socket
 from pathlib import Path
 
+import pytest
+import torch
 import torch.multiprocessing as mp
 from train_helpers import tiny_config, tiny_dataset
 
@@ -67,3 +69,27 @@ def test_two_ranks_at_b_follow_one_rank_at_2b(tmp_path: Path) -> None:
     r0, r1 = (json.loads((tmp_path / f"rank{r}_false.json").read_text()) for r in (0, 1))
     assert r0["step"] == r1["step"] == STEPS
     assert r0["stats"] == r1["stats"] and len(r0["stats"]) == 12
+
+
+def _poisoned_worker(rank: int, world: int, port: int, out: str, fused: str) -> None:
+    from test_train_guard import _poisoned
+
+    from singleshot.engine.trainer import Trainer
+
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))  # fmt: skip
+    cfg = tiny_config(Path(out, "run"), **{"train.max_steps": 5, "data.batch_size": 2, "optim.fused": fused})
+    Trainer(cfg, loss_fn=_poisoned({2} if rank == 1 else set())).run()  # NaN on rank 1 only, at step 3
+
+
+@pytest.mark.parametrize("fused", ["false", "true"], ids=["foreach-undo", "fused-skip"])
+def test_a_nan_on_one_rank_skips_the_step_on_every_rank(tmp_path: Path, fused: str) -> None:
+    """The guard's all-reduce makes every rank skip together: the run finishes, the checkpoint counts one skipped
+    step, and its weights are finite (a rank that stepped alone would have diverged from the other: DDP's gradient
+    average of a NaN is NaN everywhere, so a step taken anywhere would poison the weights)."""
+    from singleshot.checkpoint import load_checkpoint
+
+    mp.spawn(_poisoned_worker, args=(2, _free_port(), str(tmp_path), fused), nprocs=2, join=True)
+    state = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert state["step"] == 5 and state["train_state"]["bad_steps_total"] == 1
+    assert all(torch.isfinite(v).all() for v in state["state_dict"].values() if v.is_floating_point())
