@@ -116,7 +116,9 @@ def build_data(
     backend, note = cfg.backend, ""
     if backend == "dali" and (pad["pad_last_batch"] or "epoch_batches" in pad):
         raise ConfigError("data.backend=dali has neither data.last_batch=pad nor data.epoch_length=dali_counter (its "
-                          "reader makes its own epochs); use data.backend=builtin|device")  # fmt: skip
+                          "reader makes its own epochs, which the presets' exact counts need); use "
+                          "data.backend=builtin|device, or give data.last_batch=drop data.epoch_length=dataset to "
+                          "read with DALI")  # fmt: skip
     if backend == "dali" and dali_mode is None:
         raise ConfigError(f"data.backend=dali has no pipeline for data.augment={cfg.augment}; use data.backend=builtin "
                           "or data.augment=ssd|area_crop|none")
