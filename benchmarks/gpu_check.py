@@ -221,7 +221,15 @@ def section_sync(s: Settings, budget: Budget) -> list[dict[str, Any]]:
     for read_every in (1, 10):
         rate, n = time_steps(step, data, s.device, s.seconds, read_every, warmup=1 if s.dry else 3)
         rows.append({"model": s.model, "batch": batch, "precision": precision, "read_every": read_every,
-                     "steps_per_s": rate, "steps": n})  # fmt: skip
+                     "steps_per_s": rate, "steps": n, "guard": "skip" if step.skips_on_device else "undo"})  # fmt: skip
+    # The NaN guard as it was before the fused skip: a snapshot of every parameter and momentum buffer per step and
+    # a torch.where per tensor to put them back (forced on the same fused optimizer, same batch).
+    step, data, _ = make_train_step(s.model, batch, precision, s.device, False)
+    if step.skips_on_device and budget.left() > 10:
+        step.skips_on_device = False
+        rate, n = time_steps(step, data, s.device, s.seconds, 10, warmup=1 if s.dry else 3)
+        rows.append({"model": s.model, "batch": batch, "precision": precision, "read_every": 10,
+                     "steps_per_s": rate, "steps": n, "guard": "undo"})  # fmt: skip
     return rows
 
 
@@ -499,8 +507,9 @@ def table(result: dict[str, Any]) -> str:
                    f"{r['img_per_s']:>9.1f} {r['tflop_per_step']:>10.3f} {r['achieved_tflops']:>8.2f} {mfu:>6}")
     for r in result.get("sync", []):
         if "steps_per_s" in r:
+            guard = {"skip": "NaN step skipped in the fused kernel", "undo": "NaN guard by snapshot + undo"}
             out.append(f"steps/s, host reads the loss every {r['read_every']:>2} step(s): {r['steps_per_s']:.2f} "
-                       f"({r['model']}, batch {r['batch']}, {r['precision']})")
+                       f"({r['model']}, batch {r['batch']}, {r['precision']}; {guard[r.get('guard', 'undo')]})")
         else:
             out.append(f"steps/s sync vs no sync: {_why(r)}")
     if result.get("reference"):
