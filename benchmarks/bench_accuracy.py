@@ -64,15 +64,19 @@ def default_budget() -> tuple[int, str]:
     return budget, f"default preset train.epochs {cfg.train.epochs:g} x built-in set num_train {num_train}"
 
 
-def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool) -> tuple[Path, str, float]:
-    """Generate (or reuse) one set; returns ``(folder, style description, generation seconds)``.
+def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool | str) -> tuple[Path, str, float]:
+    """Generate (or reuse) one set; returns ``(folder, style description, generation seconds)``. ``styled``: True =
+    a random style drawn from the seed, False = the built-in style, a name = that style of ``synth.HARD_STYLES``.
 
     A set in ``root/sets`` is reused when its recorded style description and synth version match what this
     checkout would generate for the seed (delete the folder after changing the generator without either changing).
     """
     kwargs: dict[str, Any] = {"num_train": num_train, "num_val": num_val, "seed": seed}
     description = "the built-in generator style"
-    if styled:
+    if isinstance(styled, str):
+        kwargs["style"] = synth.HARD_STYLES[styled]
+        description = f"{styled}: {kwargs['style'].describe()}"
+    elif styled:
         random_style = getattr(synth, "random_style", None)
         if random_style is None:
             raise SystemExit("bench_accuracy: singleshot.data.synth.random_style is missing (the generator styles of "
@@ -81,7 +85,8 @@ def make_set(root: Path, seed: int, num_train: int, num_val: int, styled: bool) 
         style = random_style(seed)
         kwargs["style"] = style
         description = style.describe()
-    name = f"seed{seed}-{num_train}x{num_val}" + ("" if styled else "-builtin")
+    name = f"seed{seed}-{num_train}x{num_val}" + (f"-{styled}" if isinstance(styled, str) else "" if styled
+                                                    else "-builtin")  # fmt: skip
     final = root / "sets" / name
     marker = final / ".complete"
     if marker.is_file():
@@ -269,7 +274,8 @@ def markdown_table(report: dict[str, Any]) -> str:
 
 def markdown_header(report: dict[str, Any], args: argparse.Namespace) -> str:
     """How the table was made: the command that repeats it, the budget, and the machine and its load."""
-    cmd = (f"python benchmarks/bench_accuracy.py --base-seed {report['base_seed']} --sets {args.sets} "
+    sets = "--hard-styles" if getattr(args, "hard_styles", False) else f"--sets {args.sets}"
+    cmd = (f"python benchmarks/bench_accuracy.py --base-seed {report['base_seed']} {sets} "
            f"--num-train {args.num_train} --num-val {args.num_val}")
     if args.budget_images is not None:
         cmd += f" --budget-images {args.budget_images}"
@@ -322,6 +328,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="ours: extra config overrides")
     p.add_argument("--builtin-style", action="store_true",
                    help="generate the sets with the built-in style (fresh seeds) instead of random styles")
+    p.add_argument("--hard-styles", action="store_true",
+                   help="one set per style of singleshot.data.synth.HARD_STYLES (outline, crowded, decoys), fixed "
+                        "styles hard in one way each, instead of --sets random styles")
     return p.parse_args(argv)
 
 
@@ -354,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
                   file=sys.stderr)
             return 2
         yolo_version = ultralytics.__version__
-    print(f"bench_accuracy: base seed {base_seed} (repeat with --base-seed {base_seed}); {args.sets} set(s) of "
+    n_sets = len(synth.HARD_STYLES) if args.hard_styles else args.sets
+    print(f"bench_accuracy: base seed {base_seed} (repeat with --base-seed {base_seed}); {n_sets} set(s) of "
           f"{args.num_train} train / {args.num_val} val images; budget {budget} images ({how}) -> {epochs} epochs "
           f"= {epochs * args.num_train} images; image size {imgsz}; {threads} torch thread(s), {args.workers} "
           f"loader worker(s); load average {os.getloadavg()[0]:.2f}; out {out}", flush=True)
@@ -370,9 +380,10 @@ def main(argv: list[str] | None = None) -> int:
         "command": [sys.executable, *sys.argv], "sets": [],
     }
     stem = f"bench_accuracy-seed{base_seed}"
-    for k in range(args.sets):
+    kinds: list[bool | str] = list(synth.HARD_STYLES) if args.hard_styles else [not args.builtin_style] * args.sets
+    for k, kind in enumerate(kinds):
         seed = base_seed + k
-        set_dir, style, gen_s = make_set(out, seed, args.num_train, args.num_val, not args.builtin_style)
+        set_dir, style, gen_s = make_set(out, seed, args.num_train, args.num_val, kind)
         print(f"\n== set {k}: seed {seed}: {style} (generated in {gen_s:.0f} s)", flush=True)
         gt = set_dir / "annotations" / "instances_val.json"
         entry: dict[str, Any] = {"index": k, "seed": seed, "style": style, "dir": str(set_dir),

@@ -134,3 +134,56 @@ def test_random_styles_vary_and_their_sets_are_valid(tmp_path: Path) -> None:
     assert check_dataset(out).ok
     with pytest.raises(ValueError, match="classes"):
         synth.SynthStyle(classes=("circle", "blob"))
+
+
+def _annotations(root, style) -> dict:
+    import json
+
+    from singleshot.data.synth import generate
+
+    generate(root, num_train=24, num_val=2, seed=11, style=style)
+    return json.loads((root / "annotations" / "instances_train.json").read_text())
+
+
+def test_hard_styles_are_hard_in_the_way_they_say(tmp_path, monkeypatch) -> None:
+    """``HARD_STYLES`` (the accuracy benchmark's --hard-styles): outline objects are hollow (their pixels fill a small
+    part of their box, where the same style filled covers most of it); crowded images hold many overlapping
+    objects; decoy images carry unlabelled shapes of other kinds outside the labelled boxes."""
+    import dataclasses
+
+    from singleshot.data.synth import HARD_STYLES
+
+    def fill_ratio(data: dict) -> float:
+        return float(np.mean([a["area"] / (a["bbox"][2] * a["bbox"][3]) for a in data["annotations"]]))
+
+    outline = HARD_STYLES["outline"]
+    hollow = fill_ratio(_annotations(tmp_path / "outline", outline))
+    solid = fill_ratio(_annotations(tmp_path / "solid", dataclasses.replace(outline, fill="solid")))
+    assert hollow < 0.3 < 0.5 < solid, (hollow, solid)
+
+    crowded = _annotations(tmp_path / "crowded", HARD_STYLES["crowded"])
+    per_image: dict[int, list[list[float]]] = {}
+    for a in crowded["annotations"]:
+        per_image.setdefault(a["image_id"], []).append(a["bbox"])
+    assert len(crowded["annotations"]) / len(crowded["images"]) >= 10
+
+    def overlaps(boxes: list[list[float]]) -> bool:
+        return any(x0 < x1 + w1 and x1 < x0 + w0 and y0 < y1 + h1 and y1 < y0 + h0
+                   for i, (x0, y0, w0, h0) in enumerate(boxes) for (x1, y1, w1, h1) in boxes[i + 1:])  # fmt: skip
+
+    assert sum(overlaps(b) for b in per_image.values()) >= 0.8 * len(per_image)
+
+    decoys = HARD_STYLES["decoys"]
+    drawn: list[int] = []  # pixels each image's decoys changed, seen by a spy around the drawing
+    original = synth._draw_decoys
+
+    def spy(rng, pixels, style) -> None:
+        before = pixels.copy()
+        original(rng, pixels, style)
+        drawn.append(int((pixels != before).any(axis=-1).sum()))
+
+    monkeypatch.setattr(synth, "_draw_decoys", spy)
+    data = _annotations(tmp_path / "decoys", decoys)
+    assert [c["name"] for c in data["categories"]] == list(decoys.classes)  # the decoys are not labelled
+    assert len(drawn) == 26 and sum(d > 0 for d in drawn) >= 18  # 0..8 decoys per image: most images have some
+    assert np.mean(drawn) > 0.02 * 320 * 256  # and they are object-sized, not specks

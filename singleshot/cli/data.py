@@ -44,6 +44,10 @@ def register(subparsers: Any) -> None:
     s.add_argument("--style-seed", type=int, default=None, metavar="N",
                    help="draw a whole random style (classes, colours, sizes, clutter...; replaces --image-size "
                         "and --max-objects), e.g. to test that a recipe generalizes")
+    s.add_argument("--style", choices=["outline", "crowded", "decoys"], default=None,
+                   help="a fixed style that is hard in one way (synth.HARD_STYLES: hollow outlines over stripes; "
+                        "up to 40 small overlapping objects; unlabelled look-alike shapes); replaces --image-size "
+                        "and --max-objects")
     s.add_argument("--force", action="store_true", help="write into a non-empty folder")
     s.set_defaults(func=run_synth)
 
@@ -68,9 +72,11 @@ def run_synth(args: argparse.Namespace) -> int:
     if out.exists() and any(out.iterdir()) and not args.force:
         print(f"error: {out} is not empty (use --force)", file=sys.stderr)
         return 1
-    from singleshot.data.synth import SynthStyle, random_style
+    from singleshot.data.synth import HARD_STYLES, SynthStyle, random_style
 
-    if args.style_seed is not None:
+    if args.style is not None:
+        style = HARD_STYLES[args.style]
+    elif args.style_seed is not None:
         style = random_style(args.style_seed)
     else:
         style = SynthStyle(image_size=args.image_size, max_objects=args.max_objects)

@@ -65,6 +65,9 @@ class SynthStyle:
     min_visible: float = 0.6  # each object keeps at least this fraction of its pixels visible
     background: Literal["smooth", "texture", "clutter"] = "smooth"
     distractors: tuple[int, int] = (2, 8)  # distractor lines and blobs per image, inclusive range
+    fill: Literal["solid", "outline"] = "solid"  # outline: only a rim of outline_px pixels is drawn (hollow shapes)
+    outline_px: int = 2
+    decoys: int = 0  # up to this many unlabelled shapes per image, of shapes not among the classes, drawn as objects
 
     def __post_init__(self) -> None:
         unknown = [c for c in self.classes if c not in SHAPES]
@@ -72,6 +75,11 @@ class SynthStyle:
             raise ValueError(f"SynthStyle.classes must be distinct names from {SHAPES}; got {self.classes}")
         if self.background not in ("smooth", "texture", "clutter"):
             raise ValueError(f"SynthStyle.background must be smooth, texture or clutter; got {self.background!r}")
+        if self.fill not in ("solid", "outline") or self.outline_px < 1:
+            raise ValueError(f"SynthStyle.fill must be solid or outline (outline_px >= 1); got {self.fill!r}, "
+                             f"{self.outline_px}")  # fmt: skip
+        if self.decoys and len(self.classes) == len(SHAPES):
+            raise ValueError("SynthStyle.decoys needs shapes that are not classes; every shape is a class here")
         if not 0 < self.min_size <= 32 or not 0 < self.max_size <= 1 or self.max_objects < 1:
             raise ValueError(f"SynthStyle sizes out of range: min_size {self.min_size} (0-32 px), max_size "
                              f"{self.max_size} (0-1 of the short side), max_objects {self.max_objects} (>= 1)")
@@ -81,9 +89,29 @@ class SynthStyle:
         w, h = self.image_size
         jitter = f"x{math.exp(self.size_jitter):.2f}" if self.size_jitter else ""
         colour = "colour=class" if self.colour_by_class else "any colour"
+        extra = (f", outline {self.outline_px}px" if self.fill == "outline" else "") + (
+            f", <={self.decoys} decoys" if self.decoys else "")  # fmt: skip
         return (f"{len(self.classes)} cls, {colour}, {w}x{h}{jitter}, 1-{self.max_objects} obj, "
                 f"{self.min_size:.0f}px-{self.max_size:.2f}, small {self.small_fraction:.0%}, "
-                f"aspect x{math.exp(self.aspect_jitter):.1f}, visible>={self.min_visible:.1f}, {self.background}")
+                f"aspect x{math.exp(self.aspect_jitter):.1f}, visible>={self.min_visible:.1f}, {self.background}"
+                f"{extra}")
+
+
+# Styles that are hard in one way each (chosen before any tuning, kept fixed: the accuracy benchmark's --styles hard).
+HARD_STYLES: dict[str, SynthStyle] = {
+    # thin hollow shapes, any colour, over stripes: edges only, no colour or area to go by
+    "outline": SynthStyle(classes=CLASSES, colour_by_class=False, image_size=(320, 240), max_objects=6,
+                          small_fraction=0.15, min_size=12, max_size=0.6, background="texture", fill="outline",
+                          outline_px=2),
+    # many small objects per image, overlapping, over clutter
+    "crowded": SynthStyle(classes=CLASSES, colour_by_class=True, image_size=(416, 320), max_objects=40,
+                          small_fraction=0.8, min_size=6, max_size=0.25, min_visible=0.3, background="clutter",
+                          distractors=(10, 30)),
+    # unlabelled look-alikes: shapes of other kinds drawn as objects are, any colour; only the shape tells
+    "decoys": SynthStyle(classes=("circle", "triangle", "square", "hexagon"), colour_by_class=False,
+                         image_size=(320, 256), max_objects=4, small_fraction=0.15, min_size=10, max_size=0.5,
+                         decoys=8),
+}  # fmt: skip
 
 
 def random_style(seed: int) -> SynthStyle:
@@ -214,6 +242,8 @@ def _render_image(
         height = max(32, round(height * math.exp(rng.uniform(-style.size_jitter, style.size_jitter))))
     img = _background(rng, width, height, style)
     pixels = np.asarray(img).copy()
+    if style.decoys:
+        _draw_decoys(rng, pixels, style)
     owner = np.full((height, width), -1, dtype=np.int16)  # index of the top-most object at each pixel
     full_area: list[int] = []
     visible: list[int] = []
@@ -240,9 +270,11 @@ def _render_image(
         if x1 <= x0 or y1 <= y0:
             continue
         mask = _shape_mask(shape, cx - x0, cy - y0, w, h, angle, (x1 - x0, y1 - y0))
-        area = int(mask.sum())
-        if area < 60:
+        if int(mask.sum()) < 60:
             continue
+        if style.fill == "outline":  # the rim only: what is inside stays background
+            mask = _rim(mask, style.outline_px)
+        area = int(mask.sum())
         window = owner[y0:y1, x0:x1]
         lost = np.bincount(window[mask & (window >= 0)].ravel(), minlength=len(classes))
         if any(visible[j] - lost[j] < style.min_visible * full_area[j] for j in range(len(classes))):
@@ -255,11 +287,12 @@ def _render_image(
         classes.append(cls)
         windows.append((x0, y0, x1, y1))
         fill = _object_colour(rng, shape, style)
-        edge = tuple(int(c * 0.55) for c in fill)
         patch = pixels[y0:y1, x0:x1]
         patch[mask] = fill
-        # darker rim: the outer ring of the mask, inside the shape's own pixels so the extent is unchanged
-        patch[mask & ~_erode(mask, (x0 == 0, y0 == 0, x1 == width, y1 == height))] = edge
+        if style.fill == "solid":
+            # darker rim: the outer ring of the mask, inside the shape's own pixels so the extent is unchanged
+            edge = tuple(int(c * 0.55) for c in fill)
+            patch[mask & ~_erode(mask, (x0 == 0, y0 == 0, x1 == width, y1 == height))] = edge
     objects = []
     for k, (cls, (x0, y0, x1, y1)) in enumerate(zip(classes, windows)):
         ys, xs = np.nonzero(owner[y0:y1, x0:x1] == k)
@@ -280,6 +313,37 @@ def _shape_mask(shape: str, cx: float, cy: float, w: float, h: float, angle: flo
     else:
         draw.polygon(_shape_polygon(shape, cx, cy, w, h, angle), fill=255)
     return np.asarray(mask_img) > 0
+
+
+def _rim(mask: np.ndarray, width: int) -> np.ndarray:
+    """The outer ``width`` pixels of ``mask`` (4-neighbour erosion ``width`` times, window sides as outside)."""
+    inner = mask
+    for _ in range(width):
+        inner = _erode(inner, (False, False, False, False))
+    return mask & ~inner
+
+
+def _draw_decoys(rng: np.random.Generator, pixels: np.ndarray, style: SynthStyle) -> None:
+    """Up to ``style.decoys`` unlabelled shapes of kinds that are not classes, sized and coloured as objects are,
+    drawn into ``pixels`` (``uint8[H, W, 3]``) before the objects (which may cover them)."""
+    others = [s for s in SHAPES if s not in style.classes]
+    height, width = pixels.shape[:2]
+    short = min(width, height)
+    for _ in range(int(rng.integers(0, style.decoys + 1))):
+        shape = others[int(rng.integers(len(others)))]
+        size = math.exp(rng.uniform(math.log(max(style.min_size, 8.0)), math.log(max(32.0, style.max_size * short))))
+        aspect = math.exp(rng.uniform(-style.aspect_jitter, style.aspect_jitter))
+        w, h = size * math.sqrt(aspect), size / math.sqrt(aspect)
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        reach = math.hypot(w, h) / 2 + 2
+        x0, y0 = max(0, math.floor(cx - reach)), max(0, math.floor(cy - reach))
+        x1, y1 = min(width, math.ceil(cx + reach) + 1), min(height, math.ceil(cy + reach) + 1)
+        if x1 <= x0 or y1 <= y0:
+            continue
+        mask = _shape_mask(shape, cx - x0, cy - y0, w, h, rng.uniform(0, 2 * math.pi), (x1 - x0, y1 - y0))
+        if style.fill == "outline":
+            mask = _rim(mask, style.outline_px)
+        pixels[y0:y1, x0:x1][mask] = _object_colour(rng, shape, style)
 
 
 def _erode(mask: np.ndarray, at_border: tuple[bool, bool, bool, bool]) -> np.ndarray:
