@@ -201,10 +201,11 @@ def run_ours(set_dir: Path, work: Path, epochs: int, args: argparse.Namespace) -
 
 
 def run_yolo(set_dir: Path, work: Path, epochs: int, imgsz: int, num_train: int, threads: int,
-             args: argparse.Namespace) -> dict[str, Any]:
+             args: argparse.Namespace, time_s: float | None = None) -> dict[str, Any]:
+    """The YOLOv8n peer for ``epochs`` epochs, or for ``time_s`` training seconds (``--equal-time``)."""
     cmd = [sys.executable, str(HERE / "yolo_peer.py"), "--set", str(set_dir), "--work", str(work), "--imgsz",
            str(imgsz), "--epochs", str(epochs), "--batch", str(args.yolo_batch), "--workers", str(args.workers),
-           "--threads", str(threads), "--seed", "0"]
+           "--threads", str(threads), "--seed", "0"] + ([] if time_s is None else ["--time-s", f"{time_s:.1f}"])
     print("  $ " + " ".join(cmd), flush=True)
     code, wall = _run_logged(cmd, work / "peer.log", "yolo")
     if code != 0:
@@ -212,7 +213,8 @@ def run_yolo(set_dir: Path, work: Path, epochs: int, imgsz: int, num_train: int,
     peer = json.loads((work / "peer.json").read_text())
     if peer["network_attempts"]:
         print(f"  warning: Ultralytics tried to reach the network (blocked): {peer['network_attempts']}")
-    return {**peer, "command": cmd, "peer_wall_s": wall, "train_images_seen": epochs * num_train}
+    seen = peer.get("epochs_done", epochs) * num_train if time_s is not None else epochs * num_train
+    return {**peer, "command": cmd, "peer_wall_s": wall, "train_images_seen": seen}
 
 
 def run_cached(work: Path, params: dict[str, Any], fn: Any) -> dict[str, Any]:
@@ -279,6 +281,8 @@ def markdown_header(report: dict[str, Any], args: argparse.Namespace) -> str:
            f"--num-train {args.num_train} --num-val {args.num_val}")
     if args.budget_images is not None:
         cmd += f" --budget-images {args.budget_images}"
+    if getattr(args, "equal_time", False):
+        cmd += " --equal-time"
     if args.config:
         cmd += f" --config {args.config}"
     if args.override:
@@ -290,7 +294,9 @@ def markdown_header(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"on the CPU ({report['threads']} torch threads; {m['cpus']} CPUs, load average {load}). YOLOv8n: "
             f"Ultralytics {m['ultralytics']} defaults, batch {report['yolo_batch']}. Both scored by singleshot's COCO "
             "evaluation on every validation image; train wall = the training command, including its own "
-            "evaluations.")
+            "evaluations."
+            + (" Equal wall time (--equal-time): YOLOv8n trains for the seconds ours took (Ultralytics' time=, which "
+               "re-plans its epochs), not the same images." if report.get("equal_time") else ""))
 
 
 def summarize(report: dict[str, Any]) -> None:
@@ -328,6 +334,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--override", nargs="*", default=[], metavar="key=value", help="ours: extra config overrides")
     p.add_argument("--builtin-style", action="store_true",
                    help="generate the sets with the built-in style (fresh seeds) instead of random styles")
+    p.add_argument("--equal-time", action="store_true",
+                   help="YOLOv8n trains for the seconds ours took (Ultralytics' time=) instead of the same images; "
+                        "needs both models")
     p.add_argument("--hard-styles", action="store_true",
                    help="one set per style of singleshot.data.synth.HARD_STYLES (outline, crowded, decoys), fixed "
                         "styles hard in one way each, instead of --sets random styles")
@@ -338,6 +347,8 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     args = parse_args(argv)
+    if args.equal_time and args.only != "both":
+        raise SystemExit("bench_accuracy: --equal-time gives YOLOv8n the seconds ours took: it needs --only both")
     # SIGTERM unwinds like Ctrl-C, so that a killed benchmark does not leave its training subprocess running.
     signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
     out = Path(args.out).resolve()
@@ -374,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         "num_train": args.num_train, "num_val": args.num_val, "image_size": imgsz, "threads": threads,
         "workers": args.workers, "ours_name": ours_name, "ours_config": args.config, "ours_overrides": args.override,
         "yolo_batch": args.yolo_batch, "only": args.only, "builtin_style": args.builtin_style,
+        "equal_time": args.equal_time,
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "torch": torch.__version__,
                     "ultralytics": yolo_version if args.only != "ours" else None,
                     "load_average_start": os.getloadavg()},
@@ -398,7 +410,10 @@ def main(argv: list[str] | None = None) -> int:
             _check_against_training(entry["ours"])
         if args.only != "ours":
             params = {**common, "threads": threads, "imgsz": imgsz, "batch": args.yolo_batch}
-            fn = partial(run_yolo, set_dir, work / "yolo", epochs, imgsz, args.num_train, threads, args)
+            time_s = entry["ours"]["train_wall_s"] if args.equal_time else None
+            if time_s is not None:  # same seconds as ours took (its own evaluations included), not the same images
+                params["time_s"] = round(time_s, 1)
+            fn = partial(run_yolo, set_dir, work / "yolo", epochs, imgsz, args.num_train, threads, args, time_s)
             entry["yolo"] = run_cached(work / "yolo", params, fn)
             entry["yolo"]["metrics"] = score_results(gt, Path(entry["yolo"]["results_file"]))
             own = entry["yolo"]["ultralytics_own_metrics"].get("metrics/mAP50-95(B)")

@@ -196,9 +196,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "workers": args.workers, "device": "cpu", "seed": args.seed, "deterministic": True, "plots": False,
         "amp": False, "val": False, "project": str(work), "name": "train", "exist_ok": True, "verbose": False,
     }
+    if args.time_s is not None:  # Ultralytics' own time budget (hours): it re-plans its epochs to end in time
+        train_kwargs["time"] = args.time_s / 3600
     t0 = time.perf_counter()
     model.train(**train_kwargs)
     train_s = time.perf_counter() - t0
+    epochs_done = int(getattr(model.trainer, "epoch", args.epochs - 1)) + 1
     last = work / "train" / "weights" / "last.pt"
     if not last.is_file():
         raise SystemExit(f"yolo_peer: training ended without {last}")
@@ -223,6 +226,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "ultralytics": ultralytics.__version__, "model": "yolov8n.yaml (from scratch)", "train_kwargs": train_kwargs,
         "val_kwargs": val_kwargs, "threads": threads, "convert_s": convert_s, "train_wall_s": train_s, "val_s": val_s,
         "results_file": str(results_file), "num_detections": len(results), "ultralytics_own_metrics": own,
+        "epochs_done": epochs_done,
         "network_attempts": guard.attempts,
     }
     (work / "peer.json").write_text(json.dumps(info, indent=2))
@@ -239,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--time-s", type=float, default=None,
+                   help="train for this many seconds (Ultralytics' time=, which re-plans the epochs) instead")
     info = run(p.parse_args(argv))
     print(f"yolo_peer: trained in {info['train_wall_s']:.1f}s, {info['num_detections']} val detections; "
           f"network attempts: {len(info['network_attempts'])}")
