@@ -149,11 +149,20 @@ def _last_eval_record(metrics_jsonl: Path) -> dict[str, Any] | None:
     return last
 
 
-def _run_logged(cmd: list[str], log_file: Path, prefix: str) -> tuple[int, float]:
-    """Run ``cmd``, copying its output to ``log_file`` and (prefixed) to stdout; returns (exit code, wall s)."""
+def child_env(threads: int) -> dict[str, str]:
+    """The environment of both training commands: ``OMP_NUM_THREADS`` set to the benchmark's thread count.
+
+    Importing ultralytics sets ``OMP_NUM_THREADS=1`` in this process's environment; inherited, it made ours train on
+    one torch thread while YOLOv8n set its own two (every earlier wall-time comparison of this benchmark)."""
+    return {**os.environ, "OMP_NUM_THREADS": str(threads)}
+
+
+def _run_logged(cmd: list[str], log_file: Path, prefix: str, threads: int) -> tuple[int, float]:
+    """Run ``cmd`` with ``threads`` torch threads, copying its output to ``log_file`` and (prefixed) to stdout;
+    returns (exit code, wall s)."""
     t0 = time.perf_counter()
     with open(log_file, "w", encoding="utf-8") as log, subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1, env=child_env(threads)
     ) as proc:
         assert proc.stdout is not None
         try:
@@ -171,18 +180,17 @@ def _run_logged(cmd: list[str], log_file: Path, prefix: str) -> tuple[int, float
 
 
 # ------------------------------------------------------------------------------------------------ the two models
-def run_ours(set_dir: Path, work: Path, epochs: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_ours(set_dir: Path, work: Path, epochs: int, args: argparse.Namespace, threads: int) -> dict[str, Any]:
     run_dir = work / "run"
     cmd = [sys.executable, "-m", "singleshot", "train"]
     if args.config:
         cmd += ["--config", args.config]
     cmd += [f"data.train={set_dir}", f"data.val={set_dir}", f"run.dir={run_dir}", f"train.epochs={epochs}",
-            "train.max_steps=null", f"data.num_workers={args.workers}", "train.progress=log"]
-    if args.threads:
-        cmd.append(f"train.threads={args.threads}")
+            "train.max_steps=null", f"data.num_workers={args.workers}", "train.progress=log",
+            f"train.threads={threads}"]
     cmd += args.override
     print("  $ " + " ".join(cmd), flush=True)
-    code, wall = _run_logged(cmd, work / "train.log", "ours")
+    code, wall = _run_logged(cmd, work / "train.log", "ours", threads)
     if code != 0:
         raise SystemExit(f"bench_accuracy: `singleshot train` failed (exit {code}); log: {work / 'train.log'}")
     match = re.search(r"on (\d+) images \((\d+) steps/epoch, (\d+) steps, global batch (\d+)",
@@ -207,7 +215,7 @@ def run_yolo(set_dir: Path, work: Path, epochs: int, imgsz: int, num_train: int,
            str(imgsz), "--epochs", str(epochs), "--batch", str(args.yolo_batch), "--workers", str(args.workers),
            "--threads", str(threads), "--seed", "0"] + ([] if time_s is None else ["--time-s", f"{time_s:.1f}"])
     print("  $ " + " ".join(cmd), flush=True)
-    code, wall = _run_logged(cmd, work / "peer.log", "yolo")
+    code, wall = _run_logged(cmd, work / "peer.log", "yolo", threads)
     if code != 0:
         raise SystemExit(f"bench_accuracy: the YOLOv8n peer failed (exit {code}); log: {work / 'peer.log'}")
     peer = json.loads((work / "peer.json").read_text())
@@ -252,23 +260,41 @@ def _wall(s: float | None) -> str:
     return "" if s is None else f"{int(s // 60)} min {s % 60:02.0f} s"
 
 
+# ours; YOLOv8n on the same images; YOLOv8n for the same seconds (--equal-time)
+MODEL_ROWS = ("ours", "yolo", "yolo_time")
+
+
+def _row_name(report: dict[str, Any], key: str) -> str:
+    return {"ours": report["ours_name"], "yolo": "YOLOv8n, same images", "yolo_time": "YOLOv8n, same seconds"}[key]
+
+
+def _ratio_cell(entry: dict[str, Any], min_fmt: str = "") -> str:
+    """'same images' ratio, and ' / same seconds' ratio when measured (with their minima over sets for the mean)."""
+    cells = []
+    for key in ("ratio", "ratio_time"):
+        if entry.get(key) is not None:
+            low = entry.get("min_" + key)
+            cells.append(f"{entry[key]:.2f}" + (min_fmt.format(low) if min_fmt and low is not None else ""))
+    return " / ".join(cells)
+
+
 def markdown_table(report: dict[str, Any]) -> str:
-    head = "| set | model | mAP | AP50 | APs | APm | APl | train wall | ours/YOLO mAP |"
-    lines = [head, "|" + "---|" * 9]
+    head = "| set | model | mAP | AP50 | APs | APm | APl | train wall | images | ours/YOLO mAP |"
+    lines = [head, "|" + "---|" * 10]
     for s in report["sets"]:
-        ratio = "" if s.get("ratio") is None else f"{s['ratio']:.2f}"
-        for key, name in (("ours", report["ours_name"]), ("yolo", "YOLOv8n")):
+        for key in MODEL_ROWS:
             if key in s:
                 r = s[key]
                 cells = " | ".join(_fmt(r["metrics"][k]) for k in TABLE_STATS)
-                lines.append(f"| {s['index']} | {name} | {cells} | {_wall(r['train_wall_s'])} | "
-                             f"{ratio if key == 'ours' else ''} |")
+                lines.append(f"| {s['index']} | {_row_name(report, key)} | {cells} | {_wall(r['train_wall_s'])} | "
+                             f"{r.get('train_images_seen', '')} | {_ratio_cell(s) if key == 'ours' else ''} |")
     mean = report.get("mean", {})
-    for key, name in (("ours", report["ours_name"]), ("yolo", "YOLOv8n")):
+    for key in MODEL_ROWS:
         if key in mean:
             cells = " | ".join(_fmt(mean[key][k]) for k in TABLE_STATS)
-            ratio = f"{mean['ratio']:.2f} (min {mean['min_ratio']:.2f})" if key == "ours" and "ratio" in mean else ""
-            lines.append(f"| mean | {name} | {cells} | {_wall(mean[key]['train_wall_s'])} | {ratio} |")
+            ratio = _ratio_cell(mean, " (min {:.2f})") if key == "ours" else ""
+            lines.append(f"| mean | {_row_name(report, key)} | {cells} | {_wall(mean[key]['train_wall_s'])} | | "
+                         f"{ratio} |")
     legend = [f"- set {s['index']}: seed {s['seed']}, {s['num_train']} train / {s['num_val']} val images; "
               f"{s['style']}" for s in report["sets"]]
     return "\n".join([*lines, "", *legend])
@@ -295,20 +321,23 @@ def markdown_header(report: dict[str, Any], args: argparse.Namespace) -> str:
             f"Ultralytics {m['ultralytics']} defaults, batch {report['yolo_batch']}. Both scored by singleshot's COCO "
             "evaluation on every validation image; train wall = the training command, including its own "
             "evaluations."
-            + (" Equal wall time (--equal-time): YOLOv8n trains for the seconds ours took (Ultralytics' time=, which "
-               "re-plans its epochs), not the same images." if report.get("equal_time") else ""))
+            + (" Equal wall time (--equal-time): YOLOv8n also trains for the seconds ours took (Ultralytics' time=, "
+               "which re-plans its epochs; 'same seconds' rows, images = the epochs it finished x the set); the "
+               "ratio column is ours/YOLO at the same images / at the same seconds." if report.get("equal_time")
+               else ""))
 
 
 def summarize(report: dict[str, Any]) -> None:
     sets = report["sets"]
     mean: dict[str, Any] = {}
-    for key in ("ours", "yolo"):
+    for key in MODEL_ROWS:
         if sets and all(key in s for s in sets):
             mean[key] = {k: float(np.mean([s[key]["metrics"][k] for s in sets])) for k in TABLE_STATS}
             mean[key]["train_wall_s"] = float(np.mean([s[key]["train_wall_s"] for s in sets]))
-    ratios = [s["ratio"] for s in sets if s.get("ratio") is not None]
-    if ratios and len(ratios) == len(sets):
-        mean["ratio"], mean["min_ratio"] = float(np.mean(ratios)), float(np.min(ratios))
+    for name in ("ratio", "ratio_time"):
+        ratios = [s[name] for s in sets if s.get(name) is not None]
+        if ratios and len(ratios) == len(sets):
+            mean[name], mean["min_" + name] = float(np.mean(ratios)), float(np.min(ratios))
     report["mean"] = mean
 
 
@@ -335,8 +364,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--builtin-style", action="store_true",
                    help="generate the sets with the built-in style (fresh seeds) instead of random styles")
     p.add_argument("--equal-time", action="store_true",
-                   help="YOLOv8n trains for the seconds ours took (Ultralytics' time=) instead of the same images; "
-                        "needs both models")
+                   help="YOLOv8n also trains for the seconds ours took (Ultralytics' time=), beside the same "
+                        "images; needs both models")
     p.add_argument("--hard-styles", action="store_true",
                    help="one set per style of singleshot.data.synth.HARD_STYLES (outline, crowded, decoys), fixed "
                         "styles hard in one way each, instead of --sets random styles")
@@ -364,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.workers is None:  # the preset's; its auto (null) is 0 on a CPU, where this benchmark runs
         args.workers = ours_cfg.data.num_workers if ours_cfg.data.num_workers is not None else 0
     imgsz = get_spec(ours_cfg.model.name, ours_cfg.model.image_size).image_size
-    threads = args.threads or torch.get_num_threads()
+    threads = args.threads or torch.get_num_threads()  # read before ultralytics' import sets OMP_NUM_THREADS=1
     if args.only != "ours":
         try:
             import ultralytics
@@ -402,31 +431,35 @@ def main(argv: list[str] | None = None) -> int:
                                  "num_train": args.num_train, "num_val": args.num_val, "generate_s": gen_s}
         work = out / f"set{k}-seed{seed}"
         common = {"set": str(set_dir), "style": style, "epochs": epochs, "workers": args.workers,
-                  "threads": args.threads}
+                  "threads": threads}
         if args.only != "yolo":
             params = {**common, "config": args.config, "override": args.override}
-            entry["ours"] = run_cached(work / "ours", params, partial(run_ours, set_dir, work / "ours", epochs, args))
+            fn = partial(run_ours, set_dir, work / "ours", epochs, args, threads)
+            entry["ours"] = run_cached(work / "ours", params, fn)
             entry["ours"]["metrics"] = score_results(gt, Path(entry["ours"]["results_file"]))
             _check_against_training(entry["ours"])
         if args.only != "ours":
-            params = {**common, "threads": threads, "imgsz": imgsz, "batch": args.yolo_batch}
-            time_s = entry["ours"]["train_wall_s"] if args.equal_time else None
-            if time_s is not None:  # same seconds as ours took (its own evaluations included), not the same images
-                params["time_s"] = round(time_s, 1)
-            fn = partial(run_yolo, set_dir, work / "yolo", epochs, imgsz, args.num_train, threads, args, time_s)
-            entry["yolo"] = run_cached(work / "yolo", params, fn)
-            entry["yolo"]["metrics"] = score_results(gt, Path(entry["yolo"]["results_file"]))
-            own = entry["yolo"]["ultralytics_own_metrics"].get("metrics/mAP50-95(B)")
-            print(f"  YOLOv8n: mAP {entry['yolo']['metrics']['AP']:.4f} (harness) vs {own} (Ultralytics' own "
-                  "validator, its own matching and interpolation)")
-        for key in ("ours", "yolo"):
+            # the same images; with --equal-time also the seconds ours took (its own evaluations included)
+            budgets = [("yolo", None)] + ([("yolo_time", entry["ours"]["train_wall_s"])] if args.equal_time else [])
+            for key, time_s in budgets:
+                params = {**common, "imgsz": imgsz, "batch": args.yolo_batch}
+                if time_s is not None:
+                    params["time_s"] = round(time_s, 1)
+                fn = partial(run_yolo, set_dir, work / key, epochs, imgsz, args.num_train, threads, args, time_s)
+                entry[key] = run_cached(work / key, params, fn)
+                entry[key]["metrics"] = score_results(gt, Path(entry[key]["results_file"]))
+                own = entry[key]["ultralytics_own_metrics"].get("metrics/mAP50-95(B)")
+                print(f"  {_row_name(report, key)}: mAP {entry[key]['metrics']['AP']:.4f} (harness) vs {own} "
+                      "(Ultralytics' own validator, its own matching and interpolation)")
+        for key in MODEL_ROWS:
             if key in entry and entry[key].get("train_images_seen"):
                 r = entry[key]
                 r["train_s_per_1k_images"] = 1000 * r["train_wall_s"] / r["train_images_seen"]
                 print(f"  {key}: {r['train_images_seen']} training images in {r['train_wall_s']:.0f} s "
                       f"({r['train_s_per_1k_images']:.0f} s per 1,000 incl. its evaluations and start-up)")
-        if "ours" in entry and "yolo" in entry and entry["yolo"]["metrics"]["AP"] > 0:
-            entry["ratio"] = entry["ours"]["metrics"]["AP"] / entry["yolo"]["metrics"]["AP"]
+        for key, name in (("yolo", "ratio"), ("yolo_time", "ratio_time")):
+            if "ours" in entry and key in entry and entry[key]["metrics"]["AP"] > 0:
+                entry[name] = entry["ours"]["metrics"]["AP"] / entry[key]["metrics"]["AP"]
         report["sets"].append(entry)
         summarize(report)
         report["machine"]["load_average_end"] = os.getloadavg()

@@ -115,6 +115,8 @@ class Capabilities:
 
     Attributes:
         fp16_training: fp16 autocast with a ``GradScaler`` (what ``precision=auto`` picks on it).
+        bf16_training: bf16 autocast trains faster than fp32 there (what ``precision=auto`` picks for training
+            where fp16 is not available): CPUs with AMX tiles (oneDNN runs bf16 convolutions on them).
         dist_backend: ``torch.distributed`` backend for a process group on it.
         channels_last: convolutions run faster with channels-last memory (the default layout there).
         pin_memory: page-locked host buffers make host-to-device copies asynchronous.
@@ -123,6 +125,7 @@ class Capabilities:
     """
 
     fp16_training: bool = False
+    bf16_training: bool = False
     dist_backend: str = "gloo"
     channels_last: bool = False
     pin_memory: bool = False
@@ -136,8 +139,19 @@ _CAPABILITIES = {
     "xpu": Capabilities(dist_backend="xccl", pin_memory=True),
     "hpu": Capabilities(dist_backend="hccl"),
     "mps": Capabilities(),
-    "cpu": Capabilities(),
 }
+
+
+def _cpu_capabilities() -> Capabilities:
+    """The CPU's: channels-last where oneDNN runs the convolutions (its native layout: ssd_tiny's training step
+    1.2x faster in fp32, 1.4x in bf16, on 2 Sapphire Rapids cores); bf16 training where the CPU has AMX tiles
+    (the step 1.7x faster than fp32 there; without AMX, bf16 is slower than fp32)."""
+    onednn = torch.backends.mkldnn.is_available()
+    amx = getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()
+    return Capabilities(channels_last=onednn, bf16_training=onednn and amx)
+
+
+_CAPABILITIES["cpu"] = _cpu_capabilities()
 
 
 def capabilities(device: torch.device | str) -> Capabilities:

@@ -32,10 +32,13 @@ def test_unavailable_or_unknown_device_names_the_key() -> None:
 
 def test_capabilities_decide_precision_and_layout() -> None:
     cpu, cuda = capabilities("cpu"), capabilities("cuda:1")
-    assert (cpu.fp16_training, cpu.dist_backend, cpu.channels_last, cpu.pin_memory) == (False, "gloo", False, False)
+    assert (cpu.fp16_training, cpu.dist_backend, cpu.pin_memory) == (False, "gloo", False)
+    assert cpu.channels_last == torch.backends.mkldnn.is_available()
     assert (cuda.fp16_training, cuda.dist_backend, cuda.channels_last, cuda.dali) == (True, "nccl", True, True)
     assert capabilities("xpu").dist_backend == "xccl" and capabilities("hpu").dist_backend == "hccl"
-    assert resolve_precision("auto", torch.device("cpu")) == "fp32"
+    assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # inference keeps fp32 on a CPU
+    amx = torch.backends.mkldnn.is_available() and torch.cpu._is_amx_tile_supported()
+    assert resolve_precision("auto", torch.device("cpu"), training=True) == ("bf16" if amx else "fp32")
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     assert resolve_precision("bf16", torch.device("cpu"), training=True) == "bf16"
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -109,13 +110,23 @@ def test_table_has_both_models_ratio_and_mean() -> None:
     metrics = {"AP": 0.5, "AP50": 0.8, "APs": -1.0, "APm": 0.4, "APl": 0.6}
     report = {"ours_name": "ours", "sets": [
         {"index": 0, "seed": 5, "style": "circles", "num_train": 10, "num_val": 2, "ratio": 0.5,
-         "ours": {"metrics": metrics, "train_wall_s": 75.0},
-         "yolo": {"metrics": {**metrics, "AP": 1.0}, "train_wall_s": 61.0}}]}
+         "ours": {"metrics": metrics, "train_wall_s": 75.0, "train_images_seen": 20},
+         "yolo": {"metrics": {**metrics, "AP": 1.0}, "train_wall_s": 61.0, "train_images_seen": 20}}]}
     bench.summarize(report)
     table = bench.markdown_table(report)
-    assert "| 0 | ours | 0.500 | 0.800 | n/a | 0.400 | 0.600 | 1 min 15 s | 0.50 |" in table
-    assert "| 0 | YOLOv8n | 1.000 |" in table
+    assert "| 0 | ours | 0.500 | 0.800 | n/a | 0.400 | 0.600 | 1 min 15 s | 20 | 0.50 |" in table
+    assert "| 0 | YOLOv8n, same images | 1.000 |" in table and "same seconds" not in table
     assert "0.50 (min 0.50)" in table and "seed 5" in table and "circles" in table
+
+    # --equal-time: a third row, YOLOv8n for the seconds ours took, and its ratio beside the same-images one
+    report["sets"][0]["yolo_time"] = {"metrics": {**metrics, "AP": 0.25}, "train_wall_s": 76.0,
+                                      "train_images_seen": 40}
+    report["sets"][0]["ratio_time"] = 2.0
+    bench.summarize(report)
+    table = bench.markdown_table(report)
+    assert "| 0 | ours | 0.500 | 0.800 | n/a | 0.400 | 0.600 | 1 min 15 s | 20 | 0.50 / 2.00 |" in table
+    assert "| 0 | YOLOv8n, same seconds | 0.250 | 0.800 | n/a | 0.400 | 0.600 | 1 min 16 s | 40 |  |" in table
+    assert "0.50 (min 0.50) / 2.00 (min 2.00)" in table
 
     report.update(base_seed=5, epochs=2, num_train=10, budget_from="--budget-images", budget_images=20,
                   image_size=160, threads=2, yolo_batch=16,
@@ -124,3 +135,10 @@ def test_table_has_both_models_ratio_and_mean() -> None:
     header = bench.markdown_header(report, args)
     assert header.startswith("`python benchmarks/bench_accuracy.py --base-seed 5 --sets 1 --num-train 10 ")
     assert "--budget-images 20`" in header and "2 epochs x 10 images" in header
+
+
+def test_both_training_commands_get_the_benchmarks_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Importing ultralytics sets OMP_NUM_THREADS=1 in the harness; the children must not inherit it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    env = bench.child_env(2)
+    assert env["OMP_NUM_THREADS"] == "2" and env["PATH"] == os.environ["PATH"]

@@ -87,7 +87,8 @@ def test_a_killed_loader_worker_is_named_and_the_run_resumes(tmp_path: Path) -> 
     lines = [line for line in err.splitlines() if line.startswith("singleshot train:")]
     assert len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith(f"singleshot train: a data loader worker (pid {workers[0]}) died at step ")
-    assert "killed by signal" in lines[0] and "re-run the same command to resume" in lines[0]
+    # torch reports the death one of two ways, by timing: with the signal, or as "exited unexpectedly"
+    assert ("(killed by signal" in lines[0] or "(it exited," in lines[0]) and "re-run the same command" in lines[0]
     assert "is intact" in lines[0]
     stopped = load_checkpoint(run / "checkpoints" / "last.pt")
     assert 4 <= stopped["step"] < steps

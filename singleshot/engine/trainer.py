@@ -487,6 +487,8 @@ class Trainer:
             self.eval_every, fraction = auto_eval_every(epochs, p.steps_per_epoch * p.global_batch, val_images)
         if self.main:
             where = f"{self.device} x {self.info.world_size}" if self.info.enabled else str(self.device)
+            if self.device.type == "cpu":  # the thread count decides a CPU run's speed (OMP_NUM_THREADS, train.threads)
+                where += f" ({torch.get_num_threads()} threads)"
             val = f"{len(p.data.val)} validation images" if p.data.val is not None else "no validation"
             print(
                 f"training {cfg.model.name} at {p.model.spec.image_size} px on {len(p.data.train)} images "
