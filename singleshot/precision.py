@@ -17,7 +17,8 @@ PRECISIONS = ("fp32", "fp16", "bf16")
 
 def resolve_precision(precision: str, device: torch.device, *, training: bool = False) -> str:
     """"auto" -> fp16 where the device trains in fp16 with a GradScaler (CUDA); for ``training``, bf16 where bf16
-    trains faster than fp32 (CPUs with AMX; elsewhere bf16 is the slower); fp32 otherwise (inference on a CPU keeps
+    trains faster than fp32 (CPUs with native bf16, AMX or AVX512-BF16; elsewhere oneDNN emulates it, slower); fp32
+    otherwise (inference on a CPU keeps
     fp32's accuracy: bf16 has 8 significant bits). Otherwise ``precision`` itself, checked. Training in fp16 needs
     gradient scaling (CUDA)."""
     caps = capabilities(device)

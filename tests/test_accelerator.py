@@ -22,6 +22,26 @@ def test_auto_and_cpu_resolve() -> None:
     synchronize()
 
 
+def test_bf16_training_only_where_onednn_has_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    from singleshot.accelerator import native_bf16_cpu
+
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: True)
+    for amx, avx512_bf16, isa, expected in [
+        (False, False, "", False),  # AVX2 / AVX-512 without bf16: emulated, slower than fp32
+        (True, False, "", True),  # Sapphire Rapids
+        (False, True, "", True),  # Zen 4
+        (False, True, "AVX512_CORE", False),  # oneDNN held below bf16 by the user
+        (True, True, "avx512_core_amx", True),
+        (False, True, "ALL", True),
+    ]:
+        monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda v=amx: v)
+        monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda v=avx512_bf16: v)
+        monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", isa)
+        assert native_bf16_cpu() is expected, (amx, avx512_bf16, isa)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert native_bf16_cpu() is False
+
+
 @pytest.mark.skipif(not NO_ACCELERATOR, reason="needs a machine without an accelerator")
 def test_unavailable_or_unknown_device_names_the_key() -> None:
     with pytest.raises(ValueError, match=r"train\.device=cuda but cuda is not available here.*train\.device=auto"):
@@ -37,8 +57,10 @@ def test_capabilities_decide_precision_and_layout() -> None:
     assert (cuda.fp16_training, cuda.dist_backend, cuda.channels_last, cuda.dali) == (True, "nccl", True, True)
     assert capabilities("xpu").dist_backend == "xccl" and capabilities("hpu").dist_backend == "hccl"
     assert resolve_precision("auto", torch.device("cpu")) == "fp32"  # inference keeps fp32 on a CPU
-    amx = torch.backends.mkldnn.is_available() and torch.cpu._is_amx_tile_supported()
-    assert resolve_precision("auto", torch.device("cpu"), training=True) == ("bf16" if amx else "fp32")
+    native = torch.backends.mkldnn.is_available() and (
+        torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported()
+    )
+    assert resolve_precision("auto", torch.device("cpu"), training=True) == ("bf16" if native else "fp32")
     assert resolve_precision("auto", torch.device("cuda")) == "fp16"
     assert resolve_precision("bf16", torch.device("cpu"), training=True) == "bf16"
     with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
