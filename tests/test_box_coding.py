@@ -260,3 +260,22 @@ def test_dense_candidate_path_equals_sparse_path(monkeypatch, classifier, thresh
         assert d["boxes"].shape[0] == 100
         for key in ("boxes", "scores", "labels"):
             torch.testing.assert_close(d[key], s[key], rtol=0, atol=0)
+
+
+def test_ssd_tiny_matching_gives_small_objects_several_default_boxes():
+    """ssd_tiny matches at IoU > 0.3 (bench_accuracy: mAP up on all six sets against 0.4): a 6 px square at 160 px
+    gets 3 positive default boxes, where the 0.4 rule leaves it only its forced best match."""
+    import dataclasses
+
+    from singleshot.box.coder import MatchRule
+    from singleshot.box.factory import build_encoder
+    from singleshot.models import get_spec
+
+    spec = get_spec("ssd_tiny")
+    assert spec.match.iou_threshold == 0.3
+    half = 3 / 160  # 6 px wide at 160 px, in normalized coordinates
+    box = torch.tensor([[[0.43 - half, 0.43 - half, 0.43 + half, 0.43 + half]]])
+    label = torch.tensor([[1]])
+    _, tl = build_encoder(spec)(box, label)
+    _, tl_04 = build_encoder(dataclasses.replace(spec, match=MatchRule(iou_threshold=0.4)))(box, label)
+    assert int((tl == 1).sum()) == 3 and int((tl_04 == 1).sum()) == 1
