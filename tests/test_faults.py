@@ -476,3 +476,18 @@ def _tiny_ckpt(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.pt"
     atomic_save(make_checkpoint(singleshot.build_model("ssd_tiny", num_classes=2), ["box"]), path)
     return path
+
+
+def test_resumed_event_file_sorts_after_the_killed_runs(tmp_path: Path) -> None:
+    """TensorBoard reads event files in name order (the creating second first): a run resumed within the second its
+    killed predecessor started waits for the next second, so its file (and its purge of orphaned steps) comes last."""
+    from singleshot.engine.monitor import _wait_to_sort_last
+
+    now = int(time.time())
+    (tmp_path / f"events.out.tfevents.{now}.zzz-host.99999.0").write_bytes(b"")
+    _wait_to_sort_last(tmp_path)
+    assert int(time.time()) > now
+    (tmp_path / f"events.out.tfevents.{now + 3600}.host.1.0").write_bytes(b"")  # a clock far ahead: no long sleep
+    t0 = time.monotonic()
+    _wait_to_sort_last(tmp_path)
+    assert time.monotonic() - t0 < 0.5

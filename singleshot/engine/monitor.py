@@ -15,6 +15,24 @@ from typing import Any
 from tqdm import tqdm
 
 
+
+def _wait_to_sort_last(log_dir: Path) -> None:
+    """Sleep (under a second) until a new event file in ``log_dir`` sorts after every file already there.
+
+    TensorBoard reads a folder's event files in name order, and a name starts with the creating second
+    (``events.out.tfevents.<int seconds>.<host>.<pid>``): a run resumed within the second its killed predecessor
+    started would be read first, so the predecessor's events past the checkpoint would not be purged and its steps
+    would come after the resumed run's."""
+    stamps = []
+    for f in log_dir.glob("events.out.tfevents.*"):
+        part = f.name.split(".")[3]
+        if part.isdigit():
+            stamps.append(int(part))
+    if stamps:
+        wait = max(stamps) + 1 - time.time()
+        if 0 < wait <= 2:
+            time.sleep(wait)
+
 class Monitor:
     """Progress display + ``metrics.jsonl`` + TensorBoard for one run (rank 0); inert when ``run_dir`` is None.
 
@@ -48,6 +66,7 @@ class Monitor:
             # On resume, events a killed run wrote after its checkpoint (steps > initial_step) are hidden, as
             # trim_metrics does for metrics.jsonl; the resumed run writes those steps again.
             purge = initial_step + 1 if initial_step > 0 else None
+            _wait_to_sort_last(run_dir / "tensorboard")
             self._tb = SummaryWriter(log_dir=str(run_dir / "tensorboard"), purge_step=purge)
         self._bar = None
         if self.mode == "bar":
