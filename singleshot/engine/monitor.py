@@ -15,7 +15,6 @@ from typing import Any
 from tqdm import tqdm
 
 
-
 def _wait_to_sort_last(log_dir: Path) -> None:
     """Sleep (under a second) until a new event file in ``log_dir`` sorts after every file already there.
 
