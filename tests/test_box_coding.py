@@ -1,5 +1,6 @@
 """Matching, encoding, losses and post-processing against plain per-image implementations."""
 
+import dataclasses
 import math
 
 import pytest
@@ -11,6 +12,7 @@ from singleshot.box import (
     SSD300_ANCHORS,
     BoxCoder,
     FocalLoss,
+    MatchRule,
     MultiBoxLoss,
     PostprocessConfig,
     PostProcessor,
@@ -19,6 +21,8 @@ from singleshot.box import (
 )
 from singleshot.box import nms as nms_module
 from singleshot.box.anchors import default_boxes_xyxy
+from singleshot.box.factory import build_encoder
+from singleshot.models import get_spec
 
 
 def random_batch(batch: int, max_boxes: int, empty: tuple[int, ...] = (), seed: int = 0):
@@ -265,12 +269,6 @@ def test_dense_candidate_path_equals_sparse_path(monkeypatch, classifier, thresh
 def test_ssd_tiny_matching_gives_small_objects_several_default_boxes():
     """ssd_tiny matches at IoU > 0.3 (bench_accuracy: mAP up on all six sets against 0.4): a 6 px square at 160 px
     gets 3 positive default boxes, where the 0.4 rule leaves it only its forced best match."""
-    import dataclasses
-
-    from singleshot.box.coder import MatchRule
-    from singleshot.box.factory import build_encoder
-    from singleshot.models import get_spec
-
     spec = get_spec("ssd_tiny")
     assert spec.match.iou_threshold == 0.3
     half = 3 / 160  # 6 px wide at 160 px, in normalized coordinates

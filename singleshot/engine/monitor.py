@@ -16,7 +16,8 @@ from tqdm import tqdm
 
 
 def _wait_to_sort_last(log_dir: Path) -> None:
-    """Sleep (under a second) until a new event file in ``log_dir`` sorts after every file already there.
+    """Sleep until a new event file in ``log_dir`` sorts after every file already there: up to a second, or two when a
+    file is stamped a second ahead (clock skew); a file stamped further ahead is left alone (no long sleep).
 
     TensorBoard reads a folder's event files in name order, and a name starts with the creating second
     (``events.out.tfevents.<int seconds>.<host>.<pid>``): a run resumed within the second its killed predecessor
@@ -31,6 +32,7 @@ def _wait_to_sort_last(log_dir: Path) -> None:
         wait = max(stamps) + 1 - time.time()
         if 0 < wait <= 2:
             time.sleep(wait)
+
 
 class Monitor:
     """Progress display + ``metrics.jsonl`` + TensorBoard for one run (rank 0); inert when ``run_dir`` is None.
